@@ -1,0 +1,33 @@
+/* gw_buf: a growable byte buffer, always NUL-terminated.
+ *
+ * Owns its bytes. Used wherever text is built piece by piece (line
+ * protocol, JSON notices, SQL-free messages). Not thread-safe.
+ */
+#ifndef GW_BUF_H
+#define GW_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+struct gw_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+
+#define GW_BUF_INIT { NULL, 0, 0 }
+
+/* All return 0 or -ENOMEM; on failure the buffer is left as it was. */
+int gw_buf_reserve(struct gw_buf *b, size_t extra);
+int gw_buf_append(struct gw_buf *b, const void *data, size_t len);
+int gw_buf_puts(struct gw_buf *b, const char *s);
+int gw_buf_putc(struct gw_buf *b, char c);
+int gw_buf_printf(struct gw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int gw_buf_vprintf(struct gw_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+/* Cuts the buffer back to len bytes (len <= b->len). */
+void gw_buf_truncate(struct gw_buf *b, size_t len);
+void gw_buf_reset(struct gw_buf *b);
+void gw_buf_free(struct gw_buf *b);
+
+#endif

@@ -1,0 +1,96 @@
+/* gw_config: gridgate's one YAML configuration file.
+ *
+ * Owns the parsed configuration and every string in it. Each option is
+ * described once, in a table inside gw_config.c (section, key, type,
+ * default, range, description), from which parsing, defaults, validation
+ * and `gridgate config keys` come. Relative paths are resolved against the
+ * config file's directory. Does not open anything the paths name.
+ */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+struct gw_config {
+    char *path; /* the file as given */
+    char *dir;  /* its directory, for relative paths */
+
+    struct {
+        bool enabled;
+        char *uri;
+        char *client_id;
+        int qos;              /* 0 or 1: what the gateway subscribes with */
+        int protocol;         /* 5 or 311 */
+        int keepalive_s;
+        int session_expiry_s; /* how long the broker keeps the session */
+        char *username;
+        char *password;
+    } mqtt;
+
+    struct {
+        bool enabled;
+        char *listen;
+        int port;
+    } coap;
+
+    struct {
+        bool enabled;
+        char *url;
+        char *database;
+        char *retention_policy;
+        char *username;
+        char *password;
+        int batch_size;        /* points per request at most */
+        int flush_interval_ms; /* a partial batch waits no longer */
+        int timeout_ms;
+    } influx;
+
+    struct {
+        char *path;
+    } store;
+
+    struct {
+        char *dir;
+        int max_mb;
+    } journal;
+
+    struct {
+        char *grids;
+        char *devices;
+    } district;
+
+    struct {
+        char *dir;
+        int instruction_budget; /* per call of a rule function */
+        int memory_kb;          /* per Lua state */
+    } rules;
+
+    struct {
+        bool enabled;
+        char *listen;
+        int port;
+        char *tokens;
+    } api;
+
+    struct {
+        bool auto_dispatch; /* send new cases to the role the rule names */
+    } cases;
+
+    struct {
+        char *level;          /* error, warn, info, debug */
+        int stats_interval_s; /* gateway health to the log and InfluxDB */
+        int queue_size;       /* readings in flight between stages */
+    } gateway;
+};
+
+/* Parses FILE. On failure returns NULL and sets *ret_error to a malloc'd
+ * message "FILE:LINE: KEY.PATH: what is wrong" that the caller frees. */
+struct gw_config *gw_config_load(const char *path, char **ret_error);
+void gw_config_free(struct gw_config *cfg);
+
+/* Writes every key with its type, default and description (for docs and
+ * `gridgate config keys`). */
+void gw_config_describe(FILE *out);
+
+#endif

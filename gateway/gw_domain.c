@@ -1,0 +1,56 @@
+#include "gw_domain.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *const grid_types[GW_GRID_TYPE_COUNT] = {
+    "residential", "commercial", "institution", "crowded",
+};
+
+static const char *const grid_levels[GW_GRID_LEVEL_COUNT] = {
+    "routine", "prevention", "attention", "governance",
+};
+
+static const char *const roles[GW_ROLE_COUNT] = {
+    "manager", "assistant", "police", "supervisor", "judicial", "firefighter", "party_secretary",
+};
+
+static const char *const roles_zh[GW_ROLE_COUNT] = {
+    "网格管理员", "网格助理员", "网格警员", "网格督导员", "网格司法员", "网格消防员", "网格党支部书记",
+};
+
+static const char *const severities[GW_SEVERITY_COUNT] = {
+    "info", "minor", "major", "critical",
+};
+
+static const char *const case_states[GW_CASE_STATE_COUNT] = {
+    "reported", "dispatched", "handled", "verified", "evaluated", "closed", "cancelled", "deferred",
+};
+
+static int lookup(const char *const *names, size_t count, const char *name)
+{
+    for (size_t i = 0; i < count; i++)
+        if (name && strcmp(names[i], name) == 0)
+            return (int)i;
+    return -EINVAL;
+}
+
+static const char *name_of(const char *const *names, size_t count, int value)
+{
+    return value >= 0 && (size_t)value < count ? names[value] : "unknown";
+}
+
+const char *gw_grid_type_name(enum gw_grid_type t) { return name_of(grid_types, COUNT_OF(grid_types), (int)t); }
+const char *gw_grid_level_name(enum gw_grid_level l) { return name_of(grid_levels, COUNT_OF(grid_levels), (int)l); }
+const char *gw_role_name(enum gw_role r) { return name_of(roles, COUNT_OF(roles), (int)r); }
+const char *gw_role_label_zh(enum gw_role r) { return name_of(roles_zh, COUNT_OF(roles_zh), (int)r); }
+const char *gw_severity_name(enum gw_severity s) { return name_of(severities, COUNT_OF(severities), (int)s); }
+const char *gw_case_state_name(enum gw_case_state s) { return name_of(case_states, COUNT_OF(case_states), (int)s); }
+
+int gw_grid_type_parse(const char *name) { return lookup(grid_types, COUNT_OF(grid_types), name); }
+int gw_grid_level_parse(const char *name) { return lookup(grid_levels, COUNT_OF(grid_levels), name); }
+int gw_role_parse(const char *name) { return lookup(roles, COUNT_OF(roles), name); }
+int gw_severity_parse(const char *name) { return lookup(severities, COUNT_OF(severities), name); }
+int gw_case_state_parse(const char *name) { return lookup(case_states, COUNT_OF(case_states), name); }

@@ -1,0 +1,73 @@
+/* gw_domain: the vocabulary of grid management shared by every module.
+ *
+ * Owns the enumerations of DESIGN.md's domain (grid types and levels, the
+ * seven roles, severities, case states) and their canonical names. Holds
+ * no state.
+ */
+#ifndef GW_DOMAIN_H
+#define GW_DOMAIN_H
+
+enum gw_grid_type {
+    GW_GRID_RESIDENTIAL,
+    GW_GRID_COMMERCIAL,
+    GW_GRID_INSTITUTION,
+    GW_GRID_CROWDED,
+    GW_GRID_TYPE_COUNT,
+};
+
+enum gw_grid_level {
+    GW_LEVEL_ROUTINE,
+    GW_LEVEL_PREVENTION,
+    GW_LEVEL_ATTENTION,
+    GW_LEVEL_GOVERNANCE,
+    GW_GRID_LEVEL_COUNT,
+};
+
+enum gw_role {
+    GW_ROLE_MANAGER,
+    GW_ROLE_ASSISTANT,
+    GW_ROLE_POLICE,
+    GW_ROLE_SUPERVISOR,
+    GW_ROLE_JUDICIAL,
+    GW_ROLE_FIREFIGHTER,
+    GW_ROLE_PARTY_SECRETARY,
+    GW_ROLE_COUNT,
+};
+
+enum gw_severity {
+    GW_SEVERITY_INFO,
+    GW_SEVERITY_MINOR,
+    GW_SEVERITY_MAJOR,
+    GW_SEVERITY_CRITICAL,
+    GW_SEVERITY_COUNT,
+};
+
+enum gw_case_state {
+    GW_CASE_REPORTED,
+    GW_CASE_DISPATCHED,
+    GW_CASE_HANDLED,
+    GW_CASE_VERIFIED,
+    GW_CASE_EVALUATED,
+    GW_CASE_CLOSED,
+    GW_CASE_CANCELLED,
+    GW_CASE_DEFERRED,
+    GW_CASE_STATE_COUNT,
+};
+
+/* Canonical English names as DESIGN.md spells them ("residential",
+ * "firefighter", "critical", "dispatched"...), and their Chinese labels. */
+const char *gw_grid_type_name(enum gw_grid_type type);
+const char *gw_grid_level_name(enum gw_grid_level level);
+const char *gw_role_name(enum gw_role role);
+const char *gw_role_label_zh(enum gw_role role);
+const char *gw_severity_name(enum gw_severity severity);
+const char *gw_case_state_name(enum gw_case_state state);
+
+/* Each returns the enum value (>= 0) or -EINVAL for an unknown name. */
+int gw_grid_type_parse(const char *name);
+int gw_grid_level_parse(const char *name);
+int gw_role_parse(const char *name);
+int gw_severity_parse(const char *name);
+int gw_case_state_parse(const char *name);
+
+#endif

@@ -1,0 +1,78 @@
+/* gw_reading: one decoded reading (or device event) on its way through
+ * the pipeline.
+ *
+ * Owns the device id, the field names and string values it holds. Does not
+ * own the registry entry it points to: the registry outlives every reading.
+ * A reading is built by a decoder, resolved by the registry, then shared
+ * read-only by the consumers, which release it with gw_reading_unref().
+ */
+#ifndef GW_READING_H
+#define GW_READING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct gw_device;
+
+/* JSON has one number type, so decoded numbers are doubles; integers are
+ * for values the gateway itself produces (counters, ids), so that an
+ * InfluxDB field never changes type between a device's readings. */
+enum gw_value_type {
+    GW_VALUE_NUMBER,
+    GW_VALUE_INTEGER,
+    GW_VALUE_BOOL,
+    GW_VALUE_STRING,
+};
+
+struct gw_value {
+    enum gw_value_type type;
+    union {
+        double number;
+        int64_t integer;
+        bool boolean;
+        char *string;
+    } u;
+};
+
+struct gw_field {
+    char *name;
+    struct gw_value value;
+};
+
+/* What the device sent on: DESIGN.md's telemetry, event and status. */
+enum gw_channel {
+    GW_CHANNEL_TELEMETRY,
+    GW_CHANNEL_EVENT,
+    GW_CHANNEL_STATUS,
+};
+
+struct gw_reading {
+    char *device_id;
+    enum gw_channel channel;
+    int64_t ts_ns;        /* the device's time if it sent one, else arrival */
+    bool ts_from_device;
+    struct gw_field *fields;
+    size_t n_fields;
+    size_t cap_fields;
+    const struct gw_device *device; /* set by the registry lookup */
+    int refs;
+};
+
+/* Returns NULL on allocation failure. The reading starts with one ref. */
+struct gw_reading *gw_reading_new(const char *device_id, enum gw_channel channel, int64_t ts_ns);
+void gw_reading_ref(struct gw_reading *r);
+/* Frees the reading when the last reference goes; NULL is fine. */
+void gw_reading_unref(struct gw_reading *r);
+
+/* Add a field; names are copied. A name already present is replaced, so
+ * the last value of a repeated key wins. Return 0 or -ENOMEM. */
+int gw_reading_add_number(struct gw_reading *r, const char *name, double v);
+int gw_reading_add_integer(struct gw_reading *r, const char *name, int64_t v);
+int gw_reading_add_bool(struct gw_reading *r, const char *name, bool v);
+int gw_reading_add_string(struct gw_reading *r, const char *name, const char *v);
+
+const struct gw_field *gw_reading_field(const struct gw_reading *r, const char *name);
+const char *gw_channel_name(enum gw_channel channel);
+
+#endif
