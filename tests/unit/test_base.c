@@ -1,1 +1,193 @@
-int main(void) { return 1; } /* placeholder: being written */
+/* Unit tests for the gateway's base: buffers, the bounded queue, readings,
+ * the domain vocabulary and log rate limiting. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "gw_buf.h"
+#include "gw_domain.h"
+#include "gw_log.h"
+#include "gw_queue.h"
+#include "gw_reading.h"
+
+static void buf_grows_and_truncates(void **state)
+{
+    struct gw_buf b = GW_BUF_INIT;
+
+    (void)state;
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(gw_buf_printf(&b, "%d,", i), 0);
+    assert_int_equal(strncmp(b.data, "0,1,2,", 6), 0);
+    assert_int_equal(b.data[b.len], '\0');
+    size_t mark = b.len;
+    assert_int_equal(gw_buf_puts(&b, "tail"), 0);
+    gw_buf_truncate(&b, mark);
+    assert_int_equal(b.len, mark);
+    assert_int_equal(b.data[mark], '\0');
+    gw_buf_reset(&b);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(b.data, "");
+    gw_buf_free(&b);
+    gw_buf_free(&b); /* twice is fine */
+}
+
+static void queue_is_fifo_and_bounded(void **state)
+{
+    struct gw_queue *q = gw_queue_new(3);
+    int items[3] = { 1, 2, 3 };
+
+    (void)state;
+    assert_null(gw_queue_new(0));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(gw_queue_push(q, &items[i]), 0);
+    assert_int_equal(gw_queue_depth(q), 3);
+    assert_ptr_equal(gw_queue_pop(q, 0), &items[0]);
+    assert_ptr_equal(gw_queue_pop(q, 0), &items[1]);
+    assert_ptr_equal(gw_queue_pop(q, 0), &items[2]);
+    assert_null(gw_queue_pop(q, 10)); /* times out empty */
+    gw_queue_free(q, NULL);
+}
+
+struct producer {
+    struct gw_queue *q;
+    int pushed;
+};
+
+static void *produce(void *arg)
+{
+    struct producer *p = arg;
+    static int item;
+
+    while (gw_queue_push(p->q, &item) == 0)
+        p->pushed++;
+    return NULL;
+}
+
+static void queue_blocks_producer_until_closed(void **state)
+{
+    struct producer p = { .q = gw_queue_new(4) };
+    pthread_t thread;
+
+    (void)state;
+    pthread_create(&thread, NULL, produce, &p);
+    /* The producer fills the queue and then must wait, not grow it. */
+    while (gw_queue_depth(p.q) < 4)
+        usleep(1000);
+    usleep(20000);
+    assert_int_equal(gw_queue_depth(p.q), 4);
+    assert_int_equal(p.pushed, 4);
+    gw_queue_close(p.q);
+    pthread_join(thread, NULL);
+    assert_int_equal(gw_queue_push(p.q, &p), -ESHUTDOWN);
+    /* Closed queues still drain, then report empty. */
+    for (int i = 0; i < 4; i++)
+        assert_non_null(gw_queue_pop(p.q, -1));
+    assert_null(gw_queue_pop(p.q, -1));
+    gw_queue_free(p.q, NULL);
+}
+
+static int freed;
+static void count_free(void *item)
+{
+    (void)item;
+    freed++;
+}
+
+static void queue_free_releases_leftovers(void **state)
+{
+    struct gw_queue *q = gw_queue_new(8);
+    int x;
+
+    (void)state;
+    freed = 0;
+    gw_queue_push(q, &x);
+    gw_queue_push(q, &x);
+    gw_queue_free(q, count_free);
+    assert_int_equal(freed, 2);
+}
+
+static void reading_keeps_types_and_last_value(void **state)
+{
+    struct gw_reading *r = gw_reading_new("smoke-1", GW_CHANNEL_TELEMETRY, 42);
+    const struct gw_field *f;
+
+    (void)state;
+    assert_non_null(r);
+    assert_int_equal(gw_reading_add_number(r, "smoke", 0.5), 0);
+    assert_int_equal(gw_reading_add_bool(r, "alarm", true), 0);
+    assert_int_equal(gw_reading_add_string(r, "state", "ok"), 0);
+    assert_int_equal(gw_reading_add_integer(r, "seq", 7), 0);
+    assert_int_equal(gw_reading_add_string(r, "state", "alarm"), 0); /* repeat replaces */
+    assert_int_equal(r->n_fields, 4);
+    f = gw_reading_field(r, "state");
+    assert_non_null(f);
+    assert_int_equal(f->value.type, GW_VALUE_STRING);
+    assert_string_equal(f->value.u.string, "alarm");
+    f = gw_reading_field(r, "smoke");
+    assert_int_equal(f->value.type, GW_VALUE_NUMBER);
+    assert_true(f->value.u.number == 0.5);
+    assert_null(gw_reading_field(r, "missing"));
+    assert_string_equal(gw_channel_name(r->channel), "telemetry");
+    gw_reading_ref(r);
+    gw_reading_unref(r);
+    assert_string_equal(r->device_id, "smoke-1"); /* still alive: one ref left */
+    gw_reading_unref(r);
+    gw_reading_unref(NULL);
+}
+
+static void domain_names_round_trip(void **state)
+{
+    (void)state;
+    for (int i = 0; i < GW_ROLE_COUNT; i++)
+        assert_int_equal(gw_role_parse(gw_role_name((enum gw_role)i)), i);
+    for (int i = 0; i < GW_GRID_TYPE_COUNT; i++)
+        assert_int_equal(gw_grid_type_parse(gw_grid_type_name((enum gw_grid_type)i)), i);
+    for (int i = 0; i < GW_GRID_LEVEL_COUNT; i++)
+        assert_int_equal(gw_grid_level_parse(gw_grid_level_name((enum gw_grid_level)i)), i);
+    for (int i = 0; i < GW_SEVERITY_COUNT; i++)
+        assert_int_equal(gw_severity_parse(gw_severity_name((enum gw_severity)i)), i);
+    for (int i = 0; i < GW_CASE_STATE_COUNT; i++)
+        assert_int_equal(gw_case_state_parse(gw_case_state_name((enum gw_case_state)i)), i);
+    assert_string_equal(gw_role_name(GW_ROLE_PARTY_SECRETARY), "party_secretary");
+    assert_string_equal(gw_role_label_zh(GW_ROLE_FIREFIGHTER), "网格消防员");
+    assert_int_equal(gw_role_parse("chief"), -EINVAL);
+    assert_int_equal(gw_severity_parse(NULL), -EINVAL);
+    assert_string_equal(gw_severity_name((enum gw_severity)99), "unknown");
+}
+
+static void log_limit_refuses_bursts_and_counts(void **state)
+{
+    struct gw_log_limit limit = GW_LOG_LIMIT_INIT(0.001, 3.0);
+    uint64_t suppressed = 99;
+    int passed = 0;
+
+    (void)state;
+    for (int i = 0; i < 10; i++)
+        passed += gw_log_limit_take(&limit, &suppressed);
+    assert_int_equal(passed, 3);
+    assert_int_equal(limit.suppressed, 7);
+    assert_int_equal(gw_log_parse_level("debug", &(enum gw_log_level){ 0 }), 0);
+    assert_int_equal(gw_log_parse_level("loud", &(enum gw_log_level){ 0 }), -EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(buf_grows_and_truncates),
+        cmocka_unit_test(queue_is_fifo_and_bounded),
+        cmocka_unit_test(queue_blocks_producer_until_closed),
+        cmocka_unit_test(queue_free_releases_leftovers),
+        cmocka_unit_test(reading_keeps_types_and_last_value),
+        cmocka_unit_test(domain_names_round_trip),
+        cmocka_unit_test(log_limit_refuses_bursts_and_counts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

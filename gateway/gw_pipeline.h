@@ -1,0 +1,56 @@
+/* gw_pipeline: the path of a reading through the gateway (DESIGN.md,
+ * "Data flow"): adapters -> decode -> registry lookup -> rule worker ->
+ * cases, and every reading and case event to InfluxDB.
+ *
+ * Owns the adapters it starts, the rule engine, the case store, the
+ * InfluxDB writer and the queue between the ingest threads and the rule
+ * worker. Does not own the configuration or the registry, which must
+ * outlive it.
+ */
+#ifndef GW_PIPELINE_H
+#define GW_PIPELINE_H
+
+#include <stdint.h>
+
+#include "gw_adapter.h"
+
+struct gw_config;
+struct gw_registry;
+struct gw_pipeline;
+
+struct gw_pipeline_stats {
+    uint64_t received;       /* messages the adapters handed in */
+    uint64_t accepted;       /* decoded, resolved and queued */
+    uint64_t bad_payload;
+    uint64_t unknown_device;
+    uint64_t too_large;
+    uint64_t unsupported;
+    uint64_t rule_runs;      /* readings the rule worker finished */
+    uint64_t rule_errors;    /* rule calls that failed */
+    uint64_t case_events;
+    uint64_t cases_opened;
+    uint64_t store_errors;
+    uint64_t queue_depth;    /* readings waiting for the rule worker */
+};
+
+/* Builds everything but starts nothing. On failure returns NULL and sets
+ * *ret_error (malloc'd, the caller frees). */
+struct gw_pipeline *gw_pipeline_new(const struct gw_config *cfg, const struct gw_registry *reg,
+                                    char **ret_error);
+/* Starts the rule worker, the InfluxDB writer and every adapter the
+ * configuration enables. Returns 0 or a negative errno (logged). */
+int gw_pipeline_start(struct gw_pipeline *p);
+/* Stops the adapters, then lets every queued reading go through rules,
+ * cases and InfluxDB before the store closes. NULL is fine. */
+void gw_pipeline_free(struct gw_pipeline *p);
+
+/* The ingest function adapters call (a gw_ingest_fn). */
+enum gw_ingest_result gw_pipeline_ingest(void *pipeline, const struct gw_message *msg,
+                                         char *reason, size_t reason_len);
+
+void gw_pipeline_stats(struct gw_pipeline *p, struct gw_pipeline_stats *ret_stats);
+/* Logs the gateway's health and writes it to InfluxDB as measurement
+ * `gridgate`; called by the daemon every stats interval and at stop. */
+void gw_pipeline_report(struct gw_pipeline *p);
+
+#endif

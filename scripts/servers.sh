@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Starts and stops the real servers gridgate talks to — mosquitto and
+# InfluxDB 1.x — on 127.0.0.1, each with its own port and data directory,
+# never as a system service, always stopped by PID.
+#
+#   scripts/servers.sh start DIR [MQTT_PORT INFLUX_PORT]   (0 or none = a free port)
+#   scripts/servers.sh stop DIR
+#
+# `start` writes DIR/servers.env (MQTT_PORT, INFLUX_PORT, MOSQUITTO_PID,
+# INFLUXD_PID) and creates the InfluxDB database "gridgate". Tests source
+# this file for the gg_* functions instead.
+
+gg_mosquitto_bin() { command -v mosquitto 2>/dev/null || echo /usr/sbin/mosquitto; }
+gg_influxd_bin() { command -v influxd 2>/dev/null || echo /usr/bin/influxd; }
+
+# gg_wait_until SECONDS CMD...: polls CMD every 0.1 s until it succeeds.
+gg_wait_until() {
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || return 1
+        sleep 0.1
+    done
+}
+
+gg_port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# gg_free_port: a port nobody listens on now (servers still check at bind).
+gg_free_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 40000))
+        gg_port_in_use "$port" || { echo "$port"; return 0; }
+    done
+    echo "gg_free_port: no free port found" >&2
+    return 1
+}
+
+# gg_stop_pid PID: SIGTERM, then SIGKILL after 10 s; waits for the exit.
+gg_stop_pid() {
+    local pid=$1
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || true
+}
+
+# gg_start_mosquitto DIR PORT: sets MOSQUITTO_PID; log in DIR/mosquitto.log.
+gg_start_mosquitto() {
+    local dir=$1 port=$2
+    mkdir -p "$dir"
+    # Run as root, mosquitto drops to user "mosquitto", which must read this.
+    chmod 755 "$dir"
+    cat >"$dir/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+log_type notice
+max_queued_messages 100000
+CONF
+    chmod 644 "$dir/mosquitto.conf"
+    "$(gg_mosquitto_bin)" -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
+    MOSQUITTO_PID=$!
+    if ! gg_wait_until 10 gg_port_in_use "$port" || ! kill -0 "$MOSQUITTO_PID" 2>/dev/null; then
+        echo "mosquitto did not start on 127.0.0.1:$port; its log ($dir/mosquitto.log):" >&2
+        cat "$dir/mosquitto.log" >&2
+        return 1
+    fi
+}
+
+# gg_start_influxd DIR PORT: sets INFLUXD_PID; log in DIR/influxd.log.
+gg_start_influxd() {
+    local dir=$1 port=$2 rpc_port
+    rpc_port=$(gg_free_port) || return 1
+    mkdir -p "$dir/meta" "$dir/data" "$dir/wal"
+    cat >"$dir/influxdb.conf" <<CONF
+reporting-enabled = false
+bind-address = "127.0.0.1:$rpc_port"
+[meta]
+  dir = "$dir/meta"
+[data]
+  dir = "$dir/data"
+  wal-dir = "$dir/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:$port"
+  log-enabled = false
+CONF
+    "$(gg_influxd_bin)" -config "$dir/influxdb.conf" >"$dir/influxd.log" 2>&1 &
+    INFLUXD_PID=$!
+    if ! gg_wait_until 30 curl -sf "http://127.0.0.1:$port/ping" ||
+        ! kill -0 "$INFLUXD_PID" 2>/dev/null; then
+        echo "influxd did not start on 127.0.0.1:$port; its log ($dir/influxd.log):" >&2
+        tail -n 20 "$dir/influxd.log" >&2
+        return 1
+    fi
+}
+
+# gg_influx_query PORT DB QUERY: prints InfluxDB's JSON answer.
+gg_influx_query() {
+    curl -sf -G "http://127.0.0.1:$1/query" --data-urlencode "db=$2" --data-urlencode "q=$3"
+}
+
+gg_influx_create_db() {
+    curl -sf -XPOST "http://127.0.0.1:$1/query" --data-urlencode "q=CREATE DATABASE $2" >/dev/null
+}
+
+gg_servers_main() {
+    local cmd=${1:-} dir=${2:-}
+    if [ -z "$cmd" ] || [ -z "$dir" ]; then
+        echo "usage: $0 start DIR [MQTT_PORT INFLUX_PORT] | stop DIR" >&2
+        return 2
+    fi
+    case $cmd in
+    start)
+        local mqtt_port=${3:-0} influx_port=${4:-0}
+        mkdir -p "$dir"
+        dir=$(cd "$dir" && pwd)
+        [ "$mqtt_port" != 0 ] || mqtt_port=$(gg_free_port) || return 1
+        [ "$influx_port" != 0 ] || influx_port=$(gg_free_port) || return 1
+        for port in "$mqtt_port" "$influx_port"; do
+            if gg_port_in_use "$port"; then
+                echo "port $port on 127.0.0.1 is already in use (a system mosquitto or influxdb?)" >&2
+                return 1
+            fi
+        done
+        gg_start_mosquitto "$dir/mosquitto" "$mqtt_port" || return 1
+        if ! gg_start_influxd "$dir/influxdb" "$influx_port"; then
+            gg_stop_pid "$MOSQUITTO_PID"
+            return 1
+        fi
+        gg_influx_create_db "$influx_port" gridgate
+        cat >"$dir/servers.env" <<ENV
+MQTT_PORT=$mqtt_port
+INFLUX_PORT=$influx_port
+MOSQUITTO_PID=$MOSQUITTO_PID
+INFLUXD_PID=$INFLUXD_PID
+ENV
+        echo "mosquitto on 127.0.0.1:$mqtt_port (pid $MOSQUITTO_PID), influxd on 127.0.0.1:$influx_port (pid $INFLUXD_PID)"
+        ;;
+    stop)
+        [ -f "$dir/servers.env" ] || return 0
+        # shellcheck disable=SC1091
+        . "$dir/servers.env"
+        gg_stop_pid "$MOSQUITTO_PID"
+        gg_stop_pid "$INFLUXD_PID"
+        rm -f "$dir/servers.env"
+        ;;
+    *)
+        echo "unknown command $cmd" >&2
+        return 2
+        ;;
+    esac
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    set -u
+    gg_servers_main "$@"
+fi
