@@ -19,10 +19,12 @@ struct gw_reading;
 
 struct influx_line {
     struct gw_buf *buf;
-    size_t start;       /* where this line began, for rollback */
+    size_t start; /* where this line began, for rollback */
     unsigned n_tags;
     unsigned n_fields;
-    unsigned n_skipped; /* fields left out: NaN, infinities, empty keys */
+    /* Fields left out: NaN, infinities, empty keys, the key "time", keys
+     * and strings line protocol cannot carry (newlines; see influx_line.c). */
+    unsigned n_skipped;
     int error;
 };
 

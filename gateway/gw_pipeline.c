@@ -58,15 +58,6 @@ static uint64_t load(const uint64_t *counter)
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
 
-static char *error_string(const char *fmt, const char *detail)
-{
-    struct gw_buf b = GW_BUF_INIT;
-
-    if (gw_buf_printf(&b, fmt, detail) < 0)
-        return NULL;
-    return b.data;
-}
-
 /* Hands lines to the InfluxDB writer. The writer blocks while its own
  * queue is full, which holds the producer back instead of growing memory. */
 static void forward_lines(struct gw_pipeline *p, struct gw_buf *lines, size_t n_lines)
@@ -318,7 +309,7 @@ struct gw_pipeline *gw_pipeline_new(const struct gw_config *cfg, const struct gw
     return p;
 
 nomem:
-    error = error_string("%s", "out of memory building the pipeline");
+    error = strdup("out of memory building the pipeline");
 fail:
     gw_pipeline_free(p);
     *ret_error = error;
