@@ -74,6 +74,22 @@ static int parse_options(int argc, char **argv, struct options *ret)
     return 0;
 }
 
+/* Parts of the configuration this build cannot honour yet. Refusing them
+ * is better than a gateway that silently does not listen. */
+static int check_unbuilt_features(const struct gw_config *cfg)
+{
+    if (cfg->coap.enabled && !gw_adapter_lookup("coap")) {
+        fprintf(stderr, "%s: coap.enabled: the CoAP adapter is not in this build yet\n",
+                cfg->path);
+        return -ENOTSUP;
+    }
+    if (cfg->api.enabled) {
+        fprintf(stderr, "%s: api.enabled: the HTTP API is not in this build yet\n", cfg->path);
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
 /* Loads config and district, the parts every command needs. Errors are
  * printed as file:line: message. */
 static int load_world(const char *path, struct gw_config **ret_cfg, struct gw_registry **ret_reg)
@@ -87,6 +103,10 @@ static int load_world(const char *path, struct gw_config **ret_cfg, struct gw_re
         fprintf(stderr, "%s\n", error ? error : "cannot load the configuration");
         free(error);
         return -EINVAL;
+    }
+    if (check_unbuilt_features(cfg) < 0) {
+        gw_config_free(cfg);
+        return -ENOTSUP;
     }
     reg = gw_registry_load(cfg->district.grids, cfg->district.devices, &error);
     if (!reg) {
