@@ -1,1 +1,771 @@
-/* placeholder: being written */
+/* rule_engine: loading rule files and running their rules on readings.
+ *
+ * A rule file is a Lua chunk that calls rule{...}; rule__define() checks
+ * the definition completely (unknown keys are errors, with file:line) and
+ * keeps the on_reading function and a per-device state map in the Lua
+ * registry. A file's rules are committed only when the whole file ran.
+ *
+ * On a reading, the match={} filters run in C; only when a rule matches
+ * is `r` built (once per reading) and the rule called, each call under its
+ * own limits (rule_sandbox.c) and in its own pcall, so a failing rule
+ * costs only its own actions.
+ */
+#include "rule_engine.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "gw_log.h"
+#include "gw_reading.h"
+#include "gw_registry.h"
+#include "rule_int.h"
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static void free_names(char **names, size_t n)
+{
+    if (!names)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+static void rule_free(struct rule *r)
+{
+    if (!r)
+        return;
+    free(r->name);
+    free(r->where);
+    free(r->module);
+    free_names(r->match.types, r->match.n_types);
+    free_names(r->match.streets, r->match.n_streets);
+    free_names(r->match.communities, r->match.n_communities);
+    free_names(r->match.grids, r->match.n_grids);
+    free_names(r->match.fields, r->match.n_fields);
+    free(r);
+}
+
+struct rule_engine *rule_engine_new(const struct rule_limits *limits)
+{
+    struct rule_engine *e = calloc(1, sizeof(*e));
+
+    if (!e)
+        return NULL;
+    e->limits.instruction_budget =
+        limits && limits->instruction_budget > 0 ? limits->instruction_budget : RULE_DEFAULT_BUDGET;
+    e->limits.memory_bytes =
+        limits && limits->memory_bytes > 0 ? limits->memory_bytes : RULE_DEFAULT_MEMORY;
+    e->log_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(1.0, 10);
+    e->L = rule__sandbox_new(e);
+    if (!e->L) {
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+void rule_engine_free(struct rule_engine *engine)
+{
+    if (!engine)
+        return;
+    /* The allocator still counts into engine while the state closes. */
+    lua_close(engine->L);
+    for (size_t i = 0; i < engine->n_rules; i++)
+        rule_free(engine->rules[i]);
+    free(engine->rules);
+    free(engine);
+}
+
+size_t rule_engine_rule_count(const struct rule_engine *engine)
+{
+    return engine->n_committed;
+}
+
+void rule_engine_stats(const struct rule_engine *engine, struct rule_stats *ret_stats)
+{
+    *ret_stats = engine->stats;
+}
+
+/* ---- rule{} ------------------------------------------------------------- */
+
+enum match_key {
+    MATCH_TYPE,
+    MATCH_GRID_TYPE,
+    MATCH_GRID_LEVEL,
+    MATCH_STREET,
+    MATCH_COMMUNITY,
+    MATCH_GRID,
+    MATCH_FIELD,
+    MATCH_KEY_COUNT,
+};
+
+static const char *const match_keys[MATCH_KEY_COUNT] = {
+    "type", "grid_type", "grid_level", "street", "community", "grid", "field",
+};
+
+/* Checks a match value: a non-empty string or a non-empty list of them.
+ * Returns how many. */
+static size_t check_names(lua_State *L, int idx, const char *key)
+{
+    size_t n;
+
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        if (lua_rawlen(L, idx) == 0)
+            luaL_error(L, "rule{}: match.%s must not be empty", key);
+        return 1;
+    }
+    if (lua_type(L, idx) != LUA_TTABLE)
+        luaL_error(L, "rule{}: match.%s must be a string or a list of strings, not a %s", key,
+                   luaL_typename(L, idx));
+    n = lua_rawlen(L, idx);
+    if (n == 0)
+        luaL_error(L, "rule{}: match.%s must be a non-empty list of strings", key);
+    for (size_t i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, idx, (lua_Integer)i) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
+            luaL_error(L, "rule{}: match.%s[%d] must be a non-empty string", key, (int)i);
+        lua_pop(L, 1);
+    }
+    return n;
+}
+
+/* Copies a checked match value; raises nothing. NULL when out of memory. */
+static char **copy_names(lua_State *L, int idx, size_t n)
+{
+    char **names = calloc(n, sizeof(*names));
+
+    if (!names)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (lua_type(L, idx) == LUA_TSTRING) {
+            names[i] = strdup(lua_tostring(L, idx));
+        } else {
+            lua_rawgeti(L, idx, (lua_Integer)(i + 1));
+            names[i] = strdup(lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        if (!names[i]) {
+            free_names(names, i);
+            return NULL;
+        }
+    }
+    return names;
+}
+
+/* A mask of enum values named at idx (checked by check_names). */
+static unsigned check_enum_mask(lua_State *L, int idx, const char *key, size_t n,
+                                int (*parse)(const char *), const char *choices)
+{
+    unsigned mask = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        const char *name;
+        int v;
+
+        if (lua_type(L, idx) == LUA_TSTRING)
+            lua_pushvalue(L, idx);
+        else
+            lua_rawgeti(L, idx, (lua_Integer)(i + 1));
+        name = lua_tostring(L, -1);
+        v = parse(name);
+        if (v < 0)
+            luaL_error(L, "rule{}: match.%s: unknown value '%s' (one of %s)", key, name, choices);
+        mask |= 1u << v;
+        lua_pop(L, 1);
+    }
+    return mask;
+}
+
+static void check_rule_keys(lua_State *L)
+{
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        const char *key;
+
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "rule{}: keys must be names, not a %s", luaL_typename(L, -1));
+        key = lua_tostring(L, -1);
+        if (strcmp(key, "on_event") == 0 || strcmp(key, "on_silence") == 0)
+            luaL_error(L, "rule{}: %s is not supported yet (only on_reading)", key);
+        if (strcmp(key, "name") != 0 && strcmp(key, "match") != 0 && strcmp(key, "on_reading") != 0)
+            luaL_error(L, "rule{}: unknown key '%s' (name, match, on_reading)", key);
+    }
+}
+
+static void check_match_keys(lua_State *L, int idx)
+{
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *key;
+        int k;
+
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "rule{}: match keys must be names, not a %s", luaL_typename(L, -1));
+        key = lua_tostring(L, -1);
+        for (k = 0; k < MATCH_KEY_COUNT && strcmp(key, match_keys[k]) != 0; k++)
+            ;
+        if (k == MATCH_KEY_COUNT)
+            luaL_error(L,
+                       "rule{}: unknown match key '%s' (type, grid_type, grid_level, street, "
+                       "community, grid, field)",
+                       key);
+    }
+}
+
+static int rawget_field(lua_State *L, int idx, const char *key)
+{
+    lua_pushstring(L, key);
+    return lua_rawget(L, idx);
+}
+
+static bool check_rule_name(const char *name, size_t len)
+{
+    if (len == 0 || len > RULE_NAME_MAX || strlen(name) != len)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* "path:line" of the function that called rule{}. */
+static char *caller_where(lua_State *L)
+{
+    lua_Debug ar;
+    char *where;
+
+    if (!lua_getstack(L, 1, &ar) || !lua_getinfo(L, "Sl", &ar))
+        return strdup("?");
+    if (asprintf(&where, "%s:%d", ar.source[0] == '@' ? ar.source + 1 : ar.short_src,
+                 ar.currentline) < 0)
+        return NULL;
+    return where;
+}
+
+int rule__define(lua_State *L)
+{
+    struct rule_engine *e = rule__engine(L);
+    const int name_idx = 2, match_idx = 3, fn_idx = 4, values = 5;
+    size_t counts[MATCH_KEY_COUNT] = { 0 };
+    unsigned grid_types = 0, grid_levels = 0;
+    const char *name;
+    size_t name_len;
+    struct rule *r, **rules;
+    bool ok;
+    int ref;
+
+    if (!e->loading_path || e->rule)
+        return luaL_error(L, "rule{} can only be called while a rules file loads");
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    luaL_checkstack(L, MATCH_KEY_COUNT + 10, NULL);
+    check_rule_keys(L);
+
+    rawget_field(L, 1, "name");
+    rawget_field(L, 1, "match");
+    rawget_field(L, 1, "on_reading");
+    if (lua_isnil(L, name_idx))
+        return luaL_error(L, "rule{}: name is required");
+    if (lua_type(L, name_idx) != LUA_TSTRING)
+        return luaL_error(L, "rule{}: name must be a string, not a %s", luaL_typename(L, name_idx));
+    name = lua_tolstring(L, name_idx, &name_len);
+    if (!check_rule_name(name, name_len))
+        return luaL_error(L, "rule{}: name must be 1 to %d bytes without control characters",
+                          RULE_NAME_MAX);
+    for (size_t i = 0; i < e->n_rules; i++)
+        if (strcmp(e->rules[i]->name, name) == 0)
+            return luaL_error(L, "rule{}: duplicate rule name '%s' (first defined at %s)", name,
+                              e->rules[i]->where);
+    if (lua_type(L, fn_idx) != LUA_TFUNCTION)
+        return luaL_error(L, "rule{}: rule '%s' needs on_reading = function(r, state) ... end",
+                          name);
+
+    if (!lua_isnil(L, match_idx)) {
+        if (lua_type(L, match_idx) != LUA_TTABLE)
+            return luaL_error(L, "rule{}: match must be a table, not a %s",
+                              luaL_typename(L, match_idx));
+        check_match_keys(L, match_idx);
+    }
+    for (int k = 0; k < MATCH_KEY_COUNT; k++) {
+        if (lua_isnil(L, match_idx))
+            lua_pushnil(L);
+        else
+            rawget_field(L, match_idx, match_keys[k]);
+        if (!lua_isnil(L, values + k))
+            counts[k] = check_names(L, values + k, match_keys[k]);
+    }
+    grid_types =
+        check_enum_mask(L, values + MATCH_GRID_TYPE, "grid_type", counts[MATCH_GRID_TYPE],
+                        gw_grid_type_parse, "residential, commercial, institution, crowded");
+    grid_levels =
+        check_enum_mask(L, values + MATCH_GRID_LEVEL, "grid_level", counts[MATCH_GRID_LEVEL],
+                        gw_grid_level_parse, "routine, prevention, attention, governance");
+
+    /* Lua side first: it may raise, and nothing is allocated in C yet. */
+    lua_createtable(L, 2, 0);
+    lua_pushvalue(L, fn_idx);
+    lua_rawseti(L, -2, 1);
+    lua_newtable(L);
+    lua_rawseti(L, -2, 2);
+    ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    /* C side: nothing below raises until the final error. */
+    r = calloc(1, sizeof(*r));
+    rules = e->n_rules == e->cap_rules
+                ? realloc(e->rules, (e->cap_rules ? e->cap_rules * 2 : 16) * sizeof(*rules))
+                : e->rules;
+    if (rules && rules != e->rules) {
+        e->rules = rules;
+        e->cap_rules = e->cap_rules ? e->cap_rules * 2 : 16;
+    }
+    ok = r && rules;
+    if (ok) {
+        struct rule_match *m = &r->match;
+        r->ref = ref;
+        r->name = strdup(name);
+        r->where = caller_where(L);
+        ok = r->name && r->where && asprintf(&r->module, "rule %s", name) >= 0;
+        if (!ok)
+            r->module = NULL;
+        m->grid_types = grid_types;
+        m->grid_levels = grid_levels;
+#define COPY(list, n, key)                                                                         \
+    if (ok && counts[key]) {                                                                       \
+        list = copy_names(L, values + key, counts[key]);                                           \
+        n = list ? counts[key] : 0;                                                                \
+        ok = list != NULL;                                                                         \
+    }
+        COPY(m->types, m->n_types, MATCH_TYPE)
+        COPY(m->streets, m->n_streets, MATCH_STREET)
+        COPY(m->communities, m->n_communities, MATCH_COMMUNITY)
+        COPY(m->grids, m->n_grids, MATCH_GRID)
+        COPY(m->fields, m->n_fields, MATCH_FIELD)
+#undef COPY
+        r->fail_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(1.0, 5);
+        r->log_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(5.0, 20);
+    }
+    if (!ok) {
+        rule_free(r);
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return luaL_error(L, "out of memory");
+    }
+    e->rules[e->n_rules++] = r;
+    return 0;
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+struct load_ctx {
+    struct rule_engine *e;
+    const char *path;
+    const char *buf;
+    size_t len;
+};
+
+static int load_chunk(lua_State *L)
+{
+    struct load_ctx *ctx = lua_touserdata(L, 1);
+    const char *buf = ctx->buf;
+    size_t len = ctx->len;
+
+    /* Editors on some desktops start UTF-8 files with a byte-order mark. */
+    if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) {
+        buf += 3;
+        len -= 3;
+    }
+    lua_pushfstring(L, "@%s", ctx->path);
+    /* Text only: a precompiled chunk can crash the VM. */
+    if (luaL_loadbufferx(L, buf, len, lua_tostring(L, -1), "t") != LUA_OK)
+        return lua_error(L);
+    rule__limits_begin(ctx->e);
+    lua_call(L, 0, 0);
+    return 0;
+}
+
+/* "path:line: message" from a Lua error message, whose location may be
+ * Lua's shortened copy of the path ("...tail:12: msg") or missing. */
+static char *load_message(const char *path, const char *msg)
+{
+    size_t path_len = strlen(path);
+    char *out;
+    int rc;
+
+    if (strncmp(msg, path, path_len) == 0 && msg[path_len] == ':') {
+        rc = asprintf(&out, "%s", msg);
+    } else if (strncmp(msg, "...", 3) == 0 && strchr(msg, ':')) {
+        const char *colon = strchr(msg, ':');
+        size_t tail = (size_t)(colon - msg) - 3;
+        if (tail <= path_len && strncmp(path + path_len - tail, msg + 3, tail) == 0)
+            rc = asprintf(&out, "%s%s", path, colon);
+        else
+            rc = asprintf(&out, "%s:0: %s", path, msg);
+    } else {
+        rc = asprintf(&out, "%s:0: %s", path, msg);
+    }
+    return rc < 0 ? NULL : out;
+}
+
+/* "path:0: what: strerror" (or without the strerror when show_errno is
+ * false); returns err. */
+static int set_error(char **ret_error, const char *path, int err, const char *what, bool show_errno)
+{
+    int rc = 0;
+
+    if (ret_error) {
+        if (show_errno)
+            rc = asprintf(ret_error, "%s:0: %s: %s", path, what, strerror(-err));
+        else
+            rc = asprintf(ret_error, "%s:0: %s", path, what);
+        if (rc < 0)
+            *ret_error = NULL;
+    }
+    return err;
+}
+
+static int read_file(const char *path, char **ret_buf, size_t *ret_len, char **ret_error)
+{
+    struct stat st;
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    int r = 0;
+
+    if (!f)
+        return set_error(ret_error, path, -errno, "cannot open", true);
+    if (fstat(fileno(f), &st) < 0) {
+        r = set_error(ret_error, path, -errno, "cannot stat", true);
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) || (size_t)st.st_size > RULE_FILE_MAX) {
+        r = S_ISREG(st.st_mode)
+                ? set_error(ret_error, path, -EFBIG, "larger than 4 MiB, not a rule file", false)
+                : set_error(ret_error, path, -EINVAL, "not a regular file", false);
+        goto out;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        r = set_error(ret_error, path, -ENOMEM, "cannot read", true);
+        goto out;
+    }
+    if (fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+        r = set_error(ret_error, path, ferror(f) ? -EIO : -EAGAIN, "cannot read", true);
+        free(buf);
+        goto out;
+    }
+    *ret_buf = buf;
+    *ret_len = (size_t)st.st_size;
+out:
+    fclose(f);
+    return r;
+}
+
+static void discard_uncommitted(struct rule_engine *e)
+{
+    while (e->n_rules > e->n_committed) {
+        struct rule *r = e->rules[--e->n_rules];
+        luaL_unref(e->L, LUA_REGISTRYINDEX, r->ref);
+        rule_free(r);
+    }
+}
+
+int rule_engine_load_file(struct rule_engine *engine, const char *path, char **ret_error)
+{
+    struct load_ctx ctx = { .e = engine, .path = path };
+    char *buf = NULL;
+    int status, r;
+    enum rule_trip trip;
+
+    r = read_file(path, &buf, &ctx.len, ret_error);
+    if (r < 0)
+        return r;
+    ctx.buf = buf;
+    engine->loading_path = path;
+    lua_pushcfunction(engine->L, load_chunk);
+    lua_pushlightuserdata(engine->L, &ctx);
+    status = lua_pcall(engine->L, 1, 0, 0);
+    trip = engine->in_call ? engine->trip : RULE_TRIP_NONE;
+    rule__limits_end(engine);
+    engine->loading_path = NULL;
+    free(buf);
+
+    if (status == LUA_OK && trip == RULE_TRIP_NONE) {
+        engine->n_committed = engine->n_rules;
+        return 0;
+    }
+    discard_uncommitted(engine);
+    if (ret_error) {
+        const char *msg = status != LUA_OK && lua_type(engine->L, -1) == LUA_TSTRING
+                              ? lua_tostring(engine->L, -1)
+                          : status != LUA_OK ? "error object is not a string"
+                                             : rule__trip_name(trip);
+        *ret_error = load_message(path, msg);
+    }
+    if (status != LUA_OK)
+        lua_pop(engine->L, 1);
+    return status == LUA_ERRMEM || trip == RULE_TRIP_MEMORY ? -ENOMEM : -EINVAL;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool is_rule_file(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (name[0] == '.' || len <= 4 || strcmp(name + len - 4, ".lua") != 0)
+        return false;
+    return !(len >= 9 && strcmp(name + len - 9, "_test.lua") == 0);
+}
+
+int rule_engine_load_dir(struct rule_engine *engine, const char *dir, char **ret_error)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int r = 0;
+
+    if (!d)
+        return set_error(ret_error, dir, -errno, "cannot open rules directory", true);
+    while ((de = readdir(d))) {
+        if (!is_rule_file(de->d_name))
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            char **nn = realloc(names, ncap * sizeof(*nn));
+            if (!nn) {
+                r = set_error(ret_error, dir, -ENOMEM, "cannot list", true);
+                goto out;
+            }
+            names = nn;
+            cap = ncap;
+        }
+        names[n] = strdup(de->d_name);
+        if (!names[n]) {
+            r = set_error(ret_error, dir, -ENOMEM, "cannot list", true);
+            goto out;
+        }
+        n++;
+    }
+    /* Name order (bytes, as `ls` in the C locale), so loading is the same
+     * on every machine. */
+    qsort(names, n, sizeof(*names), cmp_names);
+    for (size_t i = 0; i < n && r == 0; i++) {
+        char *path;
+        if (asprintf(&path, "%s/%s", dir, names[i]) < 0) {
+            r = set_error(ret_error, dir, -ENOMEM, "cannot load", true);
+            break;
+        }
+        r = rule_engine_load_file(engine, path, ret_error);
+        free(path);
+    }
+out:
+    closedir(d);
+    free_names(names, n);
+    return r;
+}
+
+/* ---- running ------------------------------------------------------------ */
+
+static bool in_list(char *const *list, size_t n, const char *s)
+{
+    if (!s)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], s) == 0)
+            return true;
+    return false;
+}
+
+static bool rule_matches(const struct rule *r, const struct gw_reading *reading)
+{
+    const struct rule_match *m = &r->match;
+    const struct gw_device *d = reading->device;
+    const struct gw_grid *g = d->grid;
+
+    if (m->n_types && !in_list(m->types, m->n_types, d->type))
+        return false;
+    if (m->grid_types || m->grid_levels || m->n_streets || m->n_communities || m->n_grids) {
+        if (!g)
+            return false;
+        if (m->grid_types &&
+            ((unsigned)g->type >= GW_GRID_TYPE_COUNT || !(m->grid_types & (1u << g->type))))
+            return false;
+        if (m->grid_levels &&
+            ((unsigned)g->level >= GW_GRID_LEVEL_COUNT || !(m->grid_levels & (1u << g->level))))
+            return false;
+        if (m->n_streets && !in_list(m->streets, m->n_streets, g->street_id))
+            return false;
+        if (m->n_communities && !in_list(m->communities, m->n_communities, g->community_id))
+            return false;
+        if (m->n_grids && !in_list(m->grids, m->n_grids, g->id))
+            return false;
+    }
+    for (size_t i = 0; i < m->n_fields; i++)
+        if (!gw_reading_field(reading, m->fields[i]))
+            return false;
+    return true;
+}
+
+/* Runs one rule; the function and its two arguments are on the stack.
+ * Returns true when the call succeeded. */
+static bool call_rule(struct rule_engine *e, struct rule *rule)
+{
+    lua_State *L = e->L;
+    size_t first = e->actions->n;
+    enum rule_trip trip;
+    const char *msg;
+    char buf[96];
+    int status;
+
+    e->rule = rule;
+    e->call_first_action = first;
+    rule__limits_begin(e);
+    status = lua_pcall(L, 2, 0, 0);
+    trip = e->trip;
+    rule__limits_end(e);
+    e->rule = NULL;
+    e->stats.calls++;
+    /* A trip that a pcall in the rule caught just before returning still
+     * ends the call as failed. */
+    if (status == LUA_OK && trip == RULE_TRIP_NONE) {
+        e->stats.actions += e->actions->n - first;
+        return true;
+    }
+
+    while (e->actions->n > first)
+        rule__action_clear(&e->actions->items[--e->actions->n]);
+    e->stats.errors++;
+    if (trip == RULE_TRIP_MEMORY || (trip == RULE_TRIP_NONE && status == LUA_ERRMEM)) {
+        e->stats.memory_exceeded++;
+        /* Leave the next rule a heap without this one's garbage. */
+        lua_gc(L, LUA_GCCOLLECT);
+    } else if (trip == RULE_TRIP_REP) {
+        e->stats.memory_exceeded++;
+    } else if (trip != RULE_TRIP_NONE) {
+        e->stats.budget_exceeded++;
+    }
+
+    if (status == LUA_ERRMEM) {
+        /* Lua's own message for this has no location and no figure. */
+        snprintf(buf, sizeof(buf), "memory limit exceeded (%zu bytes)", e->limits.memory_bytes);
+        msg = buf;
+    } else if (status != LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
+        msg = lua_tostring(L, -1);
+    } else if (status != LUA_OK) {
+        msg = "error object is not a string";
+    } else {
+        msg = rule__trip_name(trip);
+    }
+    gw_log_limited(&rule->fail_limit, GW_LOG_ERROR, rule->module, "%s: failed for device %s: %s",
+                   rule->where, e->reading->device_id, msg);
+    if (status != LUA_OK)
+        lua_pop(L, 1);
+    return false;
+}
+
+struct run_ctx {
+    struct rule_engine *e;
+    const struct gw_reading *reading;
+    size_t pos; /* next rule to consider */
+    int failed;
+};
+
+/* Protected: builds `r` once, then calls every matching rule with its
+ * state for this device. Anything that raises here (out of memory while
+ * building `r` or a state table) leaves ctx->pos at the rule not run. */
+static int run_rules(lua_State *L)
+{
+    struct run_ctx *ctx = lua_touserdata(L, 1);
+    struct rule_engine *e = ctx->e;
+    const int r_idx = 2, dev_idx = 3, rt_idx = 4, states_idx = 5, state_idx = 6;
+
+    rule__push_reading(L, ctx->reading);
+    lua_pushstring(L, ctx->reading->device_id);
+    while (ctx->pos < e->n_committed) {
+        struct rule *rule = e->rules[ctx->pos];
+        bool created;
+
+        if (!rule_matches(rule, ctx->reading)) {
+            ctx->pos++;
+            continue;
+        }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, rule->ref);
+        lua_rawgeti(L, rt_idx, 2);
+        lua_pushvalue(L, dev_idx);
+        created = lua_rawget(L, states_idx) != LUA_TTABLE;
+        if (created) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+        }
+        lua_rawgeti(L, rt_idx, 1);
+        lua_pushvalue(L, r_idx);
+        lua_pushvalue(L, state_idx);
+        if (!call_rule(e, rule))
+            ctx->failed++;
+        ctx->pos++;
+        /* Keep a new state table only once the rule put something in it:
+         * most rules never use state, and devices are many. */
+        if (created) {
+            lua_pushnil(L);
+            if (lua_next(L, state_idx)) {
+                lua_pop(L, 2);
+                lua_pushvalue(L, dev_idx);
+                lua_pushvalue(L, state_idx);
+                lua_rawset(L, states_idx);
+            }
+        }
+        lua_settop(L, dev_idx);
+    }
+    return 0;
+}
+
+int rule_engine_on_reading(struct rule_engine *engine, const struct gw_reading *reading,
+                           struct rule_actions *actions)
+{
+    struct run_ctx ctx = { .e = engine, .reading = reading };
+    lua_State *L = engine->L;
+    int status;
+
+    /* on_reading is for telemetry; events and status changes will have
+     * their own handlers (on_event, on_silence). */
+    if (!reading->device || reading->channel != GW_CHANNEL_TELEMETRY)
+        return 0;
+    while (ctx.pos < engine->n_committed && !rule_matches(engine->rules[ctx.pos], reading))
+        ctx.pos++;
+    if (ctx.pos == engine->n_committed)
+        return 0; /* no Lua at all for readings no rule wants */
+
+    engine->reading = reading;
+    engine->actions = actions;
+    lua_pushcfunction(L, run_rules);
+    lua_pushlightuserdata(L, &ctx);
+    status = lua_pcall(L, 1, 0, 0);
+    if (status != LUA_OK) {
+        size_t skipped = 0;
+
+        for (size_t i = ctx.pos; i < engine->n_committed; i++)
+            if (rule_matches(engine->rules[i], reading))
+                skipped++;
+        engine->stats.errors += skipped;
+        if (status == LUA_ERRMEM)
+            engine->stats.memory_exceeded += skipped;
+        ctx.failed += (int)skipped;
+        gw_log_limited(&engine->log_limit, GW_LOG_ERROR, "rules",
+                       "device %s: %zu rule(s) not run: %s", reading->device_id, skipped,
+                       lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
+        lua_pop(L, 1);
+    }
+    engine->reading = NULL;
+    engine->actions = NULL;
+    return ctx.failed;
+}
