@@ -1,9 +1,12 @@
 #include "gw_buf.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int gw_buf_reserve(struct gw_buf *b, size_t extra)
 {
@@ -92,4 +95,58 @@ void gw_buf_free(struct gw_buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+}
+
+int gw_buf_read_file(struct gw_buf *b, const char *path, size_t max_bytes)
+{
+    struct stat st;
+    size_t chunk;
+    int fd, r = 0;
+
+    gw_buf_reset(b);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0) {
+        r = -errno;
+        goto out;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        r = -EISDIR;
+        goto out;
+    }
+    /* st_size is only a first guess: 0 for a pipe, stale for a file that
+     * grows while we read. */
+    chunk = st.st_size > 0 && (size_t)st.st_size < max_bytes ? (size_t)st.st_size + 1 : 4096;
+    for (;;) {
+        ssize_t n;
+
+        if (b->len > max_bytes) {
+            r = -EFBIG;
+            goto out;
+        }
+        if (gw_buf_reserve(b, chunk) < 0) {
+            r = -ENOMEM;
+            goto out;
+        }
+        n = read(fd, b->data + b->len, b->cap - 1 - b->len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = -errno;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        b->len += (size_t)n;
+        chunk = b->cap; /* double on the next growth */
+    }
+    b->data[b->len] = '\0';
+    if (b->len > max_bytes)
+        r = -EFBIG;
+out:
+    close(fd);
+    if (r < 0)
+        gw_buf_free(b);
+    return r;
 }

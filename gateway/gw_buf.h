@@ -25,6 +25,13 @@ int gw_buf_putc(struct gw_buf *b, char c);
 int gw_buf_printf(struct gw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int gw_buf_vprintf(struct gw_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
+/* Reads the whole file at path into an empty buffer (NUL-terminated, so
+ * text parsers may rely on it). Grows as it reads rather than trusting
+ * st_size, so pipes and files that grow work too. Returns 0, a negative
+ * errno from open/read, -EISDIR, -EFBIG past max_bytes, or -ENOMEM; on
+ * failure the buffer is left empty. */
+int gw_buf_read_file(struct gw_buf *b, const char *path, size_t max_bytes);
+
 /* Cuts the buffer back to len bytes (len <= b->len). */
 void gw_buf_truncate(struct gw_buf *b, size_t len);
 void gw_buf_reset(struct gw_buf *b);

@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "gw_buf.h"
+
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* A config file is a few kilobytes; anything past this is a wrong path
@@ -639,69 +641,6 @@ static int syntax_error(struct loader *ld, const yaml_parser_t *parser, const ch
                 parser->problem ? parser->problem : "unknown problem");
 }
 
-static int read_file(const char *path, char **ret_text, size_t *ret_len)
-{
-    struct stat st;
-    char *text = NULL, *bigger;
-    size_t len = 0, size = 4096;
-    ssize_t n;
-    int fd;
-    int r;
-
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) < 0) {
-        r = -errno;
-        goto out;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        r = -EISDIR;
-        goto out;
-    }
-    /* Grow as we read instead of trusting st_size: a pipe such as
-     * <(generate-config) reports 0. */
-    text = malloc(size);
-    if (!text) {
-        r = -ENOMEM;
-        goto out;
-    }
-    for (;;) {
-        if (len + 1 == size) { /* keep a byte for the terminating NUL */
-            if (size >= CONFIG_MAX_BYTES) {
-                r = -EFBIG;
-                goto out;
-            }
-            bigger = realloc(text, size * 2);
-            if (!bigger) {
-                r = -ENOMEM;
-                goto out;
-            }
-            text = bigger;
-            size *= 2;
-        }
-        n = read(fd, text + len, size - 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = -errno;
-            goto out;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    text[len] = '\0';
-    *ret_text = text;
-    *ret_len = len;
-    text = NULL;
-    r = 0;
-out:
-    free(text);
-    close(fd);
-    return r;
-}
-
 /* The directory relative paths hang off, made absolute so that they stay
  * right if the gateway changes its working directory later. */
 static int config_dir(const char *path, char **ret_dir)
@@ -762,15 +701,14 @@ struct gw_config *gw_config_load(const char *path, char **ret_error)
 {
     struct loader ld = {.file = path ? path : "(null)"};
     struct gw_config *cfg = NULL;
-    char *text = NULL;
-    size_t len = 0;
+    struct gw_buf file = GW_BUF_INIT;
     int r;
 
     if (!path || !path[0]) {
         r = fail(&ld, 0, "no config file given (expected a path)");
         goto out;
     }
-    r = read_file(path, &text, &len);
+    r = gw_buf_read_file(&file, path, CONFIG_MAX_BYTES);
     if (r < 0) {
         r = fail(&ld, 0, "cannot read: %s (expected a readable YAML file)", strerror(-r));
         goto out;
@@ -793,12 +731,12 @@ struct gw_config *gw_config_load(const char *path, char **ret_error)
     }
     ld.cfg = cfg;
 
-    r = parse(&ld, text, len);
+    r = parse(&ld, file.data, file.len);
     if (r < 0)
         goto out;
     r = apply_defaults(&ld);
 out:
-    free(text);
+    gw_buf_free(&file);
     if (r < 0) {
         gw_config_free(cfg);
         cfg = NULL;

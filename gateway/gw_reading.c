@@ -36,13 +36,17 @@ void gw_reading_unref(struct gw_reading *r)
 {
     if (!r || __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
-    for (size_t i = 0; i < r->n_fields; i++) {
-        free(r->fields[i].name);
-        value_clear(&r->fields[i].value);
-    }
+    for (size_t i = 0; i < r->n_fields; i++)
+        gw_field_clear(&r->fields[i]);
     free(r->fields);
     free(r->device_id);
     free(r);
+}
+
+void gw_field_clear(struct gw_field *field)
+{
+    free(field->name);
+    value_clear(&field->value);
 }
 
 const struct gw_field *gw_reading_field(const struct gw_reading *r, const char *name)

@@ -72,6 +72,10 @@ int gw_reading_add_integer(struct gw_reading *r, const char *name, int64_t v);
 int gw_reading_add_bool(struct gw_reading *r, const char *name, bool v);
 int gw_reading_add_string(struct gw_reading *r, const char *name, const char *v);
 
+/* Frees a field's name and string value (the field itself is the
+ * caller's); used by everything that builds field lists. */
+void gw_field_clear(struct gw_field *field);
+
 const struct gw_field *gw_reading_field(const struct gw_reading *r, const char *name);
 const char *gw_channel_name(enum gw_channel channel);
 

@@ -71,75 +71,17 @@ static void set_error(char **ret_error, const char *path, size_t line, const cha
     *ret_error = b.data;
 }
 
-/* Reads a whole file into a NUL-terminated buffer. */
+/* Reads a whole file into a malloc'd, NUL-terminated buffer. */
 static int read_file(const char *path, char **ret_data, size_t *ret_len)
 {
-    struct stat st;
-    char *data = NULL;
-    size_t len = 0, cap;
-    int fd, r = 0;
+    struct gw_buf file = GW_BUF_INIT;
+    int r = gw_buf_read_file(&file, path, MAX_FILE_BYTES);
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) < 0) {
-        r = -errno;
-        goto out;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        r = -EISDIR;
-        goto out;
-    }
-    if (st.st_size < 0 || (uintmax_t)st.st_size > MAX_FILE_BYTES) {
-        r = -EFBIG;
-        goto out;
-    }
-    /* One byte for the NUL and one more so that reading up to the end
-     * does not look like a file that grew. */
-    cap = (size_t)st.st_size + 2;
-    data = malloc(cap);
-    if (!data) {
-        r = -ENOMEM;
-        goto out;
-    }
-    for (;;) {
-        ssize_t n;
-
-        if (len + 1 == cap) {
-            /* The file grew since fstat (or is a pipe): keep reading. */
-            char *bigger;
-
-            if (cap > MAX_FILE_BYTES) {
-                r = -EFBIG;
-                goto out;
-            }
-            bigger = realloc(data, cap * 2);
-            if (!bigger) {
-                r = -ENOMEM;
-                goto out;
-            }
-            data = bigger;
-            cap *= 2;
-        }
-        n = read(fd, data + len, cap - 1 - len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            r = -errno;
-            goto out;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    data[len] = '\0';
-    *ret_data = data;
-    *ret_len = len;
-    data = NULL;
-out:
-    free(data);
-    close(fd);
-    return r;
+    if (r < 0)
+        return r;
+    *ret_data = file.data;
+    *ret_len = file.len;
+    return 0;
 }
 
 static size_t line_of(const char *text, const char *pos)

@@ -21,13 +21,6 @@
 
 /* ---- actions list ------------------------------------------------------- */
 
-static void field_clear(struct gw_field *f)
-{
-    free(f->name);
-    if (f->value.type == GW_VALUE_STRING)
-        free(f->value.u.string);
-}
-
 void rule__action_clear(struct rule_action *a)
 {
     free(a->rule);
@@ -38,7 +31,7 @@ void rule__action_clear(struct rule_action *a)
     free(a->detail);
     free(a->measurement);
     for (size_t i = 0; i < a->n_fields; i++)
-        field_clear(&a->fields[i]);
+        gw_field_clear(&a->fields[i]);
     free(a->fields);
     for (size_t i = 0; i < a->n_tags; i++) {
         free(a->tags[i].key);
@@ -319,7 +312,7 @@ static bool copy_emit_table(lua_State *L, int idx, struct rule_action *a, bool t
                 f->value.u.number = lua_tonumber(L, -1);
             }
             if (!f->name || (f->value.type == GW_VALUE_STRING && !f->value.u.string)) {
-                field_clear(f);
+                gw_field_clear(f);
                 lua_pop(L, 2);
                 return false;
             }

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "gw_buf.h"
 #include "gw_log.h"
 #include "gw_reading.h"
 #include "gw_registry.h"
@@ -432,38 +433,21 @@ static int set_error(char **ret_error, const char *path, int err, const char *wh
 
 static int read_file(const char *path, char **ret_buf, size_t *ret_len, char **ret_error)
 {
+    struct gw_buf file = GW_BUF_INIT;
     struct stat st;
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    int r = 0;
+    int r;
 
-    if (!f)
-        return set_error(ret_error, path, -errno, "cannot open", true);
-    if (fstat(fileno(f), &st) < 0) {
-        r = set_error(ret_error, path, -errno, "cannot stat", true);
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode) || (size_t)st.st_size > RULE_FILE_MAX) {
-        r = S_ISREG(st.st_mode)
-                ? set_error(ret_error, path, -EFBIG, "larger than 4 MiB, not a rule file", false)
-                : set_error(ret_error, path, -EINVAL, "not a regular file", false);
-        goto out;
-    }
-    buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        r = set_error(ret_error, path, -ENOMEM, "cannot read", true);
-        goto out;
-    }
-    if (fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
-        r = set_error(ret_error, path, ferror(f) ? -EIO : -EAGAIN, "cannot read", true);
-        free(buf);
-        goto out;
-    }
-    *ret_buf = buf;
-    *ret_len = (size_t)st.st_size;
-out:
-    fclose(f);
-    return r;
+    /* A FIFO or device named *.lua would block or never end. */
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return set_error(ret_error, path, -EINVAL, "not a regular file", false);
+    r = gw_buf_read_file(&file, path, RULE_FILE_MAX);
+    if (r == -EFBIG)
+        return set_error(ret_error, path, r, "larger than 4 MiB, not a rule file", false);
+    if (r < 0)
+        return set_error(ret_error, path, r, "cannot read", true);
+    *ret_buf = file.data;
+    *ret_len = file.len;
+    return 0;
 }
 
 static void discard_uncommitted(struct rule_engine *e)

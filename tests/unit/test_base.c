@@ -6,6 +6,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -37,6 +39,42 @@ static void buf_grows_and_truncates(void **state)
     assert_string_equal(b.data, "");
     gw_buf_free(&b);
     gw_buf_free(&b); /* twice is fine */
+}
+
+static void buf_reads_whole_files(void **state)
+{
+    char dir[] = "/tmp/gw-test-base.XXXXXX";
+    char path[64];
+    struct gw_buf b = GW_BUF_INIT;
+    FILE *f;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/empty", dir);
+    f = fopen(path, "w");
+    fclose(f);
+    assert_int_equal(gw_buf_read_file(&b, path, 100), 0);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(b.data, "");
+
+    snprintf(path, sizeof(path), "%s/big", dir);
+    f = fopen(path, "w");
+    for (int i = 0; i < 10000; i++)
+        fprintf(f, "%04d\n", i % 10000);
+    fclose(f);
+    assert_int_equal(gw_buf_read_file(&b, path, 50000), 0);
+    assert_int_equal(b.len, 50000);
+    assert_int_equal(strncmp(b.data + 49995, "9999\n", 5), 0);
+    assert_int_equal(b.data[b.len], '\0');
+    assert_int_equal(gw_buf_read_file(&b, path, 49999), -EFBIG);
+    assert_null(b.data); /* left empty on failure */
+    assert_int_equal(gw_buf_read_file(&b, dir, 100), -EISDIR);
+    unlink(path);
+    assert_int_equal(gw_buf_read_file(&b, path, 100), -ENOENT);
+    snprintf(path, sizeof(path), "%s/empty", dir);
+    unlink(path);
+    rmdir(dir);
+    gw_buf_free(&b);
 }
 
 static void queue_is_fifo_and_bounded(void **state)
@@ -182,6 +220,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(buf_grows_and_truncates),
+        cmocka_unit_test(buf_reads_whole_files),
         cmocka_unit_test(queue_is_fifo_and_bounded),
         cmocka_unit_test(queue_blocks_producer_until_closed),
         cmocka_unit_test(queue_free_releases_leftovers),
