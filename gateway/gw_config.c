@@ -66,6 +66,8 @@ struct option {
 
 static const char *const mqtt_protocols[] = {"5", "311", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const full_policies[] = {"block", "drop_oldest", NULL};
+static const char *const unknown_device_policies[] = {"reject", "quarantine", NULL};
 
 /* Every option, once. Options of one section stay together: a section is
  * known by the index of its first option. */
@@ -80,10 +82,24 @@ static const struct option options[] = {
             "seconds the broker keeps the session while the gateway is away"),
     STRING_OPT(mqtt, username, NULL, "broker user name; unset: none"),
     STRING_OPT(mqtt, password, NULL, "broker password; unset: none"),
+    STRING_OPT(mqtt, topics, "devices/+/telemetry,devices/+/event,devices/+/status",
+               "comma-separated topic filters to subscribe to"),
+    STRING_OPT(mqtt, shared_group, NULL,
+               "subscribe as $share/GROUP/... so several gateways share the load; unset: not shared"),
+    PATH_OPT(mqtt, ca_file, NULL, "TLS: CA certificates that verify the broker; unset: system CAs"),
+    PATH_OPT(mqtt, cert_file, NULL, "TLS: client certificate (PEM); unset: none"),
+    PATH_OPT(mqtt, key_file, NULL, "TLS: client private key (PEM); unset: none"),
+    BOOL_OPT(mqtt, tls_verify, "true", "TLS: verify the broker's certificate and host name"),
+    INT_OPT(mqtt, reconnect_min_ms, "500", 10, 600000,
+            "first wait before reconnecting; doubles (with jitter) up to reconnect_max_ms"),
+    INT_OPT(mqtt, reconnect_max_ms, "30000", 10, 3600000, "longest wait between reconnects"),
 
     BOOL_OPT(coap, enabled, "false", "take device readings over CoAP"),
     STRING_OPT(coap, listen, "127.0.0.1", "address the CoAP server binds"),
     INT_OPT(coap, port, "5683", 1, 65535, "UDP port of the CoAP server"),
+    INT_OPT(coap, dtls_port, "5684", 1, 65535, "UDP port of the DTLS-PSK CoAP server"),
+    PATH_OPT(coap, psk_file, NULL,
+             "CSV of device_id,key pre-shared keys; set: DTLS-PSK on dtls_port; unset: no DTLS"),
 
     BOOL_OPT(influx, enabled, "true", "write readings, case events and health to InfluxDB"),
     STRING_OPT(influx, url, "http://127.0.0.1:8086", "InfluxDB base URL"),
@@ -100,9 +116,22 @@ static const struct option options[] = {
 
     PATH_OPT(journal, dir, "var/journal", "directory of the on-disk reading journal"),
     INT_OPT(journal, max_mb, "1024", 1, 1048576, "megabytes the journal may hold"),
+    INT_OPT(journal, segment_mb, "64", 1, 4096, "megabytes per journal segment file"),
+    INT_OPT(journal, fsync_interval_ms, "100", 1, 60000,
+            "fsync the journal at most this long after a write (what a power loss may take)"),
+    INT_OPT(journal, fsync_kb, "4096", 4, 1048576,
+            "fsync the journal sooner once this many kilobytes were written"),
+    ENUM_OPT(journal, full_policy, "block", full_policies,
+             "when the journal is full: block (the broker keeps the rest) or drop_oldest (counted)"),
+
+    INT_OPT(payload, max_bytes, "65536", 64, 16777216, "bytes one payload may have"),
+    INT_OPT(payload, max_fields, "64", 1, 4096, "fields one reading may have"),
+    INT_OPT(payload, max_string, "1024", 1, 1048576, "bytes one string value may have"),
 
     PATH_OPT(district, grids, "district/grids.geojson", "grids as a GeoJSON FeatureCollection"),
     PATH_OPT(district, devices, "district/devices.csv", "devices as CSV"),
+    ENUM_OPT(district, unknown_devices, "reject", unknown_device_policies,
+             "a device not in the devices file: reject (counted) or quarantine (grid \"unassigned\")"),
 
     PATH_OPT(rules, dir, "../rules", "directory of the *.lua rule files"),
     INT_OPT(rules, instruction_budget, "1000000", 1000, 1000000000,

@@ -26,12 +26,22 @@ struct gw_config {
         int session_expiry_s; /* how long the broker keeps the session */
         char *username;
         char *password;
+        char *topics;          /* comma-separated subscriptions */
+        char *shared_group;    /* subscribe as $share/GROUP/...; NULL: not shared */
+        char *ca_file;         /* TLS: CA certificates to verify the broker */
+        char *cert_file;       /* TLS: client certificate, optional */
+        char *key_file;        /* TLS: client key, optional */
+        bool tls_verify;       /* verify the broker's certificate and name */
+        int reconnect_min_ms;
+        int reconnect_max_ms;
     } mqtt;
 
     struct {
         bool enabled;
         char *listen;
         int port;
+        int dtls_port;   /* DTLS-PSK listener, when psk_file is set */
+        char *psk_file;  /* device_id,key lines; NULL: no DTLS */
     } coap;
 
     struct {
@@ -53,11 +63,22 @@ struct gw_config {
     struct {
         char *dir;
         int max_mb;
+        int segment_mb;
+        int fsync_interval_ms; /* group fsync: at most this long after a write */
+        int fsync_kb;          /* ... or once this much was written */
+        char *full_policy;     /* "block" (back-pressure) or "drop_oldest" */
     } journal;
+
+    struct {
+        int max_bytes;  /* one payload */
+        int max_fields; /* fields of one reading */
+        int max_string; /* bytes of one string value */
+    } payload;
 
     struct {
         char *grids;
         char *devices;
+        char *unknown_devices; /* "reject" or "quarantine" */
     } district;
 
     struct {

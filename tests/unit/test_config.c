@@ -418,7 +418,7 @@ static void test_error_unknown_section(void **state)
     (void)state;
     expect_error("mqtt:\n  qos: 0\nmqttt:\n  qos: 1\n", 3,
                  "mqttt: unknown section (expected one of mqtt, coap, influx, store, journal, "
-                 "district, rules, api, cases, gateway)");
+                 "payload, district, rules, api, cases, gateway)");
 }
 
 static void test_error_unknown_key(void **state)
@@ -426,7 +426,9 @@ static void test_error_unknown_key(void **state)
     (void)state;
     expect_error("mqtt:\n  uri: \"tcp://h:1883\"\n  port: 1883\n", 3,
                  "mqtt.port: unknown key (expected one of enabled, uri, client_id, qos, "
-                 "protocol, keepalive_s, session_expiry_s, username, password)");
+                 "protocol, keepalive_s, session_expiry_s, username, password, topics, "
+                 "shared_group, ca_file, cert_file, key_file, tls_verify, reconnect_min_ms, "
+                 "reconnect_max_ms)");
     expect_error("cases: {auto_dispatch: true, escalate_after: 10}\n", 1,
                  "cases.escalate_after: unknown key (expected one of auto_dispatch)");
 }
@@ -696,9 +698,19 @@ static const char *const every_key[] = {
     "mqtt.session_expiry_s",
     "mqtt.username",
     "mqtt.password",
+    "mqtt.topics",
+    "mqtt.shared_group",
+    "mqtt.ca_file",
+    "mqtt.cert_file",
+    "mqtt.key_file",
+    "mqtt.tls_verify",
+    "mqtt.reconnect_min_ms",
+    "mqtt.reconnect_max_ms",
     "coap.enabled",
     "coap.listen",
     "coap.port",
+    "coap.dtls_port",
+    "coap.psk_file",
     "influx.enabled",
     "influx.url",
     "influx.database",
@@ -711,8 +723,16 @@ static const char *const every_key[] = {
     "store.path",
     "journal.dir",
     "journal.max_mb",
+    "journal.segment_mb",
+    "journal.fsync_interval_ms",
+    "journal.fsync_kb",
+    "journal.full_policy",
+    "payload.max_bytes",
+    "payload.max_fields",
+    "payload.max_string",
     "district.grids",
     "district.devices",
+    "district.unknown_devices",
     "rules.dir",
     "rules.instruction_budget",
     "rules.memory_kb",
