@@ -472,6 +472,7 @@ static int send_batch(struct influx_writer *w)
                     MODULE, "InfluxDB at %s takes writes again after %u failed attempts in %.1f s",
                     w->base_url, failures, (double)(gw_monotonic_ns() - first_failure_ns) / 1e9);
             queue_commit(&w->q, &end, (size_t)n, w->body.len);
+            w->stats.lines_done += (size_t)n;
             pthread_cond_broadcast(&w->space);
             return 0;
         case POST_TOO_LARGE:

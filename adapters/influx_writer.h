@@ -66,6 +66,7 @@ struct influx_writer_stats {
     uint64_t points_dropped;  /* lines given up on when the drain deadline passed */
     uint64_t queue_bytes;     /* text queued now, the batch in flight included */
     uint64_t queue_lines;
+    uint64_t lines_done;      /* lines answered for good (kept or refused), in submit order */
     uint64_t last_latency_us; /* duration of the last POST that got an HTTP answer */
     uint64_t max_latency_us;
 };
@@ -95,7 +96,10 @@ void influx_writer_shutdown(struct influx_writer *w, int drain_timeout_ms);
  * call on w may run or follow. */
 void influx_writer_stop(struct influx_writer *w, int drain_timeout_ms);
 
-/* A consistent snapshot. Thread-safe. */
+/* A consistent snapshot. Thread-safe. Lines are answered in the order
+ * they were submitted, so a producer that counts the lines it submitted
+ * knows from lines_done which of them InfluxDB has answered: that is how
+ * a journal consumer knows what it may commit. */
 void influx_writer_stats(struct influx_writer *w, struct influx_writer_stats *ret);
 
 #endif

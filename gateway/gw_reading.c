@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gw_buf.h"
+
 struct gw_reading *gw_reading_new(const char *device_id, enum gw_channel channel, int64_t ts_ns)
 {
     struct gw_reading *r = calloc(1, sizeof(*r));
@@ -123,4 +125,184 @@ const char *gw_channel_name(enum gw_channel channel)
         return "status";
     }
     return "unknown";
+}
+
+/* Record layout, version 1, all integers little-endian:
+ *   u8 version, u8 channel, u8 flags (bit 0: ts from device), i64 ts_ns,
+ *   u16 id length, id, u16 field count, then per field:
+ *   u8 type, u16 name length, name, value (f64 | i64 | u8 | u32 length + bytes).
+ * The version byte lets a newer gateway read an older journal. */
+#define RECORD_VERSION 1
+
+static int put_bytes(struct gw_buf *b, const void *p, size_t n)
+{
+    return gw_buf_append(b, p, n);
+}
+
+static int put_uint(struct gw_buf *b, uint64_t v, size_t n)
+{
+    unsigned char bytes[8];
+
+    for (size_t i = 0; i < n; i++)
+        bytes[i] = (unsigned char)(v >> (8 * i));
+    return put_bytes(b, bytes, n);
+}
+
+static int put_string(struct gw_buf *b, const char *s, size_t width)
+{
+    size_t n = strlen(s);
+
+    if (n >= ((size_t)1 << (8 * width)))
+        return -EINVAL;
+    if (put_uint(b, n, width) < 0)
+        return -ENOMEM;
+    return put_bytes(b, s, n);
+}
+
+int gw_reading_encode(const struct gw_reading *r, struct gw_buf *buf)
+{
+    size_t start = buf->len;
+    int rc = 0;
+
+    if (r->n_fields > 0xffff) {
+        rc = -EINVAL;
+        goto out;
+    }
+    if (put_uint(buf, RECORD_VERSION, 1) < 0 || put_uint(buf, (uint64_t)r->channel, 1) < 0 ||
+        put_uint(buf, r->ts_from_device ? 1 : 0, 1) < 0 ||
+        put_uint(buf, (uint64_t)r->ts_ns, 8) < 0 || put_string(buf, r->device_id, 2) < 0 ||
+        put_uint(buf, r->n_fields, 2) < 0) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < r->n_fields && rc == 0; i++) {
+        const struct gw_field *f = &r->fields[i];
+        uint64_t bits;
+
+        if (put_uint(buf, (uint64_t)f->value.type, 1) < 0 || put_string(buf, f->name, 2) < 0) {
+            rc = -ENOMEM;
+            break;
+        }
+        switch (f->value.type) {
+        case GW_VALUE_NUMBER:
+            memcpy(&bits, &f->value.u.number, sizeof(bits));
+            rc = put_uint(buf, bits, 8);
+            break;
+        case GW_VALUE_INTEGER:
+            rc = put_uint(buf, (uint64_t)f->value.u.integer, 8);
+            break;
+        case GW_VALUE_BOOL:
+            rc = put_uint(buf, f->value.u.boolean ? 1 : 0, 1);
+            break;
+        case GW_VALUE_STRING:
+            rc = put_string(buf, f->value.u.string, 4);
+            break;
+        }
+    }
+out:
+    if (rc < 0)
+        gw_buf_truncate(buf, start);
+    return rc;
+}
+
+struct reader {
+    const unsigned char *p;
+    const unsigned char *end;
+    bool bad;
+};
+
+static uint64_t get_uint(struct reader *rd, size_t n)
+{
+    uint64_t v = 0;
+
+    if (rd->bad || (size_t)(rd->end - rd->p) < n) {
+        rd->bad = true;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        v |= (uint64_t)rd->p[i] << (8 * i);
+    rd->p += n;
+    return v;
+}
+
+/* A malloc'd NUL-terminated copy; strings with a NUL inside are refused. */
+static char *get_string(struct reader *rd, size_t width)
+{
+    uint64_t n = get_uint(rd, width);
+    char *s;
+
+    if (rd->bad || (uint64_t)(rd->end - rd->p) < n || memchr(rd->p, '\0', (size_t)n)) {
+        rd->bad = true;
+        return NULL;
+    }
+    s = strndup((const char *)rd->p, (size_t)n);
+    if (!s)
+        rd->bad = true;
+    rd->p += n;
+    return s;
+}
+
+struct gw_reading *gw_reading_decode(const void *data, size_t len)
+{
+    struct reader rd = { data, (const unsigned char *)data + len, false };
+    struct gw_reading *r = NULL;
+    uint64_t channel, flags, n_fields;
+    int64_t ts_ns;
+    char *id = NULL;
+
+    if (get_uint(&rd, 1) != RECORD_VERSION)
+        return NULL;
+    channel = get_uint(&rd, 1);
+    flags = get_uint(&rd, 1);
+    ts_ns = (int64_t)get_uint(&rd, 8);
+    id = get_string(&rd, 2);
+    n_fields = get_uint(&rd, 2);
+    if (rd.bad || channel > GW_CHANNEL_STATUS)
+        goto fail;
+    r = gw_reading_new(id, (enum gw_channel)channel, ts_ns);
+    if (!r)
+        goto fail;
+    r->ts_from_device = flags & 1;
+    for (uint64_t i = 0; i < n_fields; i++) {
+        uint64_t type = get_uint(&rd, 1), bits;
+        char *name = get_string(&rd, 2), *string;
+        double number;
+        int rc = -EINVAL;
+
+        if (rd.bad) {
+            free(name);
+            goto fail;
+        }
+        switch (type) {
+        case GW_VALUE_NUMBER:
+            bits = get_uint(&rd, 8);
+            memcpy(&number, &bits, sizeof(number));
+            rc = rd.bad ? -EINVAL : gw_reading_add_number(r, name, number);
+            break;
+        case GW_VALUE_INTEGER:
+            bits = get_uint(&rd, 8);
+            rc = rd.bad ? -EINVAL : gw_reading_add_integer(r, name, (int64_t)bits);
+            break;
+        case GW_VALUE_BOOL:
+            bits = get_uint(&rd, 1);
+            rc = rd.bad || bits > 1 ? -EINVAL : gw_reading_add_bool(r, name, bits == 1);
+            break;
+        case GW_VALUE_STRING:
+            string = get_string(&rd, 4);
+            rc = rd.bad ? -EINVAL : gw_reading_add_string(r, name, string);
+            free(string);
+            break;
+        }
+        free(name);
+        if (rc < 0)
+            goto fail;
+    }
+    if (rd.p != rd.end)
+        goto fail;
+    free(id);
+    return r;
+fail:
+    free(id);
+    gw_reading_unref(r);
+    return NULL;
 }

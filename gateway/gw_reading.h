@@ -79,4 +79,14 @@ void gw_field_clear(struct gw_field *field);
 const struct gw_field *gw_reading_field(const struct gw_reading *r, const char *name);
 const char *gw_channel_name(enum gw_channel channel);
 
+struct gw_buf;
+
+/* The journal's record of a reading: device id, channel, time and typed
+ * fields in a compact little-endian binary form (not the registry entry,
+ * which the reader looks up again). Appends to buf; 0 or -ENOMEM. */
+int gw_reading_encode(const struct gw_reading *r, struct gw_buf *buf);
+/* Rebuilds a reading from a record (device left unresolved). Returns NULL
+ * for a malformed or truncated record or on allocation failure. */
+struct gw_reading *gw_reading_decode(const void *data, size_t len);
+
 #endif

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,6 +46,17 @@ struct gw_registry {
     /* The devices CSV, parsed in place: every device string points into it. */
     char *device_text;
     struct grid_index index;
+
+    /* Quarantine: devices admitted at run time, under quarantine_lock. The
+     * maps above are never written after load, so lookups there need no
+     * lock; only a miss looks here. */
+    pthread_mutex_t quarantine_lock;
+    bool quarantine_on;
+    size_t quarantine_max;
+    struct gw_map *quarantined;
+    struct gw_device **quarantine_list;
+    size_t n_quarantined;
+    struct gw_grid unassigned;
 };
 
 /* ---- errors and files --------------------------------------------------- */
@@ -1043,10 +1055,24 @@ static void grid_clear(struct gw_grid *g)
     free(g->polygons);
 }
 
+static void quarantine_free(struct gw_registry *reg)
+{
+    for (size_t i = 0; i < reg->n_quarantined; i++) {
+        free(reg->quarantine_list[i]->id);
+        free(reg->quarantine_list[i]);
+    }
+    free(reg->quarantine_list);
+    gw_map_free(reg->quarantined);
+    if (reg->quarantine_on)
+        grid_clear(&reg->unassigned);
+    pthread_mutex_destroy(&reg->quarantine_lock);
+}
+
 void gw_registry_free(struct gw_registry *reg)
 {
     if (!reg)
         return;
+    quarantine_free(reg);
     for (size_t i = 0; i < reg->n_grids; i++)
         grid_clear(&reg->grids[i]);
     free(reg->grids);
@@ -1069,6 +1095,7 @@ struct gw_registry *gw_registry_load(const char *grids_path, const char *devices
         set_error(&error, grids_path, 0, "out of memory");
         goto fail;
     }
+    pthread_mutex_init(&reg->quarantine_lock, NULL);
     if (load_grids(reg, grids_path, &error) < 0 || load_devices(reg, devices_path, &error) < 0)
         goto fail;
     return reg;
@@ -1083,7 +1110,130 @@ fail:
 
 const struct gw_device *gw_registry_device(const struct gw_registry *reg, const char *device_id)
 {
-    return reg ? gw_map_get(reg->device_by_id, device_id) : NULL;
+    struct gw_registry *mut = (struct gw_registry *)reg;
+    const struct gw_device *d;
+
+    if (!reg)
+        return NULL;
+    d = gw_map_get(reg->device_by_id, device_id);
+    if (d || !__atomic_load_n(&reg->quarantine_on, __ATOMIC_ACQUIRE))
+        return d;
+    pthread_mutex_lock(&mut->quarantine_lock);
+    d = gw_map_get(reg->quarantined, device_id);
+    pthread_mutex_unlock(&mut->quarantine_lock);
+    return d;
+}
+
+int gw_registry_enable_quarantine(struct gw_registry *reg, size_t max_devices)
+{
+    struct gw_grid *g = &reg->unassigned;
+
+    if (reg->quarantine_on)
+        return 0;
+    reg->quarantined = gw_map_new(64);
+    g->id = strdup(GW_UNASSIGNED_GRID);
+    g->name = strdup("未分配设备");
+    g->community_id = strdup(GW_UNASSIGNED_GRID);
+    g->community = strdup("未分配");
+    g->street_id = strdup(GW_UNASSIGNED_GRID);
+    g->street = strdup("未分配");
+    if (!reg->quarantined || !g->id || !g->name || !g->community_id || !g->community ||
+        !g->street_id || !g->street) {
+        grid_clear(g);
+        memset(g, 0, sizeof(*g));
+        gw_map_free(reg->quarantined);
+        reg->quarantined = NULL;
+        return -ENOMEM;
+    }
+    /* No roster and no polygon: nobody is dispatched to it and no point
+     * lies in it; the district command centre sees it. */
+    g->type = GW_GRID_RESIDENTIAL;
+    g->level = GW_LEVEL_ROUTINE;
+    reg->quarantine_max = max_devices;
+    __atomic_store_n(&reg->quarantine_on, true, __ATOMIC_RELEASE);
+    return 0;
+}
+
+const struct gw_device *gw_registry_quarantine(struct gw_registry *reg, const char *device_id)
+{
+    struct gw_device *d = NULL, **list;
+
+    if (!reg || !__atomic_load_n(&reg->quarantine_on, __ATOMIC_ACQUIRE))
+        return NULL;
+    pthread_mutex_lock(&reg->quarantine_lock);
+    d = gw_map_get(reg->quarantined, device_id);
+    if (d || reg->n_quarantined >= reg->quarantine_max)
+        goto out;
+    list = realloc(reg->quarantine_list, (reg->n_quarantined + 1) * sizeof(*list));
+    if (!list)
+        goto out;
+    reg->quarantine_list = list;
+    d = calloc(1, sizeof(*d));
+    if (!d)
+        goto out;
+    d->id = strdup(device_id);
+    d->type = (char *)"unknown";
+    d->grid = &reg->unassigned;
+    d->lat = d->lon = NAN;
+    d->label = (char *)"";
+    d->quarantined = true;
+    if (!d->id || gw_map_put(reg->quarantined, d->id, d) < 0) {
+        free(d->id);
+        free(d);
+        d = NULL;
+        goto out;
+    }
+    list[reg->n_quarantined++] = d;
+out:
+    pthread_mutex_unlock(&reg->quarantine_lock);
+    return d;
+}
+
+size_t gw_registry_quarantined_count(const struct gw_registry *reg)
+{
+    struct gw_registry *mut = (struct gw_registry *)reg;
+    size_t n;
+
+    if (!reg)
+        return 0;
+    pthread_mutex_lock(&mut->quarantine_lock);
+    n = reg->n_quarantined;
+    pthread_mutex_unlock(&mut->quarantine_lock);
+    return n;
+}
+
+/* The live fields are written through a cast: the registry hands out
+ * const pointers so that nobody changes what was loaded, but these few
+ * words are state by design, and only ever touched atomically. */
+void gw_device_touch(const struct gw_device *device, int64_t now_ns)
+{
+    struct gw_device *d = (struct gw_device *)device;
+
+    __atomic_store_n(&d->last_seen_ns, now_ns, __ATOMIC_RELAXED);
+}
+
+void gw_device_set_online(const struct gw_device *device, bool online, int64_t now_ns)
+{
+    struct gw_device *d = (struct gw_device *)device;
+    int state = online ? GW_ONLINE_YES : GW_ONLINE_NO;
+
+    if (__atomic_exchange_n(&d->online, state, __ATOMIC_RELAXED) != state)
+        __atomic_store_n(&d->online_changed_ns, now_ns, __ATOMIC_RELAXED);
+}
+
+void gw_device_count_rejected(const struct gw_device *device)
+{
+    struct gw_device *d = (struct gw_device *)device;
+
+    __atomic_add_fetch(&d->rejected, 1, __ATOMIC_RELAXED);
+}
+
+void gw_device_state(const struct gw_device *device, struct gw_device_state *ret)
+{
+    ret->rejected = __atomic_load_n(&device->rejected, __ATOMIC_RELAXED);
+    ret->last_seen_ns = __atomic_load_n(&device->last_seen_ns, __ATOMIC_RELAXED);
+    ret->online = (enum gw_device_online)__atomic_load_n(&device->online, __ATOMIC_RELAXED);
+    ret->online_changed_ns = __atomic_load_n(&device->online_changed_ns, __ATOMIC_RELAXED);
 }
 
 const struct gw_grid *gw_registry_grid(const struct gw_registry *reg, const char *grid_id)

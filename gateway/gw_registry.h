@@ -8,7 +8,9 @@
 #ifndef GW_REGISTRY_H
 #define GW_REGISTRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "gw_domain.h"
 
@@ -37,13 +39,37 @@ struct gw_grid {
     double min_lon, min_lat, max_lon, max_lat; /* bounding box */
 };
 
+enum gw_device_online {
+    GW_ONLINE_UNKNOWN, /* no status message seen since start */
+    GW_ONLINE_YES,
+    GW_ONLINE_NO,
+};
+
 struct gw_device {
     char *id;
     char *type; /* device type, e.g. "smoke"; the InfluxDB measurement */
     const struct gw_grid *grid;
     double lat, lon; /* NAN when the CSV left them empty */
     char *label;
+    bool quarantined; /* not in the devices file; in the "unassigned" grid */
+    /* Live state, written only through gw_device_touch() and
+     * gw_device_set_online() (atomics: any thread may call them) and read
+     * through gw_device_state(). */
+    int64_t last_seen_ns;
+    int online;
+    int64_t online_changed_ns;
+    uint64_t rejected; /* payloads refused from this device */
 };
+
+struct gw_device_state {
+    int64_t last_seen_ns; /* gateway clock; 0 = never since start */
+    enum gw_device_online online;
+    int64_t online_changed_ns;
+    uint64_t rejected;
+};
+
+/* The id of the pseudo-grid that quarantined devices belong to. */
+#define GW_UNASSIGNED_GRID "unassigned"
 
 struct gw_registry;
 
@@ -59,6 +85,23 @@ const struct gw_device *gw_registry_device(const struct gw_registry *reg, const 
 const struct gw_grid *gw_registry_grid(const struct gw_registry *reg, const char *grid_id);
 /* The grid containing the point, or NULL. */
 const struct gw_grid *gw_registry_locate(const struct gw_registry *reg, double lon, double lat);
+
+/* Unknown devices (district.unknown_devices: quarantine): once enabled,
+ * gw_registry_quarantine() admits an unknown id into the "unassigned"
+ * pseudo-grid (at most max_devices of them, so a flood of invented ids
+ * cannot exhaust memory), and gw_registry_device() finds them from then
+ * on. Returns 0 or -ENOMEM. */
+int gw_registry_enable_quarantine(struct gw_registry *reg, size_t max_devices);
+/* The quarantined device for id, admitted now if new. NULL when quarantine
+ * is off, the quarantine is full, or memory ran out. Thread-safe. */
+const struct gw_device *gw_registry_quarantine(struct gw_registry *reg, const char *device_id);
+size_t gw_registry_quarantined_count(const struct gw_registry *reg);
+
+/* Live device state; thread-safe. */
+void gw_device_touch(const struct gw_device *device, int64_t now_ns);
+void gw_device_set_online(const struct gw_device *device, bool online, int64_t now_ns);
+void gw_device_count_rejected(const struct gw_device *device);
+void gw_device_state(const struct gw_device *device, struct gw_device_state *ret_state);
 
 size_t gw_registry_grid_count(const struct gw_registry *reg);
 size_t gw_registry_device_count(const struct gw_registry *reg);

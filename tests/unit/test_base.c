@@ -181,6 +181,50 @@ static void reading_keeps_types_and_last_value(void **state)
     gw_reading_unref(NULL);
 }
 
+static void reading_record_round_trips(void **state)
+{
+    struct gw_reading *r = gw_reading_new("cam-0007", GW_CHANNEL_EVENT, 1764300000123456789LL);
+    struct gw_reading *back;
+    struct gw_buf rec = GW_BUF_INIT;
+    const struct gw_field *f;
+
+    (void)state;
+    r->ts_from_device = true;
+    gw_reading_add_number(r, "density", 0.1 + 0.2); /* not exactly representable in text */
+    gw_reading_add_integer(r, "seq", -42);
+    gw_reading_add_bool(r, "online", true);
+    gw_reading_add_string(r, "kind", "VCA_HIGH_DENSITY 区域内人员聚集");
+    assert_int_equal(gw_reading_encode(r, &rec), 0);
+
+    back = gw_reading_decode(rec.data, rec.len);
+    assert_non_null(back);
+    assert_string_equal(back->device_id, "cam-0007");
+    assert_int_equal(back->channel, GW_CHANNEL_EVENT);
+    assert_true(back->ts_ns == 1764300000123456789LL);
+    assert_true(back->ts_from_device);
+    assert_null(back->device);
+    assert_int_equal(back->n_fields, 4);
+    f = gw_reading_field(back, "density");
+    assert_true(f->value.type == GW_VALUE_NUMBER && f->value.u.number == 0.1 + 0.2);
+    f = gw_reading_field(back, "seq");
+    assert_true(f->value.type == GW_VALUE_INTEGER && f->value.u.integer == -42);
+    f = gw_reading_field(back, "online");
+    assert_true(f->value.type == GW_VALUE_BOOL && f->value.u.boolean);
+    f = gw_reading_field(back, "kind");
+    assert_string_equal(f->value.u.string, "VCA_HIGH_DENSITY 区域内人员聚集");
+    gw_reading_unref(back);
+
+    /* Every truncation and a trailing byte are refused, never misread. */
+    for (size_t n = 0; n < rec.len; n++)
+        assert_null(gw_reading_decode(rec.data, n));
+    gw_buf_putc(&rec, 0);
+    assert_null(gw_reading_decode(rec.data, rec.len));
+    rec.data[0] = 99; /* unknown version */
+    assert_null(gw_reading_decode(rec.data, rec.len - 1));
+    gw_buf_free(&rec);
+    gw_reading_unref(r);
+}
+
 static void domain_names_round_trip(void **state)
 {
     (void)state;
@@ -225,6 +269,7 @@ int main(void)
         cmocka_unit_test(queue_blocks_producer_until_closed),
         cmocka_unit_test(queue_free_releases_leftovers),
         cmocka_unit_test(reading_keeps_types_and_last_value),
+        cmocka_unit_test(reading_record_round_trips),
         cmocka_unit_test(domain_names_round_trip),
         cmocka_unit_test(log_limit_refuses_bursts_and_counts),
     };

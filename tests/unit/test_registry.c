@@ -533,6 +533,73 @@ static struct gw_registry *load_dir(const char *dir)
     return reg;
 }
 
+static struct gw_registry *load_sample(void)
+{
+    char *error = NULL;
+    struct gw_registry *reg = gw_registry_load(GW_SOURCE_DIR "/config/district/grids.geojson",
+                                               GW_SOURCE_DIR "/config/district/devices.csv", &error);
+    if (!reg)
+        fail_msg("%s", error ? error : "out of memory");
+    return reg;
+}
+
+static void quarantines_unknown_devices_up_to_a_bound(void **state)
+{
+    struct gw_registry *reg = load_sample();
+    const struct gw_device *d, *again;
+
+    (void)state;
+    /* Off by default: an unknown id stays unknown. */
+    assert_null(gw_registry_quarantine(reg, "rogue-1"));
+    assert_null(gw_registry_device(reg, "rogue-1"));
+
+    assert_int_equal(gw_registry_enable_quarantine(reg, 2), 0);
+    d = gw_registry_quarantine(reg, "rogue-1");
+    assert_non_null(d);
+    assert_true(d->quarantined);
+    assert_string_equal(d->grid->id, GW_UNASSIGNED_GRID);
+    assert_string_equal(d->type, "unknown");
+    assert_null(d->grid->roster[GW_ROLE_FIREFIGHTER]);
+    again = gw_registry_quarantine(reg, "rogue-1");
+    assert_ptr_equal(again, d);
+    assert_ptr_equal(gw_registry_device(reg, "rogue-1"), d);
+    assert_non_null(gw_registry_quarantine(reg, "rogue-2"));
+    /* The bound holds: a flood of invented ids cannot grow memory. */
+    assert_null(gw_registry_quarantine(reg, "rogue-3"));
+    assert_int_equal(gw_registry_quarantined_count(reg), 2);
+    /* Known devices are never quarantined. */
+    d = gw_registry_device(reg, "smoke-000001");
+    assert_false(d->quarantined);
+    gw_registry_free(reg);
+}
+
+static void keeps_device_state(void **state)
+{
+    struct gw_registry *reg = load_sample();
+    const struct gw_device *d = gw_registry_device(reg, "smoke-000001");
+    struct gw_device_state st;
+
+    (void)state;
+    gw_device_state(d, &st);
+    assert_int_equal(st.online, GW_ONLINE_UNKNOWN);
+    assert_true(st.last_seen_ns == 0);
+    gw_device_touch(d, 1000);
+    gw_device_set_online(d, true, 1001);
+    gw_device_set_online(d, true, 2000); /* no change: the time stays */
+    gw_device_state(d, &st);
+    assert_true(st.last_seen_ns == 1000);
+    assert_int_equal(st.online, GW_ONLINE_YES);
+    assert_true(st.online_changed_ns == 1001);
+    gw_device_set_online(d, false, 3000);
+    gw_device_count_rejected(d);
+    gw_device_count_rejected(d);
+    gw_device_state(d, &st);
+    assert_true(st.rejected == 2);
+    assert_int_equal(st.online, GW_ONLINE_NO);
+    assert_true(st.online_changed_ns == 3000);
+    gw_registry_free(reg);
+}
+
 static void assert_same_file(const char *dir1, const char *dir2, const char *name, bool same)
 {
     char *p1 = file_in(dir1, name), *p2 = file_in(dir2, name);
@@ -714,6 +781,8 @@ int main(void)
         cmocka_unit_test(reports_every_error),
         cmocka_unit_test(reports_missing_files),
         cmocka_unit_test(loads_the_sample_district),
+        cmocka_unit_test(quarantines_unknown_devices_up_to_a_bound),
+        cmocka_unit_test(keeps_device_state),
         cmocka_unit_test(generator_places_every_device_in_its_grid),
         cmocka_unit_test(generator_tiles_the_whole_box),
         cmocka_unit_test(generator_refuses_bad_options),
