@@ -2,9 +2,14 @@
 
 #include <MQTTAsync.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,11 +18,24 @@
 #include "gw_log.h"
 
 #define DEVICE_ID_MAX 128
-#define RETRY_MIN_MS 500
-#define RETRY_MAX_MS 30000
+#define FILTER_MAX 65535     /* an MQTT string's length field is 16 bits */
+#define CONNECT_TIMEOUT_S 10 /* Paho fails a connect that gets no CONNACK by then */
+/* A connect with no answer from Paho at all after this long is taken as
+ * failed, so a lost callback can never leave the adapter waiting forever. */
+#define CONNECT_WATCHDOG_NS ((int64_t)(CONNECT_TIMEOUT_S + 5) * 1000000000)
+/* While connected, the reconnect thread checks this often that Paho still
+ * is, in case a loss ever came without a callback. */
+#define LIVENESS_CHECK_NS ((int64_t)1000000000)
+#define DISCONNECT_WAIT_MS 5000
+#define SYSTEM_CA_PATH "/etc/ssl/certs"
+#define MAX_ATTEMPT 1000 /* the backoff is capped long before; keeps the counter bounded */
 
-static const char *const subscriptions[] = { "devices/+/telemetry", "devices/+/event" };
-#define N_SUBSCRIPTIONS ((int)(sizeof(subscriptions) / sizeof(subscriptions[0])))
+enum conn_state {
+    CONN_IDLE,       /* not started, or stopped */
+    CONN_WAITING,    /* a (re)connect is due at due_ns */
+    CONN_CONNECTING, /* MQTTAsync_connect issued, no answer yet */
+    CONN_CONNECTED,
+};
 
 struct mqtt_impl {
     struct gw_adapter *adapter;
@@ -26,22 +44,54 @@ struct mqtt_impl {
     char *client_id;
     char *username;
     char *password;
+    char **filters; /* what is subscribed, $share/ prefix included */
+    int *filter_qos;
+    int n_filters;
+    char *filters_text; /* "a, b, c" for the log */
     int qos;
     int protocol;
     int keepalive_s;
     int session_expiry_s;
+    int reconnect_min_ms;
+    int reconnect_max_ms;
 
-    int stopping;        /* set once stop begins; read by Paho's threads */
-    int retry_ms;        /* next wait before a failed first connect is retried */
-    struct gw_adapter_stats stats;
+    bool tls;
+    char *ca_file;
+    char *cert_file;
+    char *key_file;
+    bool tls_verify;
+
+    /* Connection state, shared by Paho's threads, the reconnect thread and
+     * stop: every field below up to `stats` is under `lock`, and `wake`
+     * (CLOCK_MONOTONIC) is broadcast on every change of state. */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool sync_ready;
+    pthread_t reconnector;
+    bool reconnector_running;
+    bool stopping;
+    enum conn_state state;
+    int attempt;         /* the backoff's exponent: reconnects since the last success */
+    int failures;        /* failed connects since the last success, for the log */
+    int64_t due_ns;      /* CONN_WAITING: when to try */
+    int64_t deadline_ns; /* CONN_CONNECTING: when to give up on Paho */
+    uint32_t random;     /* xorshift32 state for the jitter */
+
+    struct gw_log_limit conn_log_limit; /* connect attempts and losses */
+    struct gw_adapter_stats stats;      /* __atomic builtins */
 };
 
-static struct gw_log_limit conn_log_limit = GW_LOG_LIMIT_INIT(0.2, 3.0);
+/* Device-triggered lines (topics nobody should publish to) and Paho's and
+ * OpenSSL's own error lines, which repeat on every failed attempt. */
+static struct gw_log_limit topic_log_limit = GW_LOG_LIMIT_INIT(0.2, 5.0);
+static struct gw_log_limit paho_log_limit = GW_LOG_LIMIT_INIT(0.5, 10.0);
 
 static void count(uint64_t *counter)
 {
     __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED);
 }
+
+/* ---- pure helpers (unit-tested) ---------------------------------------- */
 
 int mqtt_parse_topic(const char *topic, int topic_len, char *ret_device_id, int id_size,
                      int *ret_channel)
@@ -74,15 +124,218 @@ int mqtt_parse_topic(const char *topic, int topic_len, char *ret_device_id, int 
     return 0;
 }
 
+int mqtt_check_filter(const char *filter, const char **ret_why)
+{
+    size_t len = strlen(filter);
+
+    if (len == 0) {
+        *ret_why = "empty topic filter";
+        return -EINVAL;
+    }
+    if (len > FILTER_MAX) {
+        *ret_why = "longer than 65535 bytes";
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        bool level_start = i == 0 || filter[i - 1] == '/';
+        bool level_end = i + 1 == len || filter[i + 1] == '/';
+
+        if (filter[i] == '+' && !(level_start && level_end)) {
+            *ret_why = "'+' must be a whole level";
+            return -EINVAL;
+        }
+        if (filter[i] == '#' && !(level_start && i + 1 == len)) {
+            *ret_why = "'#' must be a whole level and the last one";
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static char *trimmed_copy(const char *start, const char *end)
+{
+    char *s;
+
+    while (start < end && (*start == ' ' || *start == '\t'))
+        start++;
+    while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    s = malloc((size_t)(end - start) + 1);
+    if (!s)
+        return NULL;
+    memcpy(s, start, (size_t)(end - start));
+    s[end - start] = '\0';
+    return s;
+}
+
+static char *format_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *format_error(const char *fmt, ...)
+{
+    char *s = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+void mqtt_free_filters(char **filters, int n)
+{
+    if (!filters)
+        return;
+    for (int i = 0; i < n; i++)
+        free(filters[i]);
+    free(filters);
+}
+
+static int check_group(const char *group, const char **ret_why)
+{
+    if (strpbrk(group, "/+#")) {
+        *ret_why = "a share name must not contain '/', '+' or '#'";
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int mqtt_build_filters(const char *topics, const char *shared_group, char ***ret_filters,
+                       int *ret_n, char **ret_error)
+{
+    char **filters = NULL;
+    int n = 0, cap = 0, r = -ENOMEM;
+    const char *why, *p = topics ? topics : "";
+    bool shared = shared_group && *shared_group;
+
+    *ret_error = NULL;
+    if (shared && check_group(shared_group, &why) < 0) {
+        *ret_error = format_error("mqtt.shared_group: \"%s\": %s", shared_group, why);
+        r = -EINVAL;
+        goto fail;
+    }
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma ? comma : p + strlen(p);
+        char *f = trimmed_copy(p, end);
+
+        if (!f)
+            goto fail;
+        r = mqtt_check_filter(f, &why);
+        if (r == 0 && strncmp(f, "$share/", 7) == 0) {
+            why = "set mqtt.shared_group instead of writing $share/ into the filter";
+            r = -EINVAL;
+        }
+        if (r < 0) {
+            *ret_error = format_error("mqtt.topics: \"%s\": %s", f, why);
+            free(f);
+            goto fail;
+        }
+        r = -ENOMEM;
+        if (shared) {
+            char *s = format_error("$share/%s/%s", shared_group, f);
+            free(f);
+            if (!s)
+                goto fail;
+            f = s;
+        }
+        if (n == cap) {
+            int new_cap = cap ? cap * 2 : 4;
+            char **grown = realloc(filters, (size_t)new_cap * sizeof(*filters));
+            if (!grown) {
+                free(f);
+                goto fail;
+            }
+            filters = grown;
+            cap = new_cap;
+        }
+        filters[n++] = f;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    *ret_filters = filters;
+    *ret_n = n;
+    return 0;
+
+fail:
+    mqtt_free_filters(filters, n);
+    return r;
+}
+
+int mqtt_content_type_format(const char *content_type, size_t len, enum payload_format *ret_format)
+{
+    static const struct {
+        const char *type;
+        enum payload_format format;
+    } known[] = {
+        { "application/json", PAYLOAD_JSON },
+        { "application/senml+json", PAYLOAD_SENML_JSON },
+        { "application/senml+cbor", PAYLOAD_SENML_CBOR },
+    };
+    const char *semi = memchr(content_type, ';', len);
+    size_t start = 0, end = semi ? (size_t)(semi - content_type) : len;
+
+    while (start < end && (content_type[start] == ' ' || content_type[start] == '\t'))
+        start++;
+    while (end > start && (content_type[end - 1] == ' ' || content_type[end - 1] == '\t'))
+        end--;
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (strlen(known[i].type) == end - start &&
+            strncasecmp(content_type + start, known[i].type, end - start) == 0) {
+            *ret_format = known[i].format;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+enum payload_format mqtt_select_format(int channel, const char *content_type, size_t ct_len,
+                                       const void *payload, size_t len)
+{
+    enum payload_format format;
+
+    if (channel == GW_CHANNEL_STATUS)
+        return PAYLOAD_JSON;
+    if (content_type && mqtt_content_type_format(content_type, ct_len, &format) == 0)
+        return format;
+    return payload_guess_format(payload, len);
+}
+
+int mqtt_backoff_ms(int attempt, int min_ms, int max_ms, uint32_t random)
+{
+    int64_t cap, half, delay;
+
+    if (min_ms < 1)
+        min_ms = 1;
+    if (max_ms < min_ms)
+        max_ms = min_ms;
+    cap = min_ms;
+    for (int i = 0; i < attempt && cap < max_ms; i++)
+        cap *= 2;
+    if (cap > max_ms)
+        cap = max_ms;
+    half = cap / 2;
+    delay = half + (int64_t)(random % (uint32_t)(cap - half + 1));
+    return delay < 1 ? 1 : (int)delay;
+}
+
+/* ---- messages ---------------------------------------------------------- */
+
 /* Runs on Paho's receive thread. Returning 1 lets Paho send the PUBACK;
  * by then the core has the reading (or has refused it for good), so a
- * crash before this point makes the broker redeliver, never lose. */
+ * crash before this point makes the broker redeliver, never lose.
+ * Never return 0: Paho would then ack first and keep the message in an
+ * unbounded in-memory queue that a kill -9 loses (DESIGN.md, "Facts to
+ * design around"). Back-pressure is ingest blocking here instead: while
+ * this runs nothing more is read, so the broker keeps the rest. */
 static int on_message(void *context, char *topic, int topic_len, MQTTAsync_message *message)
 {
     struct mqtt_impl *m = context;
     struct gw_adapter *a = m->adapter;
     char device_id[DEVICE_ID_MAX];
     char reason[256];
+    const char *content_type = NULL;
+    size_t ct_len = 0, len = message->payloadlen > 0 ? (size_t)message->payloadlen : 0;
     int channel;
     enum gw_ingest_result result;
 
@@ -91,16 +344,26 @@ static int on_message(void *context, char *topic, int topic_len, MQTTAsync_messa
     count(&m->stats.received);
     if (mqtt_parse_topic(topic, topic_len, device_id, sizeof(device_id), &channel) < 0) {
         count(&m->stats.rejected);
-        gw_log_limited(&conn_log_limit, GW_LOG_WARN, "mqtt", "message on unexpected topic %.*s",
+        gw_log_limited(&topic_log_limit, GW_LOG_WARN, "mqtt",
+                       "message on unexpected topic %.*s (not devices/{id}/telemetry|event|"
+                       "status): dropped",
                        topic_len > 200 ? 200 : topic_len, topic);
         goto out;
+    }
+    if (m->protocol == 5) {
+        MQTTProperty *ct =
+            MQTTProperties_getProperty(&message->properties, MQTTPROPERTY_CODE_CONTENT_TYPE);
+        if (ct && ct->value.data.data) {
+            content_type = ct->value.data.data;
+            ct_len = ct->value.data.len > 0 ? (size_t)ct->value.data.len : 0;
+        }
     }
     struct gw_message msg = {
         .device_id = device_id,
         .channel = (enum gw_channel)channel,
-        .format = PAYLOAD_JSON,
+        .format = mqtt_select_format(channel, content_type, ct_len, message->payload, len),
         .payload = message->payload,
-        .len = message->payloadlen > 0 ? (size_t)message->payloadlen : 0,
+        .len = len,
     };
     result = a->ingest(a->core, &msg, reason, sizeof(reason));
     if (result == GW_INGEST_OK)
@@ -113,59 +376,75 @@ out:
     return 1;
 }
 
+/* ---- subscriptions ----------------------------------------------------- */
+
+static void log_subscribed(struct mqtt_impl *m, int n_refused)
+{
+    if (n_refused == 0)
+        gw_info("mqtt", "subscribed to %s at QoS %d on %s", m->filters_text, m->qos, m->uri);
+    else
+        gw_error("mqtt", "subscribed on %s with %d of %d filter(s) refused", m->uri, n_refused,
+                 m->n_filters);
+}
+
 static void on_subscribed5(void *context, MQTTAsync_successData5 *response)
 {
     struct mqtt_impl *m = context;
-    int n = response->alt.sub.reasonCodeCount;
+    int n = response->alt.sub.reasonCodeCount, refused = 0;
 
     /* A single subscription reports in reasonCode, several in the array. */
-    for (int i = 0; i < (n > 0 ? n : 1); i++) {
-        enum MQTTReasonCodes code = n > 0 ? response->alt.sub.reasonCodes[i] : response->reasonCode;
-        if (code >= MQTTREASONCODE_UNSPECIFIED_ERROR)
-            gw_error("mqtt", "broker refused subscription %s: %s", subscriptions[i],
+    for (int i = 0; i < (n > 1 ? n : 1) && i < m->n_filters; i++) {
+        enum MQTTReasonCodes code = n > 1 ? response->alt.sub.reasonCodes[i] : response->reasonCode;
+        if (code >= MQTTREASONCODE_UNSPECIFIED_ERROR) {
+            refused++;
+            gw_error("mqtt", "broker refused subscription %s: %s", m->filters[i],
                      MQTTReasonCode_toString(code));
+        }
     }
-    gw_info("mqtt", "subscribed to devices/+/telemetry and devices/+/event at QoS %d on %s",
-            m->qos, m->uri);
+    log_subscribed(m, refused);
 }
 
 static void on_subscribed(void *context, MQTTAsync_successData *response)
 {
-    (void)response;
-    on_subscribed5(context, &(MQTTAsync_successData5){ .reasonCode = MQTTREASONCODE_SUCCESS });
+    struct mqtt_impl *m = context;
+    int refused = 0;
+
+    /* MQTT 3.1.1 SUBACK: granted QoS per filter, 0x80 for a refusal. */
+    for (int i = 0; i < m->n_filters; i++) {
+        int granted = m->n_filters > 1 ? response->alt.qosList[i] : response->alt.qos;
+        if (granted == 0x80) {
+            refused++;
+            gw_error("mqtt", "broker refused subscription %s", m->filters[i]);
+        }
+    }
+    log_subscribed(m, refused);
 }
 
 static void on_subscribe_failed5(void *context, MQTTAsync_failureData5 *response)
 {
     struct mqtt_impl *m = context;
-    gw_error("mqtt", "subscribing on %s failed: %s", m->uri,
-             response->message ? response->message : MQTTAsync_strerror(response->code));
+    const char *why = response->message ? response->message : MQTTAsync_strerror(response->code);
+
+    if (response->reasonCode >= MQTTREASONCODE_UNSPECIFIED_ERROR)
+        why = MQTTReasonCode_toString(response->reasonCode);
+    gw_error("mqtt", "subscribing to %s on %s failed: %s", m->filters_text, m->uri, why);
 }
 
 static void on_subscribe_failed(void *context, MQTTAsync_failureData *response)
 {
     struct mqtt_impl *m = context;
-    gw_error("mqtt", "subscribing on %s failed: %s", m->uri,
+    gw_error("mqtt", "subscribing to %s on %s failed: %s", m->filters_text, m->uri,
              response->message ? response->message : MQTTAsync_strerror(response->code));
 }
 
-/* Called for the first connect and every automatic reconnect. The broker
- * keeps the subscriptions of a persistent session, but subscribing again
- * costs nothing and covers a session the broker has expired. */
-static void on_connected(void *context, char *cause)
+/* A persistent session keeps the subscriptions, but subscribing again on
+ * every connect costs nothing and covers a session the broker expired or
+ * lost (persistence off) while we were away. */
+static void subscribe_all(struct mqtt_impl *m)
 {
-    struct mqtt_impl *m = context;
     MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
-    int qos[N_SUBSCRIPTIONS];
     int r;
 
-    (void)cause;
-    count(&m->stats.connects);
-    m->retry_ms = RETRY_MIN_MS;
-    gw_info("mqtt", "connected to %s as %s (MQTT %s)", m->uri, m->client_id,
-            m->protocol == 5 ? "5" : "3.1.1");
-    for (int i = 0; i < N_SUBSCRIPTIONS; i++)
-        qos[i] = m->qos;
     opts.context = m;
     if (m->protocol == 5) {
         opts.onSuccess5 = on_subscribed5;
@@ -174,62 +453,190 @@ static void on_connected(void *context, char *cause)
         opts.onSuccess = on_subscribed;
         opts.onFailure = on_subscribe_failed;
     }
-    r = MQTTAsync_subscribeMany(m->client, N_SUBSCRIPTIONS, (char *const *)subscriptions, qos,
-                                &opts);
+    r = MQTTAsync_subscribeMany(m->client, m->n_filters, m->filters, m->filter_qos, &opts);
     if (r != MQTTASYNC_SUCCESS)
         gw_error("mqtt", "cannot subscribe on %s: %s", m->uri, MQTTAsync_strerror(r));
 }
 
-static void on_connection_lost(void *context, char *cause)
-{
-    struct mqtt_impl *m = context;
+/* ---- connection state and reconnects ----------------------------------- */
 
-    count(&m->stats.connection_losses);
-    gw_warn("mqtt", "connection to %s lost (%s); reconnecting", m->uri,
-            cause ? cause : "no reason given");
+static uint32_t next_random(struct mqtt_impl *m)
+{
+    uint32_t x = m->random;
+
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    m->random = x;
+    return x;
 }
 
-static int connect_client(struct mqtt_impl *m);
-
-/* Paho retries by itself only after a first successful connect, so the
- * first connect is retried here, backing off, until it works or the
- * adapter stops. Sleeping on Paho's thread is harmless: there is no
- * session yet, so nothing waits behind us. */
-static void retry_connect(struct mqtt_impl *m, const char *why)
+static struct timespec monotonic_timespec(int64_t ns)
 {
-    int waited = 0;
+    return (struct timespec){ .tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000 };
+}
 
-    gw_log_limited(&conn_log_limit, GW_LOG_WARN, "mqtt", "cannot connect to %s: %s; retrying",
-                   m->uri, why);
-    while (waited < m->retry_ms && !__atomic_load_n(&m->stopping, __ATOMIC_ACQUIRE)) {
-        usleep(100 * 1000);
-        waited += 100;
+/* The one way out of FROM after a failed connect or a lost connection:
+ * arms the reconnect thread with the next backoff delay. Does nothing when
+ * the state is no longer FROM (another callback already handled this
+ * loss), so Paho reporting one loss twice schedules one attempt. While
+ * stopping it only settles the state, so stop is not kept waiting. */
+static void schedule_reconnect(struct mqtt_impl *m, enum conn_state from, const char *why)
+{
+    int delay, attempt, failures;
+
+    pthread_mutex_lock(&m->lock);
+    if (m->state != from) {
+        pthread_mutex_unlock(&m->lock);
+        return;
     }
-    m->retry_ms = m->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : m->retry_ms * 2;
-    if (!__atomic_load_n(&m->stopping, __ATOMIC_ACQUIRE))
-        connect_client(m);
+    if (m->stopping) {
+        m->state = CONN_IDLE;
+        pthread_cond_broadcast(&m->wake);
+        pthread_mutex_unlock(&m->lock);
+        return;
+    }
+    attempt = m->attempt;
+    if (m->attempt < MAX_ATTEMPT)
+        m->attempt++;
+    if (from == CONN_CONNECTING && m->failures < INT_MAX)
+        m->failures++;
+    failures = m->failures;
+    delay = mqtt_backoff_ms(attempt, m->reconnect_min_ms, m->reconnect_max_ms, next_random(m));
+    m->due_ns = gw_monotonic_ns() + (int64_t)delay * 1000000;
+    m->state = CONN_WAITING;
+    pthread_cond_broadcast(&m->wake);
+    pthread_mutex_unlock(&m->lock);
+
+    if (from == CONN_CONNECTED) {
+        count(&m->stats.connection_losses);
+        gw_log_limited(&m->conn_log_limit, GW_LOG_WARN, "mqtt",
+                       "connection to %s lost: %s; reconnecting in %d ms", m->uri, why, delay);
+    } else {
+        gw_log_limited(&m->conn_log_limit, GW_LOG_WARN, "mqtt",
+                       "cannot connect to %s (attempt %d): %s; retrying in %d ms", m->uri,
+                       failures, why, delay);
+    }
+}
+
+static void on_connect_success(struct mqtt_impl *m, int session_present)
+{
+    bool stopping;
+
+    pthread_mutex_lock(&m->lock);
+    m->state = CONN_CONNECTED;
+    m->attempt = 0;
+    m->failures = 0;
+    stopping = m->stopping;
+    pthread_cond_broadcast(&m->wake);
+    pthread_mutex_unlock(&m->lock);
+
+    count(&m->stats.connects);
+    gw_info("mqtt", "connected to %s as %s (MQTT %s, session present: %s)", m->uri, m->client_id,
+            m->protocol == 5 ? "5" : "3.1.1", session_present ? "yes" : "no");
+    /* stop is waiting for this answer and disconnects next. */
+    if (!stopping)
+        subscribe_all(m);
+}
+
+static void on_connected5(void *context, MQTTAsync_successData5 *response)
+{
+    on_connect_success(context, response->alt.connect.sessionPresent);
+}
+
+static void on_connected(void *context, MQTTAsync_successData *response)
+{
+    on_connect_success(context, response->alt.connect.sessionPresent);
+}
+
+/* MQTT 3.1.1 CONNACK return codes, which Paho passes as the failure code. */
+static const char *connack_reason(int code)
+{
+    switch (code) {
+    case 1:
+        return "refused by the broker: unacceptable protocol version";
+    case 2:
+        return "refused by the broker: client identifier rejected";
+    case 3:
+        return "refused by the broker: server unavailable";
+    case 4:
+        return "refused by the broker: bad user name or password";
+    case 5:
+        return "refused by the broker: not authorized";
+    default:
+        return NULL;
+    }
 }
 
 static void on_connect_failed5(void *context, MQTTAsync_failureData5 *response)
 {
     struct mqtt_impl *m = context;
-    const char *why = response->message ? response->message : MQTTAsync_strerror(response->code);
+    char why[256];
 
-    if (response->reasonCode != MQTTREASONCODE_SUCCESS)
-        why = MQTTReasonCode_toString(response->reasonCode);
-    retry_connect(m, why);
+    /* Paho 1.3.12 passes a refusing CONNACK's reason code as `code`. */
+    if (response->reasonCode >= MQTTREASONCODE_UNSPECIFIED_ERROR)
+        snprintf(why, sizeof(why), "refused by the broker: %s (reason code %d)",
+                 MQTTReasonCode_toString(response->reasonCode), (int)response->reasonCode);
+    else if (response->code >= MQTTREASONCODE_UNSPECIFIED_ERROR && response->code <= 0xff)
+        snprintf(why, sizeof(why), "refused by the broker: %s (reason code %d)",
+                 MQTTReasonCode_toString((enum MQTTReasonCodes)response->code), response->code);
+    else if (connack_reason(response->code))
+        snprintf(why, sizeof(why), "%s", connack_reason(response->code));
+    else
+        snprintf(why, sizeof(why), "%s",
+                 response->message ? response->message : MQTTAsync_strerror(response->code));
+    schedule_reconnect(m, CONN_CONNECTING, why);
 }
 
 static void on_connect_failed(void *context, MQTTAsync_failureData *response)
 {
     struct mqtt_impl *m = context;
-    retry_connect(m, response->message ? response->message : MQTTAsync_strerror(response->code));
+    const char *why = connack_reason(response->code);
+
+    if (!why)
+        why = response->message ? response->message : MQTTAsync_strerror(response->code);
+    schedule_reconnect(m, CONN_CONNECTING, why);
 }
 
-static int connect_client(struct mqtt_impl *m)
+static void on_connection_lost(void *context, char *cause)
+{
+    schedule_reconnect(context, CONN_CONNECTED,
+                       cause && *cause ? cause : "the broker or the network closed it");
+}
+
+/* MQTT 5: the broker said why it is closing (for example 0x8B "server
+ * shutting down", 0x8E "session taken over": another gateway runs with the
+ * same client_id). Paho 1.3.12 calls no connectionLost after this. */
+static void on_disconnected(void *context, MQTTProperties *props, enum MQTTReasonCodes code)
+{
+    char why[128];
+
+    (void)props;
+    snprintf(why, sizeof(why), "the broker sent DISCONNECT: %s (reason code %d)",
+             MQTTReasonCode_toString(code), (int)code);
+    schedule_reconnect(context, CONN_CONNECTED, why);
+}
+
+/* OpenSSL's error queue, printed by Paho on a failed handshake. */
+static int on_ssl_error(const char *str, size_t len, void *u)
+{
+    struct mqtt_impl *m = u;
+
+    while (len > 0 && (str[len - 1] == '\n' || str[len - 1] == '\r'))
+        len--;
+    gw_log_limited(&paho_log_limit, GW_LOG_WARN, "mqtt", "TLS with %s: %.*s", m->uri,
+                   len > 500 ? 500 : (int)len, str);
+    return 1;
+}
+
+/* Issues one connect; the answer comes to on_connected* or
+ * on_connect_failed*. Returns 0, or -EIO when Paho refuses at once and
+ * points *ret_why at Paho's reason. */
+static int start_connect(struct mqtt_impl *m, const char **ret_why)
 {
     MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer;
     MQTTAsync_connectOptions opts5 = MQTTAsync_connectOptions_initializer5;
+    MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
     MQTTProperties props = MQTTProperties_initializer;
     MQTTProperty expiry = {
         .identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL,
@@ -245,33 +652,115 @@ static int connect_client(struct mqtt_impl *m)
         o->cleanstart = 0;
         MQTTProperties_add(&props, &expiry);
         o->connectProperties = &props;
+        o->onSuccess5 = on_connected5;
         o->onFailure5 = on_connect_failed5;
     } else {
         o = &opts;
         o->MQTTVersion = MQTTVERSION_3_1_1;
         o->cleansession = 0;
+        o->onSuccess = on_connected;
         o->onFailure = on_connect_failed;
     }
     o->keepAliveInterval = m->keepalive_s;
-    o->automaticReconnect = 1;
-    o->minRetryInterval = 1;
-    o->maxRetryInterval = RETRY_MAX_MS / 1000;
+    o->connectTimeout = CONNECT_TIMEOUT_S;
+    /* Our reconnect thread backs off with jitter; Paho's does not. */
+    o->automaticReconnect = 0;
     o->username = m->username;
     o->password = m->password;
     o->context = m;
+    if (m->tls) {
+        ssl.trustStore = m->ca_file;
+        /* No CA file: the system's CAs. Paho would fall back to OpenSSL's
+         * default paths anyway; naming the directory makes it explicit. */
+        ssl.CApath = m->ca_file ? NULL : SYSTEM_CA_PATH;
+        ssl.keyStore = m->cert_file;
+        ssl.privateKey = m->key_file;
+        ssl.enableServerCertAuth = m->tls_verify;
+        ssl.verify = m->tls_verify; /* the certificate must name the host in the uri */
+        ssl.sslVersion = MQTT_SSL_VERSION_DEFAULT;
+        ssl.ssl_error_cb = on_ssl_error;
+        ssl.ssl_error_context = m;
+        o->ssl = &ssl; /* Paho copies it */
+    }
     r = MQTTAsync_connect(m->client, o);
     MQTTProperties_free(&props);
     if (r != MQTTASYNC_SUCCESS) {
-        gw_error("mqtt", "cannot start connecting to %s: %s", m->uri, MQTTAsync_strerror(r));
+        *ret_why = MQTTAsync_strerror(r);
         return -EIO;
     }
     return 0;
 }
 
+/* The reconnect thread: sleeps on `wake` until a scheduled attempt is due,
+ * then connects. Paho's callbacks only schedule, so none of Paho's threads
+ * ever waits out a backoff, and stop wakes this thread at once. */
+static void *reconnect_main(void *arg)
+{
+    struct mqtt_impl *m = arg;
+    int dead_checks = 0;
+
+    pthread_mutex_lock(&m->lock);
+    while (!m->stopping) {
+        int64_t now = gw_monotonic_ns();
+        struct timespec until;
+        const char *why;
+
+        switch (m->state) {
+        case CONN_WAITING:
+            if (now < m->due_ns) {
+                until = monotonic_timespec(m->due_ns);
+                pthread_cond_timedwait(&m->wake, &m->lock, &until);
+                continue;
+            }
+            m->state = CONN_CONNECTING;
+            m->deadline_ns = now + CONNECT_WATCHDOG_NS;
+            pthread_mutex_unlock(&m->lock);
+            if (start_connect(m, &why) < 0)
+                schedule_reconnect(m, CONN_CONNECTING, why);
+            pthread_mutex_lock(&m->lock);
+            break;
+        case CONN_CONNECTING:
+            if (now < m->deadline_ns) {
+                until = monotonic_timespec(m->deadline_ns);
+                pthread_cond_timedwait(&m->wake, &m->lock, &until);
+                continue;
+            }
+            pthread_mutex_unlock(&m->lock);
+            schedule_reconnect(m, CONN_CONNECTING, "no answer from the client library");
+            pthread_mutex_lock(&m->lock);
+            break;
+        case CONN_CONNECTED:
+            until = monotonic_timespec(now + LIVENESS_CHECK_NS);
+            pthread_cond_timedwait(&m->wake, &m->lock, &until);
+            if (m->state != CONN_CONNECTED || m->stopping) {
+                dead_checks = 0;
+                continue;
+            }
+            pthread_mutex_unlock(&m->lock);
+            /* Two checks in a row, so a connect that has just begun to be
+             * reported is not mistaken for a loss. */
+            dead_checks = MQTTAsync_isConnected(m->client) ? 0 : dead_checks + 1;
+            if (dead_checks >= 2) {
+                dead_checks = 0;
+                schedule_reconnect(m, CONN_CONNECTED, "the client library lost it silently");
+            }
+            pthread_mutex_lock(&m->lock);
+            break;
+        case CONN_IDLE:
+            pthread_cond_wait(&m->wake, &m->lock);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+/* ---- adapter interface ------------------------------------------------- */
+
 static void trace_to_log(enum MQTTASYNC_TRACE_LEVELS level, char *message)
 {
     if (level >= MQTTASYNC_TRACE_ERROR)
-        gw_warn("paho", "%s", message);
+        gw_log_limited(&paho_log_limit, GW_LOG_WARN, "paho", "%s", message);
     else
         gw_debug("paho", "%s", message);
 }
@@ -294,61 +783,227 @@ static void mqtt_destroy(struct gw_adapter *a)
         return;
     if (m->client)
         MQTTAsync_destroy(&m->client);
+    if (m->sync_ready) {
+        pthread_cond_destroy(&m->wake);
+        pthread_mutex_destroy(&m->lock);
+    }
+    mqtt_free_filters(m->filters, m->n_filters);
+    free(m->filter_qos);
+    free(m->filters_text);
     free(m->uri);
     free(m->client_id);
     free(m->username);
     free(m->password);
+    free(m->ca_file);
+    free(m->cert_file);
+    free(m->key_file);
     free(m);
     a->impl = NULL;
+}
+
+static bool uri_is_tls(const char *uri)
+{
+    return strncmp(uri, "ssl://", 6) == 0 || strncmp(uri, "mqtts://", 8) == 0 ||
+           strncmp(uri, "wss://", 6) == 0;
+}
+
+/* The TLS keys must fit the uri and each other. Returns NULL or a malloc'd
+ * message naming the keys. */
+static char *check_tls(const struct gw_config *cfg)
+{
+    static const char *const scheme_hint = "ssl:// (or mqtts://, wss://)";
+    const char *ca = cfg->mqtt.ca_file, *cert = cfg->mqtt.cert_file, *key = cfg->mqtt.key_file;
+    const struct {
+        const char *key;
+        const char *path;
+    } files[] = { { "mqtt.ca_file", ca }, { "mqtt.cert_file", cert }, { "mqtt.key_file", key } };
+
+    if (cert && !key)
+        return format_error("mqtt.cert_file is set without mqtt.key_file: set both or neither");
+    if (key && !cert)
+        return format_error("mqtt.key_file is set without mqtt.cert_file: set both or neither");
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (!files[i].path)
+            continue;
+        if (!uri_is_tls(cfg->mqtt.uri))
+            return format_error("%s is set but mqtt.uri is not %s: \"%s\"", files[i].key,
+                                scheme_hint, cfg->mqtt.uri);
+        if (access(files[i].path, R_OK) < 0)
+            return format_error("%s: cannot read %s: %s", files[i].key, files[i].path,
+                                strerror(errno));
+    }
+    return NULL;
+}
+
+static char *join_filters(char **filters, int n)
+{
+    size_t len = 1;
+    char *s;
+
+    for (int i = 0; i < n; i++)
+        len += strlen(filters[i]) + 2;
+    s = malloc(len);
+    if (!s)
+        return NULL;
+    s[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (i > 0)
+            strcat(s, ", ");
+        strcat(s, filters[i]);
+    }
+    return s;
 }
 
 static int mqtt_init(struct gw_adapter *a, const struct gw_config *cfg)
 {
     MQTTAsync_createOptions create = MQTTAsync_createOptions_initializer;
-    struct mqtt_impl *m = calloc(1, sizeof(*m));
+    pthread_condattr_t cattr;
+    struct mqtt_impl *m;
+    char *error = NULL;
     int r;
 
+    if (cfg->mqtt.reconnect_min_ms > cfg->mqtt.reconnect_max_ms) {
+        gw_error("mqtt", "mqtt.reconnect_min_ms (%d) is above mqtt.reconnect_max_ms (%d)",
+                 cfg->mqtt.reconnect_min_ms, cfg->mqtt.reconnect_max_ms);
+        return -EINVAL;
+    }
+    if (cfg->mqtt.protocol != 5 && cfg->mqtt.password && *cfg->mqtt.password &&
+        !(cfg->mqtt.username && *cfg->mqtt.username)) {
+        gw_error("mqtt", "mqtt.password is set without mqtt.username, which MQTT 3.1.1 does not "
+                         "allow");
+        return -EINVAL;
+    }
+    error = check_tls(cfg);
+    if (error) {
+        gw_error("mqtt", "%s", error);
+        free(error);
+        return -EINVAL;
+    }
+    m = calloc(1, sizeof(*m));
     if (!m)
         return -ENOMEM;
     a->impl = m;
     m->adapter = a;
+    r = mqtt_build_filters(cfg->mqtt.topics, cfg->mqtt.shared_group, &m->filters, &m->n_filters,
+                           &error);
+    if (r < 0) {
+        if (error)
+            gw_error("mqtt", "%s", error);
+        free(error);
+        mqtt_destroy(a);
+        return r;
+    }
+    m->filter_qos = calloc((size_t)m->n_filters, sizeof(*m->filter_qos));
+    m->filters_text = join_filters(m->filters, m->n_filters);
     m->uri = strdup(cfg->mqtt.uri);
     m->client_id = strdup(cfg->mqtt.client_id);
     m->username = dup_or_null(cfg->mqtt.username);
     m->password = dup_or_null(cfg->mqtt.password);
-    if (!m->uri || !m->client_id || (cfg->mqtt.username && !m->username) ||
-        (cfg->mqtt.password && !m->password)) {
+    m->ca_file = dup_or_null(cfg->mqtt.ca_file);
+    m->cert_file = dup_or_null(cfg->mqtt.cert_file);
+    m->key_file = dup_or_null(cfg->mqtt.key_file);
+    if (!m->filter_qos || !m->filters_text || !m->uri || !m->client_id ||
+        (cfg->mqtt.username && *cfg->mqtt.username && !m->username) ||
+        (cfg->mqtt.password && *cfg->mqtt.password && !m->password) ||
+        (cfg->mqtt.ca_file && !m->ca_file) || (cfg->mqtt.cert_file && !m->cert_file) ||
+        (cfg->mqtt.key_file && !m->key_file)) {
         mqtt_destroy(a);
         return -ENOMEM;
     }
     m->qos = cfg->mqtt.qos;
+    for (int i = 0; i < m->n_filters; i++)
+        m->filter_qos[i] = m->qos;
     m->protocol = cfg->mqtt.protocol;
     m->keepalive_s = cfg->mqtt.keepalive_s;
     m->session_expiry_s = cfg->mqtt.session_expiry_s;
-    m->retry_ms = RETRY_MIN_MS;
+    m->reconnect_min_ms = cfg->mqtt.reconnect_min_ms;
+    m->reconnect_max_ms = cfg->mqtt.reconnect_max_ms;
+    m->tls = uri_is_tls(m->uri);
+    m->tls_verify = cfg->mqtt.tls_verify;
+    m->state = CONN_IDLE;
+    m->random = (uint32_t)gw_monotonic_ns() ^ (uint32_t)getpid() * 2654435761u;
+    if (m->random == 0)
+        m->random = 1;
+    m->conn_log_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(0.2, 5.0);
+
+    if (pthread_condattr_init(&cattr) != 0) {
+        mqtt_destroy(a);
+        return -ENOMEM;
+    }
+    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+    r = pthread_cond_init(&m->wake, &cattr);
+    pthread_condattr_destroy(&cattr);
+    if (r != 0) {
+        mqtt_destroy(a);
+        return -r;
+    }
+    r = pthread_mutex_init(&m->lock, NULL);
+    if (r != 0) {
+        pthread_cond_destroy(&m->wake);
+        mqtt_destroy(a);
+        return -r;
+    }
+    m->sync_ready = true;
+
+    if (m->protocol == 5 && m->session_expiry_s == 0)
+        gw_warn("mqtt", "mqtt.session_expiry_s is 0: the broker ends the session whenever the "
+                        "connection drops, and readings sent meanwhile are lost");
+    if (m->tls && !m->tls_verify)
+        gw_warn("mqtt", "mqtt.tls_verify is false: the broker's certificate and host name are "
+                        "not checked, so anyone in the path can pose as the broker");
 
     MQTTAsync_setTraceCallback(trace_to_log);
     MQTTAsync_setTraceLevel(gw_log_threshold >= GW_LOG_DEBUG ? MQTTASYNC_TRACE_PROTOCOL
-                                                            : MQTTASYNC_TRACE_ERROR);
+                                                             : MQTTASYNC_TRACE_ERROR);
     create.MQTTVersion = m->protocol == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
     /* Paho's persistence is off on purpose: the gateway's journal is the
      * durable copy, and Paho's file store loses messages under MQTT 5. */
     r = MQTTAsync_createWithOptions(&m->client, m->uri, m->client_id, MQTTCLIENT_PERSISTENCE_NONE,
                                     NULL, &create);
     if (r != MQTTASYNC_SUCCESS) {
-        gw_error("mqtt", "cannot create a client for %s: %s", m->uri, MQTTAsync_strerror(r));
+        gw_error("mqtt", "mqtt.uri \"%s\": %s", m->uri,
+                 r == MQTTASYNC_BAD_PROTOCOL
+                     ? "unknown scheme: use tcp://, mqtt://, ssl://, mqtts://, ws:// or wss://"
+                     : MQTTAsync_strerror(r));
         m->client = NULL;
         mqtt_destroy(a);
         return -EINVAL;
     }
     MQTTAsync_setCallbacks(m->client, m, on_connection_lost, on_message, NULL);
-    MQTTAsync_setConnected(m->client, m, on_connected);
+    if (m->protocol == 5)
+        MQTTAsync_setDisconnected(m->client, m, on_disconnected);
     return 0;
 }
 
+/* Connects once here, so a setting Paho refuses outright stops the
+ * gateway; every later attempt belongs to the reconnect thread. A broker
+ * that is down is not an error: the thread retries until it is up. */
 static int mqtt_start(struct gw_adapter *a)
 {
-    return connect_client(a->impl);
+    struct mqtt_impl *m = a->impl;
+    const char *why;
+    int r;
+
+    pthread_mutex_lock(&m->lock);
+    m->state = CONN_CONNECTING;
+    m->deadline_ns = gw_monotonic_ns() + CONNECT_WATCHDOG_NS;
+    pthread_mutex_unlock(&m->lock);
+    r = pthread_create(&m->reconnector, NULL, reconnect_main, m);
+    if (r != 0) {
+        gw_error("mqtt", "cannot start the reconnect thread: %s", strerror(r));
+        return -r;
+    }
+    m->reconnector_running = true;
+    gw_info("mqtt", "connecting to %s as %s%s", m->uri, m->client_id,
+            m->tls ? (m->ca_file ? " (TLS, CA file)" : " (TLS, system CAs)") : "");
+    if (start_connect(m, &why) < 0) {
+        pthread_mutex_lock(&m->lock);
+        m->state = CONN_IDLE;
+        pthread_mutex_unlock(&m->lock);
+        gw_error("mqtt", "cannot connect to %s: %s", m->uri, why);
+        return -EIO;
+    }
+    return 0;
 }
 
 static void mqtt_stop(struct gw_adapter *a)
@@ -356,16 +1011,47 @@ static void mqtt_stop(struct gw_adapter *a)
     struct mqtt_impl *m = a->impl;
     MQTTAsync_disconnectOptions opts = MQTTAsync_disconnectOptions_initializer;
     MQTTAsync_disconnectOptions opts5 = MQTTAsync_disconnectOptions_initializer5;
+    struct timespec until;
+    int r;
 
-    __atomic_store_n(&m->stopping, 1, __ATOMIC_RELEASE);
+    if (!m || !m->sync_ready)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->stopping = true;
+    if (m->state == CONN_WAITING)
+        m->state = CONN_IDLE;
+    pthread_cond_broadcast(&m->wake);
+    pthread_mutex_unlock(&m->lock);
+    if (m->reconnector_running) {
+        pthread_join(m->reconnector, NULL);
+        m->reconnector_running = false;
+    }
+
+    /* A connect in flight could still succeed and bring messages after
+     * stop returned; wait for its answer (Paho gives one within
+     * CONNECT_TIMEOUT_S), then disconnect. */
+    pthread_mutex_lock(&m->lock);
+    until = monotonic_timespec(gw_monotonic_ns() + CONNECT_WATCHDOG_NS);
+    while (m->state == CONN_CONNECTING &&
+           pthread_cond_timedwait(&m->wake, &m->lock, &until) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&m->lock);
+
     if (MQTTAsync_isConnected(m->client)) {
-        MQTTAsync_disconnect(m->client, m->protocol == 5 ? &opts5 : &opts);
+        /* A normal DISCONNECT keeps the session (and the messages the
+         * broker queues for it) for mqtt.session_expiry_s. */
+        r = MQTTAsync_disconnect(m->client, m->protocol == 5 ? &opts5 : &opts);
+        if (r != MQTTASYNC_SUCCESS)
+            gw_warn("mqtt", "cannot disconnect from %s: %s", m->uri, MQTTAsync_strerror(r));
         /* The disconnect is asynchronous; wait for it, bounded, so no
          * callback runs after stop returns. */
-        for (int i = 0; i < 50 && MQTTAsync_isConnected(m->client); i++)
+        for (int i = 0; i < DISCONNECT_WAIT_MS / 20 && MQTTAsync_isConnected(m->client); i++)
             usleep(20 * 1000);
     }
-    /* MQTTAsync_destroy (in destroy) joins Paho's threads; any message
+    pthread_mutex_lock(&m->lock);
+    m->state = CONN_IDLE;
+    pthread_mutex_unlock(&m->lock);
+    /* MQTTAsync_destroy (in destroy) stops Paho's threads; a message
      * callback still running finishes before that returns. */
 }
 

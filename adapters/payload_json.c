@@ -33,7 +33,7 @@ static bool is_json_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-static const char *json_type_name(const cJSON *item)
+const char *payload__json_type_name(const cJSON *item)
 {
     if (cJSON_IsObject(item))
         return "an object";
@@ -50,9 +50,26 @@ static const char *json_type_name(const cJSON *item)
     return "something else";
 }
 
-static cJSON *parse(const char *data, size_t len, char *reason, size_t reason_len)
+/* Offset of the first \u0000 escape in data, or len. cJSON decodes it into
+ * a NUL that silently cuts the C string: "a\u0000b" would be stored as "a"
+ * and a name "ts\u0000x" read as "ts". Backslashes are only valid inside
+ * strings, and each one escapes the next character. */
+static size_t escaped_nul_at(const char *data, size_t len)
+{
+    for (size_t i = 0; i + 6 <= len; i++) {
+        if (data[i] != '\\')
+            continue;
+        if (memcmp(data + i + 1, "u0000", 5) == 0)
+            return i;
+        i++;
+    }
+    return len;
+}
+
+cJSON *payload__json_parse(const char *data, size_t len, char *reason, size_t reason_len)
 {
     const char *end = NULL;
+    size_t nul_at;
     cJSON *root;
 
     /* Not NUL-terminated: cJSON reads no further than len, and since
@@ -77,23 +94,14 @@ static cJSON *parse(const char *data, size_t len, char *reason, size_t reason_le
         cJSON_Delete(root);
         return NULL;
     }
-    return root;
-}
-
-/* Offset of the first \u0000 escape in data, or len. cJSON decodes it into
- * a NUL that silently cuts the C string: "a\u0000b" would be stored as "a"
- * and a name "ts\u0000x" read as "ts". Backslashes are only valid inside
- * strings, and each one escapes the next character. */
-static size_t escaped_nul_at(const char *data, size_t len)
-{
-    for (size_t i = 0; i + 6 <= len; i++) {
-        if (data[i] != '\\')
-            continue;
-        if (memcmp(data + i + 1, "u0000", 5) == 0)
-            return i;
-        i++;
+    nul_at = escaped_nul_at(data, len);
+    if (nul_at < len) {
+        payload__reason(reason, reason_len, "\\u0000 at byte %zu: no NUL in names or strings",
+                        nul_at);
+        cJSON_Delete(root);
+        return NULL;
     }
-    return len;
+    return root;
 }
 
 /* "ts" as a nanosecond time; *ret_have is false for "ts": null. */
@@ -108,7 +116,7 @@ static int parse_ts(const cJSON *item, int64_t *ret_ns, bool *ret_have, char *re
     }
     if (!cJSON_IsNumber(item)) {
         payload__reason(reason, reason_len, "\"ts\" must be a number (ms since the epoch), not %s",
-                        json_type_name(item));
+                        payload__json_type_name(item));
         return -EBADMSG;
     }
     ms = item->valuedouble;
@@ -126,29 +134,22 @@ static int parse_ts(const cJSON *item, int64_t *ret_ns, bool *ret_have, char *re
     return 0;
 }
 
-int payload__decode_json(const char *data, size_t len, struct gw_reading *reading, char *reason,
-                         size_t reason_len)
+int payload__decode_json(const char *data, size_t len, const struct payload_limits *limits,
+                         struct gw_reading *reading, char *reason, size_t reason_len)
 {
     char q[PAYLOAD_QUOTE_LEN];
-    size_t n_before = reading->n_fields, n_added = 0, nul_at;
+    size_t n_before = reading->n_fields, n_added = 0;
     int64_t ts_ns = 0;
     bool have_ts = false;
     const cJSON *item;
     cJSON *root;
     int err = 0;
 
-    root = parse(data, len, reason, reason_len);
+    root = payload__json_parse(data, len, reason, reason_len);
     if (!root)
         return -EBADMSG;
-    nul_at = escaped_nul_at(data, len);
-    if (nul_at < len) {
-        payload__reason(reason, reason_len, "\\u0000 at byte %zu: no NUL in names or strings",
-                        nul_at);
-        err = -EBADMSG;
-        goto out;
-    }
     if (!cJSON_IsObject(root)) {
-        payload__reason(reason, reason_len, "expected a JSON object, got %s", json_type_name(root));
+        payload__reason(reason, reason_len, "expected a JSON object, got %s", payload__json_type_name(root));
         err = -EBADMSG;
         goto out;
     }
@@ -185,7 +186,7 @@ int payload__decode_json(const char *data, size_t len, struct gw_reading *readin
             err = -EBADMSG;
             goto out;
         }
-        err = payload__add_field(reading, n_before, name, &value, reason, reason_len);
+        err = payload__add_field(reading, n_before, limits, name, &value, reason, reason_len);
         if (err < 0)
             goto out;
         n_added++;
@@ -195,6 +196,64 @@ int payload__decode_json(const char *data, size_t len, struct gw_reading *readin
         err = -EBADMSG;
         goto out;
     }
+    if (have_ts) {
+        reading->ts_ns = ts_ns;
+        reading->ts_from_device = true;
+    }
+out:
+    cJSON_Delete(root);
+    return err;
+}
+
+int payload__decode_status_json(const char *data, size_t len, struct gw_reading *reading,
+                                char *reason, size_t reason_len)
+{
+    char q[PAYLOAD_QUOTE_LEN];
+    const cJSON *item, *status = NULL;
+    int64_t ts_ns = 0;
+    bool have_ts = false;
+    cJSON *root;
+    int err = 0;
+
+    root = payload__json_parse(data, len, reason, reason_len);
+    if (!root)
+        return -EBADMSG;
+    if (!cJSON_IsObject(root)) {
+        payload__reason(reason, reason_len, "expected a JSON object, got %s",
+                        payload__json_type_name(root));
+        err = -EBADMSG;
+        goto out;
+    }
+    cJSON_ArrayForEach(item, root)
+    {
+        if (strcmp(item->string, "status") == 0) {
+            status = item;
+        } else if (strcmp(item->string, "ts") == 0) {
+            err = parse_ts(item, &ts_ns, &have_ts, reason, reason_len);
+            if (err < 0)
+                goto out;
+        } else {
+            payload__reason(reason, reason_len, "unexpected key %s (only \"status\" and \"ts\")",
+                            payload__quote(q, sizeof(q), item->string));
+            err = -EBADMSG;
+            goto out;
+        }
+    }
+    if (!status) {
+        payload__reason(reason, reason_len, "no \"status\"");
+        err = -EBADMSG;
+        goto out;
+    }
+    if (!cJSON_IsString(status)) {
+        payload__reason(reason, reason_len, "\"status\" must be a string, not %s",
+                        payload__json_type_name(status));
+        err = -EBADMSG;
+        goto out;
+    }
+    err = payload__status_value(status->valuestring, strlen(status->valuestring), reading, reason,
+                                reason_len);
+    if (err < 0)
+        goto out;
     if (have_ts) {
         reading->ts_ns = ts_ns;
         reading->ts_from_device = true;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "coap_adapter.h"
 #include "gw_adapter.h"
 #include "gw_config.h"
 #include "gw_log.h"
@@ -78,11 +79,6 @@ static int parse_options(int argc, char **argv, struct options *ret)
  * is better than a gateway that silently does not listen. */
 static int check_unbuilt_features(const struct gw_config *cfg)
 {
-    if (cfg->coap.enabled && !gw_adapter_lookup("coap")) {
-        fprintf(stderr, "%s: coap.enabled: the CoAP adapter is not in this build yet\n",
-                cfg->path);
-        return -ENOTSUP;
-    }
     if (cfg->api.enabled) {
         fprintf(stderr, "%s: api.enabled: the HTTP API is not in this build yet\n", cfg->path);
         return -ENOTSUP;
@@ -246,7 +242,7 @@ int main(int argc, char **argv)
         gw_config_describe(stdout);
         return 0;
     }
-    if (gw_adapter_register(&mqtt_adapter_ops) < 0)
+    if (gw_adapter_register(&mqtt_adapter_ops) < 0 || gw_adapter_register(&coapa_adapter_ops) < 0)
         return 1;
     if (strcmp(argv[1], "run") == 0 || strcmp(argv[1], "check") == 0) {
         if (parse_options(argc - 1, argv + 1, &opts) < 0)

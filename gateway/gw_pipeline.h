@@ -1,11 +1,14 @@
 /* gw_pipeline: the path of a reading through the gateway (DESIGN.md,
- * "Data flow"): adapters -> decode -> registry lookup -> rule worker ->
- * cases, and every reading and case event to InfluxDB.
+ * "Data flow"): adapters -> decode -> registry lookup -> journal, and from
+ * the journal two consumers: the rule worker (Lua rules -> cases) and the
+ * InfluxDB feeder (line protocol -> writer).
  *
- * Owns the adapters it starts, the rule engine, the case store, the
- * InfluxDB writer and the queue between the ingest threads and the rule
- * worker. Does not own the configuration or the registry, which must
- * outlive it.
+ * Owns the adapters it starts, the journal and its two consumer threads,
+ * the rule engine, the case store and the InfluxDB writer. An adapter's
+ * ingest call returns once the reading is in the journal, so what an
+ * adapter acknowledges survives a crash. Does not own the configuration
+ * or the registry, which must outlive it (the registry is written only to
+ * admit quarantined devices and to keep devices' live state).
  */
 #ifndef GW_PIPELINE_H
 #define GW_PIPELINE_H
@@ -30,18 +33,27 @@ struct gw_pipeline_stats {
     uint64_t case_events;
     uint64_t cases_opened;
     uint64_t store_errors;
-    uint64_t queue_depth;    /* readings waiting for the rule worker */
+    uint64_t journal_errors;  /* appends the file system refused (then retried) */
+    uint64_t records_skipped; /* journal records no consumer could use */
+    uint64_t lines_lost;      /* lines for InfluxDB given up on (out of memory, stopping) */
+    uint64_t journal_bytes;
+    uint64_t journal_dropped; /* records lost to journal.full_policy: drop_oldest */
+    uint64_t rules_lag;       /* records the rule worker has not committed */
+    uint64_t influx_lag;      /* records InfluxDB has not answered */
+    uint64_t quarantined;     /* unknown devices admitted to the "unassigned" grid */
 };
 
 /* Builds everything but starts nothing. On failure returns NULL and sets
  * *ret_error (malloc'd, the caller frees). */
-struct gw_pipeline *gw_pipeline_new(const struct gw_config *cfg, const struct gw_registry *reg,
+struct gw_pipeline *gw_pipeline_new(const struct gw_config *cfg, struct gw_registry *reg,
                                     char **ret_error);
 /* Starts the rule worker, the InfluxDB writer and every adapter the
  * configuration enables. Returns 0 or a negative errno (logged). */
 int gw_pipeline_start(struct gw_pipeline *p);
-/* Stops the adapters, then lets every queued reading go through rules,
- * cases and InfluxDB before the store closes. NULL is fine. */
+/* Stops the adapters, lets both consumers finish what the journal holds
+ * (InfluxDB gets up to 10 s; what it does not take stays in the journal
+ * for the next start), then closes the journal and the store. NULL is
+ * fine. */
 void gw_pipeline_free(struct gw_pipeline *p);
 
 /* The ingest function adapters call (a gw_ingest_fn). */

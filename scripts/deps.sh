@@ -15,6 +15,7 @@ PACKAGES=(
     libyaml-dev libcjson-dev libcbor-dev libmicrohttpd-dev
     influxdb influxdb-client
     libcmocka-dev
+    clang libclang-rt-14-dev openssl
 )
 
 missing=()

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sim_bench.h"
 #include "sim_district.h"
 #include "sim_fleet.h"
 
@@ -15,6 +16,7 @@ static void usage(FILE *f)
           "             gridsim district --seed N --out DIR [--streets K] [--devices N]\n"
           "  run        run a device fleet that publishes readings over MQTT\n"
           "             gridsim run [OPTIONS]\n"
+          "  bench      benchmarks: gridsim bench journal|decode [OPTIONS] (--help for each)\n"
           "\n"
           "`gridsim COMMAND --help` describes each command's options.\n",
           f);
@@ -35,6 +37,12 @@ int main(int argc, char **argv)
         return sim_district_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "run") == 0)
         return sim_fleet_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "bench") == 0 && argc >= 3) {
+        if (strcmp(argv[2], "journal") == 0)
+            return sim_bench_journal(argc - 2, argv + 2);
+        if (strcmp(argv[2], "decode") == 0)
+            return sim_bench_decode(argc - 2, argv + 2);
+    }
     fprintf(stderr, "gridsim: unknown command \"%s\"\n", argv[1]);
     usage(stderr);
     return 2;

@@ -1,0 +1,16 @@
+/* sim_bench: gridsim's benchmarks (`gridsim bench WHAT ...`), each a
+ * bounded load run that prints its figures, with a baseline measured in
+ * the same run where there is one, since the machines are shared.
+ *
+ * Each entry point takes argc/argv from WHAT on (argv[0] = "journal", ...)
+ * and returns the process exit status. Owns nothing beyond one run.
+ */
+#ifndef SIM_BENCH_H
+#define SIM_BENCH_H
+
+/* Journal appends into the page cache and with grouped fsync. */
+int sim_bench_journal(int argc, char **argv);
+/* Payload decoders: flat JSON, SenML JSON, SenML CBOR. */
+int sim_bench_decode(int argc, char **argv);
+
+#endif
