@@ -16,7 +16,7 @@ static void usage(FILE *f)
           "             gridsim district --seed N --out DIR [--streets K] [--devices N]\n"
           "  run        run a device fleet that publishes readings over MQTT\n"
           "             gridsim run [OPTIONS]\n"
-          "  bench      benchmarks: gridsim bench journal|decode [OPTIONS] (--help for each)\n"
+          "  bench      benchmarks: gridsim bench journal|decode|ingest [OPTIONS] (--help for each)\n"
           "\n"
           "`gridsim COMMAND --help` describes each command's options.\n",
           f);
@@ -42,6 +42,8 @@ int main(int argc, char **argv)
             return sim_bench_journal(argc - 2, argv + 2);
         if (strcmp(argv[2], "decode") == 0)
             return sim_bench_decode(argc - 2, argv + 2);
+        if (strcmp(argv[2], "ingest") == 0)
+            return sim_bench_ingest(argc - 2, argv + 2);
     }
     fprintf(stderr, "gridsim: unknown command \"%s\"\n", argv[1]);
     usage(stderr);

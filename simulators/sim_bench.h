@@ -12,5 +12,7 @@
 int sim_bench_journal(int argc, char **argv);
 /* Payload decoders: flat JSON, SenML JSON, SenML CBOR. */
 int sim_bench_decode(int argc, char **argv);
+/* gridgate's MQTT intake against a do-nothing subscriber. */
+int sim_bench_ingest(int argc, char **argv);
 
 #endif

@@ -463,6 +463,7 @@ struct fleet_opts {
     uint64_t seed;
     int pick;
     const char *client_id;
+    const char *topic_prefix;
     bool quiet;
     bool help;
 };
@@ -506,6 +507,8 @@ static const struct opt_desc opt_table[] = {
      "seed of the PRNG (values, random picks); default: from the clock, printed at start"},
     {"client-id", OPT_STRING, OPT_OFF(client_id), NULL, "ID", 0, 0, NULL,
      "MQTT client id (default gridsim-fleet-PID)"},
+    {"topic-prefix", OPT_STRING, OPT_OFF(topic_prefix), "devices", "PREFIX", 0, 0, NULL,
+     "publish to PREFIX/{device_id}/telemetry (benchmarks use another prefix for a baseline)"},
     {"quiet", OPT_FLAG, OPT_OFF(quiet), NULL, NULL, 0, 0, NULL, "no line per second"},
     {"help", OPT_FLAG, OPT_OFF(help), NULL, NULL, 0, 0, NULL, "show this help"},
 };
@@ -979,7 +982,7 @@ static int fleet_publish(struct fleet *f)
             alarm = (f->smoke_readings + 1) % o->alarm_every == 0;
         int len = sim_reading_format(dev, &f->rng, alarm, gw_now_ns() / NS_PER_MS, payload,
                                      sizeof(payload));
-        int tlen = snprintf(topic, sizeof(topic), "devices/%s/telemetry", dev->id);
+        int tlen = snprintf(topic, sizeof(topic), "%s/%s/telemetry", f->opts.topic_prefix, dev->id);
         if (len < 0 || tlen < 0 || (size_t)tlen >= sizeof(topic)) {
             pthread_mutex_lock(&f->lock);
             f->in_flight--;
