@@ -61,14 +61,16 @@ struct mqtt_impl {
     char *key_file;
     bool tls_verify;
 
-    /* Connection state, shared by Paho's threads, the reconnect thread and
-     * stop: every field below up to `stats` is under `lock`, and `wake`
-     * (CLOCK_MONOTONIC) is broadcast on every change of state. */
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    bool sync_ready;
+    /* Owned by the thread that calls init, start, stop and destroy. */
+    bool sync_ready; /* lock and wake are initialised */
     pthread_t reconnector;
     bool reconnector_running;
+
+    /* Connection state, shared by Paho's threads, the reconnect thread and
+     * stop: the fields from `stopping` to `random` are under `lock`, and
+     * `wake` (CLOCK_MONOTONIC) is broadcast on every change of state. */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
     bool stopping;
     enum conn_state state;
     int attempt;         /* the backoff's exponent: reconnects since the last success */
@@ -411,7 +413,11 @@ static void on_subscribed(void *context, MQTTAsync_successData *response)
 
     /* MQTT 3.1.1 SUBACK: granted QoS per filter, 0x80 for a refusal. */
     for (int i = 0; i < m->n_filters; i++) {
-        int granted = m->n_filters > 1 ? response->alt.qosList[i] : response->alt.qos;
+        int granted;
+
+        if (m->n_filters > 1 && !response->alt.qosList)
+            break; /* Paho could not allocate the list */
+        granted = m->n_filters > 1 ? response->alt.qosList[i] : response->alt.qos;
         if (granted == 0x80) {
             refused++;
             gw_error("mqtt", "broker refused subscription %s", m->filters[i]);
@@ -514,8 +520,8 @@ static void schedule_reconnect(struct mqtt_impl *m, enum conn_state from, const 
                        "connection to %s lost: %s; reconnecting in %d ms", m->uri, why, delay);
     } else {
         gw_log_limited(&m->conn_log_limit, GW_LOG_WARN, "mqtt",
-                       "cannot connect to %s (attempt %d): %s; retrying in %d ms", m->uri,
-                       failures, why, delay);
+                       "cannot connect to %s (attempt %d): %s; retrying in %d ms", m->uri, failures,
+                       why, delay);
     }
 }
 
@@ -984,16 +990,17 @@ static int mqtt_start(struct gw_adapter *a)
     const char *why;
     int r;
 
-    pthread_mutex_lock(&m->lock);
-    m->state = CONN_CONNECTING;
-    m->deadline_ns = gw_monotonic_ns() + CONNECT_WATCHDOG_NS;
-    pthread_mutex_unlock(&m->lock);
     r = pthread_create(&m->reconnector, NULL, reconnect_main, m);
     if (r != 0) {
         gw_error("mqtt", "cannot start the reconnect thread: %s", strerror(r));
         return -r;
     }
     m->reconnector_running = true;
+    pthread_mutex_lock(&m->lock);
+    m->state = CONN_CONNECTING;
+    m->deadline_ns = gw_monotonic_ns() + CONNECT_WATCHDOG_NS;
+    pthread_cond_broadcast(&m->wake);
+    pthread_mutex_unlock(&m->lock);
     gw_info("mqtt", "connecting to %s as %s%s", m->uri, m->client_id,
             m->tls ? (m->ca_file ? " (TLS, CA file)" : " (TLS, system CAs)") : "");
     if (start_connect(m, &why) < 0) {

@@ -164,8 +164,24 @@ case_a() {
     gg_wait_until 15 log_has "$log" "session present: yes" ||
         fail "the broker did not keep gridgate's session" "$log"
     wait_points mqtt_a "$n" 30 "$log"
-    stop_gateway "$GATEWAY_PID" "$log"
     echo "(a) ok: $n of $n readings arrived after the restart"
+
+    if [ "$protocol" = 5 ]; then
+        echo "(a) MQTT 5 Content Type wins over the payload's first byte"
+        # Flat JSON labelled SenML CBOR is decoded as CBOR, and refused.
+        mosquitto_pub -V 5 -p "$port" -q 1 -t devices/smoke-000241/telemetry \
+            -D publish content-type application/senml+cbor -m "$(reading $((base + n)))"
+        gg_wait_until 10 log_has "$log" "device smoke-000241: telemetry bad payload" ||
+            fail "a payload labelled application/senml+cbor was not decoded as CBOR" "$log"
+        mosquitto_pub -V 5 -p "$port" -q 1 -t devices/smoke-000242/telemetry \
+            -D publish content-type "application/json; charset=utf-8" -m "$(reading $((base + n + 1)))"
+        # SenML JSON, labelled so; its time is in seconds, 10 s before base.
+        mosquitto_pub -V 5 -p "$port" -q 1 -t devices/smoke-000243/telemetry \
+            -D publish content-type application/senml+json \
+            -m "[{\"n\": \"smoke\", \"v\": 0.02, \"t\": $((base / 1000 - 10))}]"
+        wait_points mqtt_a $((n + 2)) 30 "$log"
+    fi
+    stop_gateway "$GATEWAY_PID" "$log"
 }
 
 # publish_until_accepted PORT TOPIC PAYLOAD: retries while the broker is
