@@ -56,12 +56,12 @@ const char *payload__json_type_name(const cJSON *item)
  * strings, and each one escapes the next character. */
 static size_t escaped_nul_at(const char *data, size_t len)
 {
-    for (size_t i = 0; i + 6 <= len; i++) {
-        if (data[i] != '\\')
-            continue;
-        if (memcmp(data + i + 1, "u0000", 5) == 0)
-            return i;
-        i++;
+    const char *p = data, *end = data + len;
+
+    while (p < end && (p = memchr(p, '\\', (size_t)(end - p))) != NULL) {
+        if (end - p >= 6 && memcmp(p + 1, "u0000", 5) == 0)
+            return (size_t)(p - data);
+        p += 2;
     }
     return len;
 }
@@ -164,11 +164,6 @@ int payload__decode_json(const char *data, size_t len, const struct payload_limi
                 goto out;
             continue;
         }
-        err = payload__check_name(name, reason, reason_len);
-        if (err < 0)
-            goto out;
-        if (cJSON_IsNull(item))
-            continue;
         if (cJSON_IsNumber(item)) {
             /* Always a double, 87 as much as 87.5: JSON has one number
              * type, and an InfluxDB field must never flip type. */
@@ -178,6 +173,12 @@ int payload__decode_json(const char *data, size_t len, const struct payload_limi
         } else if (cJSON_IsString(item)) {
             value = (struct gw_value){ .type = GW_VALUE_STRING, .u.string = item->valuestring };
         } else {
+            /* payload__add_field() checks the name of every other field. */
+            err = payload__check_name(name, reason, reason_len);
+            if (err < 0)
+                goto out;
+            if (cJSON_IsNull(item))
+                continue;
             payload__reason(reason, reason_len, "field %s: %s not allowed",
                             payload__quote(q, sizeof(q), name),
                             cJSON_IsObject(item)  ? "nested object"

@@ -430,12 +430,37 @@ static double int_value(enum tok_kind kind, uint64_t u)
     return kind == TOK_UINT ? (double)u : -1.0 - (double)u;
 }
 
+/* A map key as read: a known label, or what to call an unknown one. */
+struct label_ref {
+    int label; /* enum senml_label, or -1 */
+    enum tok_kind kind;
+    uint64_t u;       /* TOK_UINT, TOK_NEGINT */
+    const char *text; /* TOK_TEXT (NUL-terminated in the arena) */
+};
+
+/* How a reason names the label; formatted only when there is an error. */
+static const char *label_what(char *out, size_t out_len, const struct label_ref *ref)
+{
+    char q[PAYLOAD_QUOTE_LEN];
+
+    if (ref->label >= 0)
+        snprintf(out, out_len, "\"%s\"", payload__senml_label_name(ref->label));
+    else if (ref->kind == TOK_TEXT)
+        snprintf(out, out_len, "label %s", payload__quote(q, sizeof(q), ref->text));
+    else {
+        int_text(q, sizeof(q), ref->kind, ref->u);
+        snprintf(out, out_len, "label %s", q);
+    }
+    return out;
+}
+#define LABEL_WHAT_LEN (PAYLOAD_QUOTE_LEN + 8)
+
 /* Tag 4's content, [exponent, mantissa] as integers (no bignums), as the
  * double nearest to mantissa * 10^exponent. */
-static int decimal_fraction(struct reader *rd, size_t index, const char *what, double *ret,
-                            char *reason, size_t reason_len)
+static int decimal_fraction(struct reader *rd, size_t index, const struct label_ref *ref,
+                            double *ret, char *reason, size_t reason_len)
 {
-    char exponent[24], mantissa[24], text[64];
+    char exponent[24], mantissa[24], text[64], what[LABEL_WHAT_LEN];
     int err;
 
     err = next(rd, false, reason, reason_len);
@@ -464,12 +489,12 @@ bad:
     payload__reason(reason, reason_len,
                     "record %zu: %s: a decimal fraction (tag 4) must be [exponent, mantissa] of "
                     "integers",
-                    index, what);
+                    index, label_what(what, sizeof(what), ref));
     return -EBADMSG;
 }
 
-static int read_value(struct reader *rd, size_t index, const char *what, struct val *v,
-                      char *reason, size_t reason_len)
+static int read_value(struct reader *rd, size_t index, const struct label_ref *ref,
+                      struct val *v, char *reason, size_t reason_len)
 {
     int err = next(rd, false, reason, reason_len);
 
@@ -511,7 +536,7 @@ static int read_value(struct reader *rd, size_t index, const char *what, struct 
     case TOK_TAG:
         if (rd->tok.u == TAG_DECIMAL_FRACTION) {
             v->kind = VAL_NUMBER;
-            return decimal_fraction(rd, index, what, &v->num, reason, reason_len);
+            return decimal_fraction(rd, index, ref, &v->num, reason, reason_len);
         }
         v->kind = VAL_TAG;
         v->tag = rd->tok.u;
@@ -536,8 +561,9 @@ static int read_record(struct reader *rd, size_t index, struct senml_record *rec
     }
     /* Each entry takes two bytes at least, so a huge count soon ends. */
     for (uint64_t i = 0; indef || i < count; i++) {
-        char what[PAYLOAD_QUOTE_LEN + 8];
-        int label = -1;
+        struct label_ref ref = { .label = -1 };
+        char what[LABEL_WHAT_LEN];
+        int label;
         struct val v;
 
         err = next(rd, indef, reason, reason_len);
@@ -545,43 +571,33 @@ static int read_record(struct reader *rd, size_t index, struct senml_record *rec
             return err;
         if (rd->tok.kind == TOK_BREAK)
             break;
+        ref.kind = rd->tok.kind;
+        ref.u = rd->tok.u;
         switch (rd->tok.kind) {
         case TOK_UINT:
             if (rd->tok.u <= SENML_VD - SENML_N)
-                label = SENML_N + (int)rd->tok.u;
-            else
-                snprintf(what, sizeof(what), "label %" PRIu64, rd->tok.u);
+                ref.label = SENML_N + (int)rd->tok.u;
             break;
         case TOK_NEGINT:
             if (rd->tok.u <= SENML_BS)
-                label = (int)rd->tok.u;
-            else {
-                char num[24];
-
-                int_text(num, sizeof(num), TOK_NEGINT, rd->tok.u);
-                snprintf(what, sizeof(what), "label %s", num);
-            }
+                ref.label = (int)rd->tok.u;
             break;
         case TOK_TEXT:
         case TOK_TEXT_START: {
-            char q[PAYLOAD_QUOTE_LEN];
-            const char *name;
             size_t len;
 
-            err = read_string(rd, &name, &len, reason, reason_len);
+            ref.kind = TOK_TEXT;
+            err = read_string(rd, &ref.text, &len, reason, reason_len);
             if (err < 0)
                 return err;
-            label = payload__senml_label_find(name, len);
-            if (label >= 0)
-                break;
-            payload__quote(q, sizeof(q), name);
+            ref.label = payload__senml_label_find(ref.text, len);
             /* RFC 8428 §4.4: a label ending in '_' must be understood. */
-            if (len > 0 && name[len - 1] == '_') {
+            if (ref.label < 0 && len > 0 && ref.text[len - 1] == '_') {
                 payload__reason(reason, reason_len,
-                                "record %zu: label %s must be understood and is not", index, q);
+                                "record %zu: %s must be understood and is not", index,
+                                label_what(what, sizeof(what), &ref));
                 return -EBADMSG;
             }
-            snprintf(what, sizeof(what), "label %s", q);
             break;
         }
         default:
@@ -590,19 +606,18 @@ static int read_record(struct reader *rd, size_t index, struct senml_record *rec
                             index, tok_name(rd->tok.kind));
             return -EBADMSG;
         }
-        if (label >= 0) {
-            snprintf(what, sizeof(what), "\"%s\"", payload__senml_label_name(label));
-            if (rec->have & (UINT32_C(1) << label)) {
-                payload__reason(reason, reason_len, "record %zu: %s appears twice", index, what);
-                return -EBADMSG;
-            }
+        label = ref.label;
+        if (label >= 0 && (rec->have & (UINT32_C(1) << label))) {
+            payload__reason(reason, reason_len, "record %zu: %s appears twice", index,
+                            label_what(what, sizeof(what), &ref));
+            return -EBADMSG;
         }
-        err = read_value(rd, index, what, &v, reason, reason_len);
+        err = read_value(rd, index, &ref, &v, reason, reason_len);
         if (err < 0)
             return err;
         if (v.kind == VAL_TAG) {
             payload__reason(reason, reason_len, "record %zu: %s: CBOR tag %" PRIu64 " not allowed",
-                            index, what, v.tag);
+                            index, label_what(what, sizeof(what), &ref), v.tag);
             return -EBADMSG;
         }
         if (label < 0) {
@@ -610,7 +625,7 @@ static int read_record(struct reader *rd, size_t index, struct senml_record *rec
                 payload__reason(reason, reason_len,
                                 "record %zu: %s: nested array or map not allowed (SenML records "
                                 "are flat)",
-                                index, what);
+                                index, label_what(what, sizeof(what), &ref));
                 return -EBADMSG;
             }
             continue;
@@ -619,7 +634,7 @@ static int read_record(struct reader *rd, size_t index, struct senml_record *rec
         case SENML_NUMBER:
             if (v.kind != VAL_NUMBER) {
                 payload__reason(reason, reason_len, "record %zu: %s is not a number", index,
-                                what);
+                                label_what(what, sizeof(what), &ref));
                 return -EBADMSG;
             }
             rec->num[label] = v.num;
@@ -628,7 +643,7 @@ static int read_record(struct reader *rd, size_t index, struct senml_record *rec
             if (label == SENML_VD) {
                 if (v.kind != VAL_BYTES) {
                     payload__reason(reason, reason_len, "record %zu: %s is not a byte string",
-                                    index, what);
+                                    index, label_what(what, sizeof(what), &ref));
                     return -EBADMSG;
                 }
                 err = base64url(rd, v.str, v.len, &rec->str[label], reason, reason_len);
@@ -638,12 +653,12 @@ static int read_record(struct reader *rd, size_t index, struct senml_record *rec
             }
             if (v.kind != VAL_TEXT) {
                 payload__reason(reason, reason_len, "record %zu: %s is not a text string", index,
-                                what);
+                                label_what(what, sizeof(what), &ref));
                 return -EBADMSG;
             }
             /* A C string would end there, silently. */
             if (memchr(v.str, '\0', v.len)) {
-                payload__reason(reason, reason_len, "record %zu: %s holds a NUL", index, what);
+                payload__reason(reason, reason_len, "record %zu: %s holds a NUL", index, label_what(what, sizeof(what), &ref));
                 return -EBADMSG;
             }
             rec->str[label] = v.str;
@@ -651,7 +666,7 @@ static int read_record(struct reader *rd, size_t index, struct senml_record *rec
         case SENML_BOOL:
             if (v.kind != VAL_BOOL) {
                 payload__reason(reason, reason_len, "record %zu: %s is not a boolean", index,
-                                what);
+                                label_what(what, sizeof(what), &ref));
                 return -EBADMSG;
             }
             rec->vb = v.b;

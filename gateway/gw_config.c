@@ -148,7 +148,8 @@ static const struct option options[] = {
     ENUM_OPT(gateway, level, "info", log_levels, "log level"),
     INT_OPT(gateway, stats_interval_s, "10", 1, 86400,
             "seconds between gateway health reports to the log and InfluxDB"),
-    INT_OPT(gateway, queue_size, "10000", 1, 10000000, "readings in flight between stages"),
+    INT_OPT(gateway, queue_size, "10000", 1, 10000000,
+            "points the InfluxDB writer holds in memory (about 512 bytes each); the journal keeps the rest"),
 };
 
 #define N_OPTIONS ARRAY_SIZE(options)
