@@ -226,7 +226,7 @@ int payload__add_field(struct gw_reading *reading, size_t n_before,
 
 #define BIT(label) (UINT32_C(1) << (label))
 #define SENML_BASE_LABELS                                                                          \
-    (BIT(SENML_BVER) | BIT(SENML_BN) | BIT(SENML_BT) | BIT(SENML_BU) | BIT(SENML_BV) |          \
+    (BIT(SENML_BVER) | BIT(SENML_BN) | BIT(SENML_BT) | BIT(SENML_BU) | BIT(SENML_BV) |             \
      BIT(SENML_BS))
 #define SENML_VALUE_LABELS (BIT(SENML_V) | BIT(SENML_VS) | BIT(SENML_VB) | BIT(SENML_VD))
 
@@ -245,7 +245,7 @@ static const struct {
     [SENML_VD] = { "vd", 2, SENML_STRING },
 };
 #define SENML_NUMBER_LABELS                                                                        \
-    (BIT(SENML_BVER) | BIT(SENML_BT) | BIT(SENML_BV) | BIT(SENML_BS) | BIT(SENML_V) |            \
+    (BIT(SENML_BVER) | BIT(SENML_BT) | BIT(SENML_BV) | BIT(SENML_BS) | BIT(SENML_V) |              \
      BIT(SENML_S) | BIT(SENML_T) | BIT(SENML_UT))
 
 const char *payload__senml_label_name(enum senml_label label)
@@ -545,8 +545,8 @@ int payload__senml_record(struct senml_pack *pack, size_t index, const struct se
         int i = __builtin_ctz(nums);
 
         if (!isfinite(rec->num[i])) {
-            payload__reason(reason, reason_len, "record %zu: \"%s\" is not a finite number",
-                            index, senml_labels[i].name);
+            payload__reason(reason, reason_len, "record %zu: \"%s\" is not a finite number", index,
+                            senml_labels[i].name);
             return -EBADMSG;
         }
     }
@@ -624,14 +624,16 @@ int payload__senml_record(struct senml_pack *pack, size_t index, const struct se
         return err;
 
     if (have & BIT(SENML_V)) {
-        value = (struct gw_value){ .type = GW_VALUE_NUMBER, .u.number = pack->bv + rec->num[SENML_V] };
+        value =
+            (struct gw_value){ .type = GW_VALUE_NUMBER, .u.number = pack->bv + rec->num[SENML_V] };
         if (!isfinite(value.u.number)) {
             payload__reason(reason, reason_len, "record %zu: \"bv\" + \"v\" is not a finite number",
                             index);
             return -EBADMSG;
         }
     } else if (have & BIT(SENML_VS)) {
-        value = (struct gw_value){ .type = GW_VALUE_STRING, .u.string = (char *)rec->str[SENML_VS] };
+        value =
+            (struct gw_value){ .type = GW_VALUE_STRING, .u.string = (char *)rec->str[SENML_VS] };
     } else if (have & BIT(SENML_VB)) {
         value = (struct gw_value){ .type = GW_VALUE_BOOL, .u.boolean = rec->vb };
     } else if (have & BIT(SENML_VD)) {
@@ -640,7 +642,8 @@ int payload__senml_record(struct senml_pack *pack, size_t index, const struct se
                             index);
             return -EBADMSG;
         }
-        value = (struct gw_value){ .type = GW_VALUE_STRING, .u.string = (char *)rec->str[SENML_VD] };
+        value =
+            (struct gw_value){ .type = GW_VALUE_STRING, .u.string = (char *)rec->str[SENML_VD] };
     }
     if (have & SENML_VALUE_LABELS) {
         err = senml_add(pack, index, name, &from, &value, reason, reason_len);
@@ -648,7 +651,8 @@ int payload__senml_record(struct senml_pack *pack, size_t index, const struct se
             return err;
     }
     if (have & BIT(SENML_S)) {
-        value = (struct gw_value){ .type = GW_VALUE_NUMBER, .u.number = pack->bs + rec->num[SENML_S] };
+        value =
+            (struct gw_value){ .type = GW_VALUE_NUMBER, .u.number = pack->bs + rec->num[SENML_S] };
         if (!isfinite(value.u.number)) {
             payload__reason(reason, reason_len, "record %zu: \"bs\" + \"s\" is not a finite number",
                             index);
@@ -754,7 +758,8 @@ enum payload_format payload_guess_format(const void *data, size_t len)
     if (!data || len == 0)
         return PAYLOAD_JSON;
     /* An array head, or tag 55799 (self-described CBOR) before one. */
-    if ((p[0] >= 0x80 && p[0] <= 0x9f) || (len >= 3 && p[0] == 0xd9 && p[1] == 0xd9 && p[2] == 0xf7))
+    if ((p[0] >= 0x80 && p[0] <= 0x9f) ||
+        (len >= 3 && p[0] == 0xd9 && p[1] == 0xd9 && p[2] == 0xf7))
         return PAYLOAD_SENML_CBOR;
     /* cJSON skips a UTF-8 byte order mark: so does the guess. */
     if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)

@@ -46,9 +46,9 @@ struct payload_limits {
  *    RFC 8428 §5.1.3 tells humidity, longitude and latitude of one name
  *    apart by unit alone); without either, the part of "bn" after its
  *    last ':' or '/'. The resolved name ("bn" + "n") must follow RFC 8428
- *    §4.5.1 (but may start with '/', as LwM2M's do). Two records that make the same field must have the same
- *    resolved name and unit, else the pack is refused (two devices, or
- *    two units, in one pack).
+ *    §4.5.1 (but may start with '/', as LwM2M names do). Two records
+ *    that make the same field must have the same resolved name and unit,
+ *    else the pack is refused (two devices, or two units, in one pack).
  *  - Values: "v" (plus "bv") is a number, "vs" a string, "vb" a boolean,
  *    "vd" the base64url text (CBOR's byte string is encoded so, without
  *    padding). A sum "s" (plus "bs") is the number field "<name>_sum".

@@ -149,7 +149,8 @@ int payload__decode_json(const char *data, size_t len, const struct payload_limi
     if (!root)
         return -EBADMSG;
     if (!cJSON_IsObject(root)) {
-        payload__reason(reason, reason_len, "expected a JSON object, got %s", payload__json_type_name(root));
+        payload__reason(reason, reason_len, "expected a JSON object, got %s",
+                        payload__json_type_name(root));
         err = -EBADMSG;
         goto out;
     }

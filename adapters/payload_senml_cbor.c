@@ -493,8 +493,8 @@ bad:
     return -EBADMSG;
 }
 
-static int read_value(struct reader *rd, size_t index, const struct label_ref *ref,
-                      struct val *v, char *reason, size_t reason_len)
+static int read_value(struct reader *rd, size_t index, const struct label_ref *ref, struct val *v,
+                      char *reason, size_t reason_len)
 {
     int err = next(rd, false, reason, reason_len);
 
@@ -593,9 +593,8 @@ static int read_record(struct reader *rd, size_t index, struct senml_record *rec
             ref.label = payload__senml_label_find(ref.text, len);
             /* RFC 8428 §4.4: a label ending in '_' must be understood. */
             if (ref.label < 0 && len > 0 && ref.text[len - 1] == '_') {
-                payload__reason(reason, reason_len,
-                                "record %zu: %s must be understood and is not", index,
-                                label_what(what, sizeof(what), &ref));
+                payload__reason(reason, reason_len, "record %zu: %s must be understood and is not",
+                                index, label_what(what, sizeof(what), &ref));
                 return -EBADMSG;
             }
             break;
@@ -658,7 +657,8 @@ static int read_record(struct reader *rd, size_t index, struct senml_record *rec
             }
             /* A C string would end there, silently. */
             if (memchr(v.str, '\0', v.len)) {
-                payload__reason(reason, reason_len, "record %zu: %s holds a NUL", index, label_what(what, sizeof(what), &ref));
+                payload__reason(reason, reason_len, "record %zu: %s holds a NUL", index,
+                                label_what(what, sizeof(what), &ref));
                 return -EBADMSG;
             }
             rec->str[label] = v.str;

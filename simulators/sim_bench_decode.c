@@ -50,13 +50,13 @@ static const char senml_json[] = "[{\"bt\":1700000000.123,\"n\":\"smoke\",\"v\":
                                  "{\"n\":\"temp\",\"v\":24.5},{\"n\":\"battery\",\"v\":87},"
                                  "{\"n\":\"alarm\",\"vb\":false}]";
 static const unsigned char senml_cbor[] = {
-    0x84,                                                       /* 4 records */
+    0x84,                                                             /* 4 records */
     0xa3, 0x22, 0xfb, 0x41, 0xd9, 0x54, 0xfc, 0x40, 0x07, 0xdf, 0x3b, /* bt: 1700000000.123 */
-    0x00, 0x65, 's', 'm', 'o', 'k', 'e',                        /* n: "smoke" */
-    0x02, 0xfb, 0x3f, 0xbe, 0xb8, 0x51, 0xeb, 0x85, 0x1e, 0xb8, /* v: 0.12 */
-    0xa2, 0x00, 0x64, 't', 'e', 'm', 'p', 0x02, 0xf9, 0x4e, 0x20, /* temp: 24.5, a half */
-    0xa2, 0x00, 0x67, 'b', 'a', 't', 't', 'e', 'r', 'y', 0x02, 0x18, 0x57, /* battery: 87 */
-    0xa2, 0x00, 0x65, 'a', 'l', 'a', 'r', 'm', 0x04, 0xf4,      /* alarm: false */
+    0x00, 0x65, 's',  'm',  'o',  'k',  'e',                          /* n: "smoke" */
+    0x02, 0xfb, 0x3f, 0xbe, 0xb8, 0x51, 0xeb, 0x85, 0x1e, 0xb8,       /* v: 0.12 */
+    0xa2, 0x00, 0x64, 't',  'e',  'm',  'p',  0x02, 0xf9, 0x4e, 0x20, /* temp: 24.5, a half */
+    0xa2, 0x00, 0x67, 'b',  'a',  't',  't',  'e',  'r',  'y',  0x02, 0x18, 0x57, /* battery: 87 */
+    0xa2, 0x00, 0x65, 'a',  'l',  'a',  'r',  'm',  0x04, 0xf4,                   /* alarm: false */
 };
 
 static void usage(FILE *f)
@@ -95,8 +95,9 @@ static int parse_count(const char *arg, const char *name, uint64_t max, uint64_t
     errno = 0;
     v = strtoull(arg, &end, 10);
     if (errno || end == arg || *end || arg[0] == '-' || v < 1 || v > max) {
-        fprintf(stderr, "gridsim bench decode: %s must be a whole number from 1 to %" PRIu64
-                        ", not \"%s\"\n",
+        fprintf(stderr,
+                "gridsim bench decode: %s must be a whole number from 1 to %" PRIu64
+                ", not \"%s\"\n",
                 name, max, arg);
         return -EINVAL;
     }
@@ -193,8 +194,8 @@ static int run_case(const struct bench_case *c, const struct bench_options *o,
 
         if (!r || payload_decode(c->format, c->data, c->len, NULL, r, reason, sizeof(reason))) {
             gw_reading_unref(r);
-            fprintf(stderr, "gridsim bench decode: %s failed after %" PRIu64 " decodes\n",
-                    c->what, n);
+            fprintf(stderr, "gridsim bench decode: %s failed after %" PRIu64 " decodes\n", c->what,
+                    n);
             return -EIO;
         }
         gw_reading_unref(r);

@@ -43,8 +43,8 @@ static void decode(const uint8_t *data, size_t size, const struct payload_limits
 
     if (!r)
         return;
-    check(payload_decode(PAYLOAD_SENML_CBOR, data, size, limits, r, reason, sizeof(reason)), r, reason,
-          max_fields);
+    check(payload_decode(PAYLOAD_SENML_CBOR, data, size, limits, r, reason, sizeof(reason)), r,
+          reason, max_fields);
     gw_reading_unref(r);
 }
 

@@ -586,7 +586,6 @@ static void garbage_never_crashes(void **state)
     }
 }
 
-
 /* Configurable limits: each one, for the flat JSON; NULL and 0 members
  * are the compiled defaults (tested above). */
 static void configured_limits(void **state)
@@ -658,7 +657,7 @@ static void expect_flag(const struct decoded *d, const char *name, bool v)
     assert_int_equal(value->u.boolean, v);
 }
 
-#define S_NS(s) ((int64_t)(s) * INT64_C(1000000000))
+#define S_NS(s) ((int64_t)(s)*INT64_C(1000000000))
 
 /* CBOR, built by hand: heads in their shortest form, or raw bytes. */
 struct cb {
@@ -676,7 +675,11 @@ static void cb_head(struct cb *c, unsigned major, uint64_t v)
 {
     int bytes = v < 24 ? 0 : v <= 0xff ? 1 : v <= 0xffff ? 2 : v <= 0xffffffff ? 4 : 8;
 
-    cb_byte(c, major << 5 | (bytes == 0 ? (unsigned)v : bytes == 1 ? 24 : bytes == 2 ? 25 : bytes == 4 ? 26 : 27));
+    cb_byte(c, major << 5 | (bytes == 0   ? (unsigned)v
+                             : bytes == 1 ? 24
+                             : bytes == 2 ? 25
+                             : bytes == 4 ? 26
+                                          : 27));
     for (int i = bytes - 1; i >= 0; i--)
         cb_byte(c, (unsigned)(v >> (8 * i)) & 0xff);
 }
@@ -743,8 +746,8 @@ static void senml_rfc_examples(void **state)
     (void)state;
     /* §5.1.1 Single Datapoint: no "bn", so the name is all of "n"; no
      * time, so the arrival time. */
-    assert_int_equal(senml(&d, "[{\"n\":\"urn:dev:ow:10e2073a01080063\",\"u\":\"Cel\",\"v\":23.1}]"),
-                     0);
+    assert_int_equal(
+        senml(&d, "[{\"n\":\"urn:dev:ow:10e2073a01080063\",\"u\":\"Cel\",\"v\":23.1}]"), 0);
     assert_int_equal(d.reading->n_fields, 1);
     expect_number(&d, "urn:dev:ow:10e2073a01080063", 23.1);
     assert_int_equal(d.reading->ts_ns, ARRIVAL_NS);
@@ -752,9 +755,10 @@ static void senml_rfc_examples(void **state)
     done(&d);
 
     /* §5.1.2 Multiple Datapoints. */
-    assert_int_equal(senml(&d, "[{\"bn\":\"urn:dev:ow:10e2073a01080063:\",\"n\":\"voltage\",\"u\":\"V\","
-                               "\"v\":120.1},\n {\"n\":\"current\",\"u\":\"A\",\"v\":1.2}]"),
-                     0);
+    assert_int_equal(
+        senml(&d, "[{\"bn\":\"urn:dev:ow:10e2073a01080063:\",\"n\":\"voltage\",\"u\":\"V\","
+                  "\"v\":120.1},\n {\"n\":\"current\",\"u\":\"A\",\"v\":1.2}]"),
+        0);
     assert_int_equal(d.reading->n_fields, 2);
     assert_string_equal(d.reading->fields[0].name, "voltage");
     expect_number(&d, "voltage", 120.1);
@@ -808,10 +812,11 @@ static void senml_rfc_examples(void **state)
     done(&d);
 
     /* §5.1.5 Multiple Data Types. */
-    assert_int_equal(senml(&d, "[{\"bn\":\"urn:dev:ow:10e2073a01080063:\",\"n\":\"temp\",\"u\":\"Cel\","
-                               "\"v\":23.1},{\"n\":\"label\",\"vs\":\"Machine Room\"},"
-                               "{\"n\":\"open\",\"vb\":false},{\"n\":\"nfc-reader\",\"vd\":\"aGkgCg\"}]"),
-                     0);
+    assert_int_equal(
+        senml(&d, "[{\"bn\":\"urn:dev:ow:10e2073a01080063:\",\"n\":\"temp\",\"u\":\"Cel\","
+                  "\"v\":23.1},{\"n\":\"label\",\"vs\":\"Machine Room\"},"
+                  "{\"n\":\"open\",\"vb\":false},{\"n\":\"nfc-reader\",\"vd\":\"aGkgCg\"}]"),
+        0);
     assert_int_equal(d.reading->n_fields, 4);
     expect_number(&d, "temp", 23.1);
     expect_text(&d, "label", "Machine Room");
@@ -830,10 +835,11 @@ static void senml_rfc_examples(void **state)
                        "\"2001:db8::1/temperature\" in \"Cel\" both make field \"temperature\"");
 
     /* §5.1.7 Setting an Actuator: a record of base values only. */
-    assert_int_equal(senml(&d, "[{\"bn\":\"urn:dev:ow:10e2073a01080063:\"},"
-                               "{\"n\":\"temp\",\"u\":\"Cel\",\"v\":23.1},"
-                               "{\"n\":\"heat\",\"u\":\"/\",\"v\":1},{\"n\":\"fan\",\"u\":\"/\",\"v\":0}]"),
-                     0);
+    assert_int_equal(
+        senml(&d, "[{\"bn\":\"urn:dev:ow:10e2073a01080063:\"},"
+                  "{\"n\":\"temp\",\"u\":\"Cel\",\"v\":23.1},"
+                  "{\"n\":\"heat\",\"u\":\"/\",\"v\":1},{\"n\":\"fan\",\"u\":\"/\",\"v\":0}]"),
+        0);
     assert_int_equal(d.reading->n_fields, 3);
     expect_number(&d, "heat", 1);
     expect_number(&d, "fan", 0);
@@ -856,10 +862,11 @@ static void senml_rfc_examples(void **state)
 
     /* DOMAIN-NOTES §4.4, what the district's devices send. */
     assert_int_equal(
-        senml(&d, "[{\"bn\":\"urn:dev:imei:868000000000001:\",\"bt\":1700000000,\"n\":\"temp\","
-                  "\"u\":\"Cel\",\"v\":23.5},\n {\"n\":\"smoke\",\"u\":\"%\",\"v\":1.2},\n"
-                  " {\"n\":\"battery\",\"u\":\"%EL\",\"v\":87},\n {\"n\":\"alarm\",\"vb\":false},\n"
-                  " {\"n\":\"tamper\",\"vb\":false},\n {\"n\":\"grid\",\"vs\":\"110101009003001\"}]"),
+        senml(&d,
+              "[{\"bn\":\"urn:dev:imei:868000000000001:\",\"bt\":1700000000,\"n\":\"temp\","
+              "\"u\":\"Cel\",\"v\":23.5},\n {\"n\":\"smoke\",\"u\":\"%\",\"v\":1.2},\n"
+              " {\"n\":\"battery\",\"u\":\"%EL\",\"v\":87},\n {\"n\":\"alarm\",\"vb\":false},\n"
+              " {\"n\":\"tamper\",\"vb\":false},\n {\"n\":\"grid\",\"vs\":\"110101009003001\"}]"),
         0);
     assert_int_equal(d.reading->n_fields, 6);
     expect_number(&d, "temp", 23.5);
@@ -910,8 +917,9 @@ static void senml_names(void **state)
     /* RFC 8428 §4.5.1: A-Z a-z 0-9 - : . / _, starting with A-Z a-z 0-9. */
     assert_int_equal(senml(&d, "[{\"n\":\"A-z.9_:/x\",\"v\":1}]"), 0);
     done(&d);
-    expect_senml_error("[{\"bn\":\"urn:dev:x:\",\"n\":\"a b\",\"v\":1}]", -EBADMSG,
-                       "record 0: name \"urn:dev:x:a b\" holds a character RFC 8428 does not allow");
+    expect_senml_error(
+        "[{\"bn\":\"urn:dev:x:\",\"n\":\"a b\",\"v\":1}]", -EBADMSG,
+        "record 0: name \"urn:dev:x:a b\" holds a character RFC 8428 does not allow");
     expect_senml_error("[{\"n\":\"-temp\",\"v\":1}]", -EBADMSG,
                        "record 0: name \"-temp\" holds a character RFC 8428 does not allow");
     expect_senml_error("[{\"n\":\"温度\",\"v\":1}]", -EBADMSG,
@@ -943,14 +951,16 @@ static void senml_names(void **state)
     expect_senml_error("[{\"bn\":\"a:\",\"n\":\"t\",\"v\":1},{\"bn\":\"b:\",\"n\":\"t\",\"v\":2}]",
                        -EBADMSG, "record 1: \"a:t\" and \"b:t\" both make field \"t\"");
     expect_senml_error("[{\"n\":\"t\",\"u\":\"Cel\",\"v\":1},{\"n\":\"t\",\"u\":\"K\",\"v\":274}]",
-                       -EBADMSG, "record 1: \"t\" in \"Cel\" and \"t\" in \"K\" both make field \"t\"");
+                       -EBADMSG,
+                       "record 1: \"t\" in \"Cel\" and \"t\" in \"K\" both make field \"t\"");
     expect_senml_error("[{\"n\":\"x\",\"s\":1},{\"n\":\"x_sum\",\"v\":2}]", -EBADMSG,
                        "record 1: \"x\" (sum) and \"x_sum\" both make field \"x_sum\"");
     /* The same name from "bn" + "n" split differently is one name: a
      * time series. "n" still names the field first: "t", "d:t", "t". */
-    assert_int_equal(senml(&d, "[{\"bn\":\"d:\",\"n\":\"t\",\"v\":1},{\"bn\":\"\",\"n\":\"d:t\",\"v\":2},"
-                               "{\"bn\":\"d:t\",\"n\":\"\",\"v\":3}]"),
-                     0);
+    assert_int_equal(
+        senml(&d, "[{\"bn\":\"d:\",\"n\":\"t\",\"v\":1},{\"bn\":\"\",\"n\":\"d:t\",\"v\":2},"
+                  "{\"bn\":\"d:t\",\"n\":\"\",\"v\":3}]"),
+        0);
     assert_int_equal(d.reading->n_fields, 2);
     expect_number(&d, "t", 3);
     expect_number(&d, "d:t", 2);
@@ -967,8 +977,8 @@ static void senml_values(void **state)
     assert_int_equal(senml(&d, "[{\"bn\":\"d:\",\"bv\":100,\"bs\":1000,\"n\":\"e\",\"v\":5,\"s\":7,"
                                "\"ut\":60,\"u\":\"W\",\"x\":{\"ignored\":1}}]"),
                      -EBADMSG);
-    assert_string_equal(d.reason,
-                        "record 0: label \"x\": nested object not allowed (SenML records are flat)");
+    assert_string_equal(
+        d.reason, "record 0: label \"x\": nested object not allowed (SenML records are flat)");
     done(&d);
     assert_int_equal(senml(&d, "[{\"bn\":\"d:\",\"bv\":100,\"bs\":1000,\"n\":\"e\",\"v\":5,\"s\":7,"
                                "\"ut\":60,\"u\":\"W\",\"x\":\"unknown\",\"y\":null},"
@@ -1060,7 +1070,8 @@ static void senml_values(void **state)
     expect_senml_error("[{\"n\":1,\"v\":1}]", -EBADMSG, "record 0: \"n\" is not a string");
     expect_senml_error("[{\"bn\":false,\"n\":\"a\",\"v\":1}]", -EBADMSG,
                        "record 0: \"bn\" is not a string");
-    expect_senml_error("[{\"n\":\"a\",\"u\":1,\"v\":1}]", -EBADMSG, "record 0: \"u\" is not a string");
+    expect_senml_error("[{\"n\":\"a\",\"u\":1,\"v\":1}]", -EBADMSG,
+                       "record 0: \"u\" is not a string");
     expect_senml_error("[{\"bu\":[],\"n\":\"a\",\"v\":1}]", -EBADMSG,
                        "record 0: \"bu\" is not a string");
     expect_senml_error("[{\"n\":\"a\",\"t\":\"now\",\"v\":1}]", -EBADMSG,
@@ -1080,8 +1091,8 @@ static void senml_values(void **state)
                        "record 0: \"bv\" + \"v\" is not a finite number");
     expect_senml_error("[{\"bs\":-1e308,\"n\":\"a\",\"s\":-1e308}]", -EBADMSG,
                        "record 0: \"bs\" + \"s\" is not a finite number");
-    assert_int_equal(senml(&d, "[{\"n\":\"a\",\"v\":1.7976931348623157e308},{\"n\":\"b\",\"v\":1e-400}]"),
-                     0);
+    assert_int_equal(
+        senml(&d, "[{\"n\":\"a\",\"v\":1.7976931348623157e308},{\"n\":\"b\",\"v\":1e-400}]"), 0);
     expect_number(&d, "a", 1.7976931348623157e308);
     expect_number(&d, "b", 0);
     done(&d);
@@ -1105,7 +1116,8 @@ static void senml_times(void **state)
     assert_int_equal(d.reading->ts_ns, ARRIVAL_NS - INT64_C(2500000000));
     assert_false(d.reading->ts_from_device);
     done(&d);
-    assert_int_equal(senml(&d, "[{\"bt\":-10,\"n\":\"a\",\"t\":3,\"v\":1},{\"n\":\"b\",\"v\":2}]"), 0);
+    assert_int_equal(senml(&d, "[{\"bt\":-10,\"n\":\"a\",\"t\":3,\"v\":1},{\"n\":\"b\",\"v\":2}]"),
+                     0);
     assert_int_equal(d.reading->ts_ns, ARRIVAL_NS - S_NS(7));
     done(&d);
     assert_int_equal(senml(&d, "[{\"n\":\"a\",\"t\":268435455,\"v\":1}]"), 0);
@@ -1161,16 +1173,16 @@ static void senml_times(void **state)
     done(&d);
     /* Absolute against relative: both on one clock (arrival is 1111 ns,
      * so the absolute time is the newer). */
-    assert_int_equal(senml(&d, "[{\"n\":\"a\",\"t\":1700000000,\"v\":1},{\"n\":\"a\",\"t\":-1,\"v\":2}]"),
-                     0);
+    assert_int_equal(
+        senml(&d, "[{\"n\":\"a\",\"t\":1700000000,\"v\":1},{\"n\":\"a\",\"t\":-1,\"v\":2}]"), 0);
     expect_number(&d, "a", 1);
     assert_int_equal(d.reading->ts_ns, S_NS(1700000000));
     assert_true(d.reading->ts_from_device);
     done(&d);
 
     /* A failed pack leaves the reading's time alone. */
-    assert_int_equal(senml(&d, "[{\"bt\":1700000000,\"n\":\"a\",\"v\":1},{\"n\":\"b\",\"v\":\"x\"}]"),
-                     -EBADMSG);
+    assert_int_equal(
+        senml(&d, "[{\"bt\":1700000000,\"n\":\"a\",\"v\":1},{\"n\":\"b\",\"v\":\"x\"}]"), -EBADMSG);
     assert_int_equal(d.reading->ts_ns, ARRIVAL_NS);
     assert_false(d.reading->ts_from_device);
     done(&d);
@@ -1385,16 +1397,17 @@ static void senml_cbor(void **state)
     expect_cbor_error("81 a2 00 61 61 18 63 d8 20 61 78", -EBADMSG,
                       "record 0: label 99: CBOR tag 32 not allowed");
     expect_cbor_error("c1 81 a2 00 61 61 02 01", -EBADMSG, "CBOR tag 1 not allowed");
-    expect_cbor_error("81 c1 a2 00 61 61 02 01", -EBADMSG,
-                      "record 0: expected a map, got a tag");
+    expect_cbor_error("81 c1 a2 00 61 61 02 01", -EBADMSG, "record 0: expected a map, got a tag");
     expect_cbor_error("81 a2 c1 00 61 61 02 01", -EBADMSG,
                       "record 0: a label must be an integer or a text string, not a tag");
     /* libcbor 0.8 takes tags 6..20 in one byte for malformed. */
     expect_cbor_error("81 a2 00 61 61 02 c6 01", -EBADMSG, "not valid CBOR (at byte 6)");
 
     /* NaN and infinities, which CBOR can carry. */
-    expect_cbor_error("81 a2 00 61 61 02 f9 7e00", -EBADMSG, "record 0: \"v\" is not a finite number");
-    expect_cbor_error("81 a2 00 61 61 02 f9 fc00", -EBADMSG, "record 0: \"v\" is not a finite number");
+    expect_cbor_error("81 a2 00 61 61 02 f9 7e00", -EBADMSG,
+                      "record 0: \"v\" is not a finite number");
+    expect_cbor_error("81 a2 00 61 61 02 f9 fc00", -EBADMSG,
+                      "record 0: \"v\" is not a finite number");
     expect_cbor_error("81 a2 00 61 61 02 fa 7f800000", -EBADMSG,
                       "record 0: \"v\" is not a finite number");
     expect_cbor_error("81 a2 00 61 61 02 fb 7ff8000000000001", -EBADMSG,
@@ -1419,7 +1432,8 @@ static void senml_cbor(void **state)
                       "record 0: a label must be an integer or a text string, not a float");
     expect_cbor_error("a1 00 61 61", -EBADMSG, "expected a SenML array, got a map");
     expect_cbor_error("01", -EBADMSG, "expected a SenML array, got an integer");
-    expect_cbor_error("82 a2 00 61 61 02 01 02", -EBADMSG, "record 1: expected a map, got an integer");
+    expect_cbor_error("82 a2 00 61 61 02 01 02", -EBADMSG,
+                      "record 1: expected a map, got an integer");
     /* NUL and invalid UTF-8 in text. */
     expect_cbor_error("81 a2 00 61 61 03 63 610062", -EBADMSG, "record 0: \"vs\" holds a NUL");
     expect_cbor_error("81 a2 00 63 610062 02 01", -EBADMSG, "record 0: \"n\" holds a NUL");
@@ -1432,15 +1446,20 @@ static void senml_cbor(void **state)
     expect_cbor_error("81 a3 00 61 61 02 01 61 76 02", -EBADMSG, "record 0: \"v\" appears twice");
     /* Unknown labels: ignored (any scalar), unless must-understand or
      * nested. */
-    assert_int_equal(cbor_hex(&d, "81 a6 00 61 61 02 01 18 63 f6 38 63 41 00 63 78797a f4 09 fb 0000000000000000"), 0);
+    assert_int_equal(
+        cbor_hex(&d,
+                 "81 a6 00 61 61 02 01 18 63 f6 38 63 41 00 63 78797a f4 09 fb 0000000000000000"),
+        0);
     assert_int_equal(d.reading->n_fields, 1);
     done(&d);
     expect_cbor_error("81 a3 00 61 61 02 01 62 615f 01", -EBADMSG,
                       "record 0: label \"a_\" must be understood and is not");
-    expect_cbor_error("81 a3 00 61 61 02 01 18 63 80", -EBADMSG,
-                      "record 0: label 99: nested array or map not allowed (SenML records are flat)");
-    expect_cbor_error("81 a3 00 61 61 02 01 38 63 bf ff", -EBADMSG,
-                      "record 0: label -100: nested array or map not allowed (SenML records are flat)");
+    expect_cbor_error(
+        "81 a3 00 61 61 02 01 18 63 80", -EBADMSG,
+        "record 0: label 99: nested array or map not allowed (SenML records are flat)");
+    expect_cbor_error(
+        "81 a3 00 61 61 02 01 38 63 bf ff", -EBADMSG,
+        "record 0: label -100: nested array or map not allowed (SenML records are flat)");
     expect_cbor_error("81 a3 00 61 61 02 01 61 78 9f ff", -EBADMSG,
                       "record 0: label \"x\": nested array or map not allowed (SenML records are "
                       "flat)");
@@ -1696,10 +1715,11 @@ static void senml_garbage_never_crashes(void **state)
         "[{\"bn\":\"urn:dev:imei:1:\",\"bt\":1700000000,\"n\":\"temp\",\"u\":\"Cel\",\"v\":23.5},"
         "{\"n\":\"alarm\",\"vb\":false},{\"n\":\"grid\",\"vs\":\"g1\"},{\"n\":\"d\",\"vd\":\"AA\"},"
         "{\"n\":\"e\",\"s\":1,\"t\":-1}]";
-    static const char cbor_seed[] = "9f a5 21 62 643a 22 1a 6553f100 00 64 74656d70 01 63 43656c"
-                                    " 02 fb 4037800000000000 a2 00 65 616c61726d 04 f4"
-                                    " a2 00 62 6731 03 7f 61 67 61 31 ff a2 00 61 64 08 5f 41 00 ff"
-                                    " a3 00 61 65 05 f9 3c00 06 20 a2 00 61 66 02 c4 82 21 19 6ab3 ff";
+    static const char cbor_seed[] =
+        "9f a5 21 62 643a 22 1a 6553f100 00 64 74656d70 01 63 43656c"
+        " 02 fb 4037800000000000 a2 00 65 616c61726d 04 f4"
+        " a2 00 62 6731 03 7f 61 67 61 31 ff a2 00 61 64 08 5f 41 00 ff"
+        " a3 00 61 65 05 f9 3c00 06 20 a2 00 61 66 02 c4 82 21 19 6ab3 ff";
     struct cb seed = { .n = 0 };
     unsigned char buf[512];
     struct decoded d;
@@ -1726,8 +1746,9 @@ static void senml_garbage_never_crashes(void **state)
                     buf[at] = (unsigned char)rng();
                     break;
                 case 1:
-                    buf[at] = fmt ? (unsigned char)(rng() % 0x20 + 0x80 * (rng() % 8 / 4))
-                                  : (unsigned char)json_alphabet[rng() % (sizeof(json_alphabet) - 1)];
+                    buf[at] =
+                        fmt ? (unsigned char)(rng() % 0x20 + 0x80 * (rng() % 8 / 4))
+                            : (unsigned char)json_alphabet[rng() % (sizeof(json_alphabet) - 1)];
                     break;
                 default:
                     memmove(buf + at, buf + at + 1, len - at - 1);
@@ -1807,8 +1828,8 @@ static void *decode_many(void *arg)
         r = gw_reading_new("dev", GW_CHANNEL_TELEMETRY, 0);
         if (!r)
             return (void *)1;
-        if (payload_decode(tc->format, tc->bad, strlen(tc->bad), NULL, r, reason,
-                           sizeof(reason)) != -EBADMSG ||
+        if (payload_decode(tc->format, tc->bad, strlen(tc->bad), NULL, r, reason, sizeof(reason)) !=
+                -EBADMSG ||
             strcmp(reason, tc->bad_reason) != 0) {
             gw_reading_unref(r);
             return (void *)1;
