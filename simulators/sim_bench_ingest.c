@@ -220,9 +220,10 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: gridsim bench ingest -c CONFIG [--messages N] [--devices FILE.csv]\n"
                  "Drains a backlog of N QoS 1 readings (default 50000) from the config's broker\n"
-                 "twice: with a do-nothing subscriber (baseline), then with gridgate's pipeline\n"
-                 "(MQTT adapter, decode, registry, journal; rules and InfluxDB feeder beside),\n"
-                 "and prints both rates and their ratio. The journal and the case store go to a\n"
+                 "with a do-nothing subscriber (baseline), with gridgate's pipeline (MQTT\n"
+                 "adapter, decode, registry, journal; rules and InfluxDB feeder beside), and\n"
+                 "with the baseline again, and prints the rates and gridgate's ratio to the\n"
+                 "faster baseline. The journal and the case store go to a\n"
                  "temporary directory; the broker needs max_queued_messages >= N.\n");
 }
 
@@ -241,7 +242,7 @@ int sim_bench_ingest(int argc, char **argv)
     unsigned long long n = 50000;
     struct gw_config *cfg = NULL;
     struct gw_registry *reg = NULL;
-    double base, gate;
+    double base, base_after, gate;
     bool made_tmp = false;
     int c, status = 1;
 
@@ -310,6 +311,9 @@ int sim_bench_ingest(int argc, char **argv)
     if (!gw_adapter_lookup("mqtt") && gw_adapter_register(&mqtt_adapter_ops) < 0)
         goto out;
 
+    /* The baseline runs before and after gridgate, and the faster of the two
+     * counts: the broker drains its first large backlog slower than later
+     * ones (allocation), and the ratio must not flatter gridgate. */
     printf("draining a backlog of %llu QoS 1 readings from %s\n", n, cfg->mqtt.uri);
     base = run_baseline(cfg, devices, n);
     if (base < 0)
@@ -319,7 +323,13 @@ int sim_bench_ingest(int argc, char **argv)
     if (gate < 0)
         goto out;
     printf("gridgate intake (adapter + journal):  %10.0f msg/s\n", gate);
-    printf("ratio gridgate / baseline:            %10.2f\n", gate / base);
+    base_after = run_baseline(cfg, devices, n);
+    if (base_after < 0)
+        goto out;
+    printf("baseline again:                       %10.0f msg/s\n", base_after);
+    if (base_after > base)
+        base = base_after;
+    printf("ratio gridgate / faster baseline:     %10.2f\n", gate / base);
     status = 0;
 out:
     if (made_tmp && nftw(tmp, remove_entry, 8, FTW_DEPTH | FTW_PHYS) != 0)
