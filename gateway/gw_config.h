@@ -85,6 +85,12 @@ struct gw_config {
         char *dir;
         int instruction_budget; /* per call of a rule function */
         int memory_kb;          /* per Lua state */
+        int workers;            /* rule workers; 0: one per core */
+        int device_failures;    /* consecutive failures that quarantine (rule, device) */
+        int rule_devices;       /* quarantined devices that quarantine the rule */
+        int quarantine_s;       /* first quarantine, doubling on relapse */
+        char *heartbeats;       /* "type=duration,...,default=duration" */
+        int silence_grace_s;    /* after a start, no deadman fires before this */
     } rules;
 
     struct {

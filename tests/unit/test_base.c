@@ -16,6 +16,7 @@
 
 #include "gw_buf.h"
 #include "gw_domain.h"
+#include "gw_duration.h"
 #include "gw_log.h"
 #include "gw_queue.h"
 #include "gw_reading.h"
@@ -225,6 +226,50 @@ static void reading_record_round_trips(void **state)
     gw_reading_unref(r);
 }
 
+static void durations_parse_as_people_write_them(void **state)
+{
+    struct gw_duration_table *t;
+    char *error = NULL;
+    int64_t ns;
+
+    (void)state;
+    assert_int_equal(gw_duration_parse("90s", &ns), 0);
+    assert_true(ns == 90000000000LL);
+    assert_int_equal(gw_duration_parse("15m", &ns), 0);
+    assert_true(ns == 900000000000LL);
+    assert_int_equal(gw_duration_parse("1.5h", &ns), 0);
+    assert_true(ns == 5400000000000LL);
+    assert_int_equal(gw_duration_parse("2d", &ns), 0);
+    assert_true(ns == 172800000000000LL);
+    assert_int_equal(gw_duration_parse("250ms", &ns), 0);
+    assert_true(ns == 250000000LL);
+    assert_int_equal(gw_duration_parse("30", &ns), 0);
+    assert_true(ns == 30000000000LL);
+    static const char *const bad[] = { "", "m", "5x", "-5s", "+5s", " 5s", "5 s", "nan", "inf",
+                                       "5sm", "1e400" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_not_equal(gw_duration_parse(bad[i], &ns), 0);
+    assert_int_equal(gw_duration_parse("200000d", &ns), -ERANGE);
+
+    t = gw_duration_table_parse("smoke=12h, camera = 5m,default=1h", &error);
+    assert_non_null(t);
+    assert_true(gw_duration_table_get(t, "smoke") == 12 * 3600000000000LL);
+    assert_true(gw_duration_table_get(t, "camera") == 300000000000LL);
+    assert_true(gw_duration_table_get(t, "door") == 3600000000000LL);
+    gw_duration_table_free(t);
+    assert_null(gw_duration_table_parse("smoke=12h", &error));
+    assert_non_null(strstr(error, "no default"));
+    free(error);
+    assert_null(gw_duration_table_parse("smoke=12x,default=1h", &error));
+    assert_string_equal(error, "\"smoke=12x\": not a positive duration (like 90s, 15m, 12h, 1d)");
+    free(error);
+    assert_null(gw_duration_table_parse("smoke=1h,smoke=2h,default=1h", &error));
+    assert_non_null(strstr(error, "given twice"));
+    free(error);
+    assert_null(gw_duration_table_parse("=1h,default=1h", &error));
+    free(error);
+}
+
 static void domain_names_round_trip(void **state)
 {
     (void)state;
@@ -270,6 +315,7 @@ int main(void)
         cmocka_unit_test(queue_free_releases_leftovers),
         cmocka_unit_test(reading_keeps_types_and_last_value),
         cmocka_unit_test(reading_record_round_trips),
+        cmocka_unit_test(durations_parse_as_people_write_them),
         cmocka_unit_test(domain_names_round_trip),
         cmocka_unit_test(log_limit_refuses_bursts_and_counts),
     };
