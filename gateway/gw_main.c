@@ -1,6 +1,6 @@
 /* gridgate: the daemon and its command-line tools.
  *
- *   gridgate run -c FILE [-v]     run the gateway
+ *   gridgate run -c FILE [-v]     run the gateway (SIGHUP reloads the rules)
  *   gridgate check -c FILE        validate config, district and rules
  *   gridgate config keys          list every configuration key
  */
@@ -156,10 +156,15 @@ static int wait_for_stop(struct gw_pipeline *pipeline, int stats_interval_s)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     for (;;) {
         int sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGINT || sig == SIGTERM)
             return sig;
+        if (sig == SIGHUP) {
+            gw_info("gridgate", "SIGHUP received: reloading the rules");
+            gw_pipeline_reload(pipeline);
+        }
         if (gw_monotonic_ns() >= next_report) {
             gw_pipeline_report(pipeline);
             next_report += (int64_t)stats_interval_s * 1000000000;
@@ -181,10 +186,12 @@ static int cmd_run(const struct options *opts)
      * signal never reaches sigtimedwait: restore the defaults first. */
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     if (load_world(opts->config_path, &cfg, &reg) < 0)

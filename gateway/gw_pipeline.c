@@ -1,5 +1,6 @@
 #include "gw_pipeline.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -11,6 +12,7 @@
 #include "gw_buf.h"
 #include "gw_cases.h"
 #include "gw_config.h"
+#include "gw_duration.h"
 #include "gw_journal.h"
 #include "gw_log.h"
 #include "gw_queue.h"
@@ -33,8 +35,28 @@
 /* Lines from the rule worker and the health report waiting for the feeder. */
 #define SIDE_QUEUE_LINES 4096
 
-static const char *const CONSUMER_RULES = "rules";
+/* How often a rule worker looks for silent devices. */
+#define SILENCE_SCAN_MS 5000
 static const char *const CONSUMER_INFLUX = "influx";
+
+/* One rule worker: its own Lua state and store connection, the devices of
+ * its shard, and its own journal position. */
+struct rule_worker {
+    struct gw_pipeline *p;
+    unsigned index;
+    char consumer[24];
+    struct gw_journal_cursor *cursor;
+    struct rule_engine *engine;
+    struct rule_engine *pending; /* a reload's engine, taken between readings */
+    struct gw_cases *cases;
+    struct rule_actions actions;
+    struct gw_buf lines;
+    const struct gw_device **devices; /* this shard's, for deadman scans */
+    size_t n_devices;
+    int64_t next_scan_ns;
+    pthread_t thread;
+    bool running;
+};
 
 /* A run of lines handed to the writer, and the last journal record among
  * them (0: none, lines from the side queue). */
@@ -51,14 +73,13 @@ struct gw_pipeline {
 
     struct gw_journal *journal;
 
-    /* The rule worker: journal cursor "rules" -> Lua -> cases. */
-    struct rule_engine *rules;
-    struct gw_cases *cases;
-    struct gw_journal_cursor *rule_cursor;
-    pthread_t rule_thread;
-    bool rule_running;
-    struct rule_actions actions;
-    struct gw_buf case_lines;
+    /* Rule workers: journal cursors "rules-N" -> Lua -> cases. */
+    struct rule_worker *workers;
+    unsigned n_workers;
+    struct rule_limits rule_limits;
+    struct gw_duration_table *heartbeats;
+    int64_t started_ns;
+    pthread_mutex_t reload_lock;
 
     /* The InfluxDB feeder: journal cursor "influx" and the side queue ->
      * line protocol -> writer; it commits what InfluxDB has answered. */
@@ -247,37 +268,38 @@ out:
     return result;
 }
 
-/* Reads the next record as a reading with its device resolved. Records
- * that cannot be decoded (a journal written by a newer gateway) or whose
- * device is gone (the devices file changed between runs) are skipped and
- * counted: *ret_reading is then NULL with 0 returned. */
+/* A journal record as a reading with its device resolved. Records that
+ * cannot be decoded (a journal written by a newer gateway) or whose device
+ * is gone (the devices file changed between runs) give NULL, counted. */
+static struct gw_reading *resolve_record(struct gw_pipeline *p, const void *data, size_t len,
+                                         uint64_t seq)
+{
+    struct gw_reading *reading = gw_reading_decode(data, len);
+
+    if (reading) {
+        reading->device = resolve_device(p, reading->device_id);
+        if (reading->device)
+            return reading;
+        gw_reading_unref(reading);
+    }
+    count(&p->stats.records_skipped, 1);
+    gw_log_limited(&worker_log_limit, GW_LOG_WARN, "pipeline",
+                   "journal record %llu skipped: undecodable, or its device is no longer known",
+                   (unsigned long long)seq);
+    return NULL;
+}
+
+/* The next record, read within timeout_ms, as resolve_record() makes it:
+ * 0 with *ret_reading (NULL for a skipped record), or the read's error. */
 static int next_reading(struct gw_pipeline *p, struct gw_journal_cursor *cursor, int timeout_ms,
                         struct gw_reading **ret_reading, uint64_t *ret_seq)
 {
     const void *data;
     size_t len;
-    struct gw_reading *reading;
     int r = gw_journal_read(cursor, timeout_ms, &data, &len, ret_seq);
 
-    *ret_reading = NULL;
-    if (r < 0)
-        return r;
-    reading = gw_reading_decode(data, len);
-    if (reading) {
-        reading->device = resolve_device(p, reading->device_id);
-        if (!reading->device) {
-            gw_reading_unref(reading);
-            reading = NULL;
-        }
-    }
-    if (!reading) {
-        count(&p->stats.records_skipped, 1);
-        gw_log_limited(&worker_log_limit, GW_LOG_WARN, "pipeline",
-                       "journal record %llu skipped: undecodable, or its device is no longer known",
-                       (unsigned long long)*ret_seq);
-    }
-    *ret_reading = reading;
-    return 0;
+    *ret_reading = r < 0 ? NULL : resolve_record(p, data, len, *ret_seq);
+    return r < 0 ? r : 0;
 }
 
 /* ---- the rule worker ---------------------------------------------------- */
@@ -306,7 +328,8 @@ static void send_side_lines(struct gw_pipeline *p, struct gw_buf *lines)
  * kind of change and the count so a dashboard can tell them apart. */
 static void on_case_event(const struct gw_case_event *ev, void *userdata)
 {
-    struct gw_pipeline *p = userdata;
+    struct rule_worker *w = userdata;
+    struct gw_pipeline *p = w->p;
     struct influx_line line;
 
     count(&p->stats.case_events, 1);
@@ -317,7 +340,7 @@ static void on_case_event(const struct gw_case_event *ev, void *userdata)
             gw_case_state_name(ev->state), ev->assignee_role ? ", to " : "",
             ev->assignee_role ? ev->assignee_role : "");
 
-    influx_line_begin(&line, &p->case_lines, "case_event");
+    influx_line_begin(&line, &w->lines, "case_event");
     influx_line_tag(&line, "category", ev->category);
     influx_line_tag(&line, "community", ev->grid->community_id);
     influx_line_tag(&line, "grid", ev->grid->id);
@@ -338,11 +361,11 @@ static void on_case_event(const struct gw_case_event *ev, void *userdata)
                        (long long)ev->case_id);
 }
 
-static void emit_line(struct gw_pipeline *p, const struct rule_action *a)
+static void emit_line(struct rule_worker *w, const struct rule_action *a)
 {
     struct influx_line line;
 
-    influx_line_begin(&line, &p->case_lines, a->measurement);
+    influx_line_begin(&line, &w->lines, a->measurement);
     for (size_t i = 0; i < a->n_tags; i++)
         influx_line_tag(&line, a->tags[i].key, a->tags[i].value);
     for (size_t i = 0; i < a->n_fields; i++)
@@ -353,21 +376,44 @@ static void emit_line(struct gw_pipeline *p, const struct rule_action *a)
                        a->file, a->measurement);
 }
 
-static void run_rules(struct gw_pipeline *p, struct gw_reading *reading)
+static const char *action_name(enum rule_action_kind kind)
 {
-    int failed = rule_engine_on_reading(p->rules, reading, &p->actions);
+    switch (kind) {
+    case RULE_ACTION_OPEN_CASE:
+        return "open_case";
+    case RULE_ACTION_CLEAR_CASE:
+        return "clear_case";
+    case RULE_ACTION_EMIT:
+        return "emit";
+    }
+    return "?";
+}
+
+/* Carries out what the rules asked for: cases into the store, emits and
+ * case events towards InfluxDB. A shadow rule's actions are only logged
+ * and counted, so a liaison can watch a new rule on live traffic. */
+static void apply_actions(struct rule_worker *w, const struct gw_reading *reading, int failed)
+{
+    struct gw_pipeline *p = w->p;
 
     if (failed > 0)
         count(&p->stats.rule_errors, (uint64_t)failed);
-    for (size_t i = 0; i < p->actions.n; i++) {
-        const struct rule_action *a = &p->actions.items[i];
+    for (size_t i = 0; i < w->actions.n; i++) {
+        const struct rule_action *a = &w->actions.items[i];
         int r;
 
-        if (a->kind == RULE_ACTION_EMIT) {
-            emit_line(p, a);
+        if (a->shadow) {
+            count(&p->stats.shadow_actions, 1);
+            gw_info("shadow", "rule %s would %s for %s: %s", a->rule, action_name(a->kind),
+                    a->subject ? a->subject : reading->device_id,
+                    a->title ? a->title : a->measurement ? a->measurement : "");
             continue;
         }
-        r = gw_cases_apply(p->cases, a, reading, on_case_event, p);
+        if (a->kind == RULE_ACTION_EMIT) {
+            emit_line(w, a);
+            continue;
+        }
+        r = gw_cases_apply(w->cases, a, reading, on_case_event, w);
         if (r < 0) {
             count(&p->stats.store_errors, 1);
             gw_log_limited(&worker_log_limit, GW_LOG_ERROR, "pipeline",
@@ -375,9 +421,18 @@ static void run_rules(struct gw_pipeline *p, struct gw_reading *reading)
                            reading->device_id, strerror(-r));
         }
     }
-    rule_actions_clear(&p->actions);
-    send_side_lines(p, &p->case_lines);
-    count(&p->stats.rule_runs, 1);
+    rule_actions_clear(&w->actions);
+    send_side_lines(p, &w->lines);
+}
+
+static void run_rules(struct rule_worker *w, struct gw_reading *reading)
+{
+    int failed = reading->channel == GW_CHANNEL_TELEMETRY
+                     ? rule_engine_on_reading(w->engine, reading, &w->actions)
+                     : rule_engine_on_event(w->engine, reading, &w->actions);
+
+    apply_actions(w, reading, failed);
+    count(&w->p->stats.rule_runs, 1);
 }
 
 static void commit(struct gw_journal_cursor *cursor, uint64_t seq, const char *consumer)
@@ -390,35 +445,118 @@ static void commit(struct gw_journal_cursor *cursor, uint64_t seq, const char *c
                        (unsigned long long)seq, strerror(-r));
 }
 
-/* Reads the journal from its committed position until shutdown; a case
- * action is in the store (committed) before its record's position is. */
-static void *rule_worker(void *arg)
+/* FNV-1a: the same device always lands on the same worker, so its readings
+ * are handled in order and its state in one Lua state, without a lock. */
+static unsigned shard_of(const char *id, size_t len, unsigned n_workers)
 {
-    struct gw_pipeline *p = arg;
+    uint32_t h = 2166136261u;
+
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)id[i]) * 16777619u;
+    return h % n_workers;
+}
+
+/* Deadman: every SILENCE_SCAN_MS the worker looks at each device of its
+ * shard (from the registry, so a device never heard from goes silent too)
+ * and runs on_silence where a rule's threshold has passed. Nothing fires
+ * in the grace period after a start. */
+static void scan_silence(struct rule_worker *w, int64_t now)
+{
+    struct gw_pipeline *p = w->p;
+
+    if (now < w->next_scan_ns)
+        return;
+    w->next_scan_ns = now + (int64_t)SILENCE_SCAN_MS * 1000000;
+    if (now < p->started_ns + (int64_t)p->cfg->rules.silence_grace_s * 1000000000)
+        return;
+    for (size_t i = 0; i < w->n_devices; i++) {
+        const struct gw_device *d = w->devices[i];
+        struct gw_device_state st;
+        struct rule_silence silence;
+        int64_t threshold;
+
+        gw_device_state(d, &st);
+        silence.now_ns = now;
+        silence.last_seen_ns = st.last_seen_ns;
+        /* Never heard from: silent since the gateway started knowing it. */
+        silence.silent_ns = now - (st.last_seen_ns ? st.last_seen_ns : p->started_ns);
+        silence.heartbeat_ns = gw_duration_table_get(p->heartbeats, d->type);
+        threshold = rule_engine_silence_threshold(w->engine, d, silence.heartbeat_ns);
+        if (threshold == 0 || silence.silent_ns < threshold)
+            continue;
+        struct gw_reading *reading = gw_reading_new(d->id, GW_CHANNEL_STATUS, now);
+        if (!reading)
+            continue;
+        reading->device = d;
+        apply_actions(w, reading, rule_engine_on_silence(w->engine, d, &silence, &w->actions));
+        gw_reading_unref(reading);
+    }
+}
+
+/* A reload hands each worker a fresh engine; the worker takes it between
+ * two readings and carries the per-device state over. */
+static void take_new_rules(struct rule_worker *w)
+{
+    struct rule_engine *fresh = __atomic_exchange_n(&w->pending, NULL, __ATOMIC_ACQ_REL);
+    int64_t t0;
+    int r;
+
+    if (!fresh)
+        return;
+    t0 = gw_monotonic_ns();
+    r = rule_engine_adopt_state(fresh, w->engine);
+    if (r < 0) {
+        gw_error("rules", "worker %u: cannot carry state over to the reloaded rules (%s); "
+                          "keeping the old ones",
+                 w->index, strerror(-r));
+        rule_engine_free(fresh);
+        return;
+    }
+    rule_engine_free(w->engine);
+    w->engine = fresh;
+    gw_info("rules", "worker %u: reloaded rules in use after a %.1f ms pause", w->index,
+            (double)(gw_monotonic_ns() - t0) / 1e6);
+}
+
+/* Reads the journal from its committed position until shutdown, handling
+ * the devices of its shard; a case action is in the store (committed)
+ * before its record's position is. */
+static void *rule_worker_main(void *arg)
+{
+    struct rule_worker *w = arg;
+    struct gw_pipeline *p = w->p;
     uint64_t seq = 0, uncommitted = 0;
 
     for (;;) {
-        struct gw_reading *reading;
+        const void *data;
+        size_t len, id_len;
+        const char *id;
         /* Block only when nothing is left to commit. */
-        int r = next_reading(p, p->rule_cursor, uncommitted ? 0 : 200, &reading, &seq);
+        int r = gw_journal_read(w->cursor, uncommitted ? 0 : 200, &data, &len, &seq);
 
+        take_new_rules(w);
         if (r == 0) {
-            if (reading)
-                run_rules(p, reading);
-            gw_reading_unref(reading);
+            if (gw_reading_record_device(data, len, &id, &id_len) < 0 ||
+                shard_of(id, id_len, p->n_workers) == w->index) {
+                struct gw_reading *reading = resolve_record(p, data, len, seq);
+                if (reading)
+                    run_rules(w, reading);
+                gw_reading_unref(reading);
+            }
             if (++uncommitted < COMMIT_EVERY)
                 continue;
         } else if (r != -EAGAIN && r != -ESHUTDOWN) {
             gw_log_limited(&journal_log_limit, GW_LOG_ERROR, "pipeline",
-                           "rules: cannot read the journal: %s", strerror(-r));
+                           "%s: cannot read the journal: %s", w->consumer, strerror(-r));
             usleep(100 * 1000);
         }
         if (uncommitted) {
-            commit(p->rule_cursor, seq, CONSUMER_RULES);
+            commit(w->cursor, seq, w->consumer);
             uncommitted = 0;
         }
         if (r == -ESHUTDOWN)
             break;
+        scan_silence(w, gw_now_ns());
     }
     return NULL;
 }
@@ -574,10 +712,23 @@ static void *influx_feeder(void *arg)
 
 /* ---- building, starting, stopping -------------------------------------- */
 
+/* The slowest worker's lag: what a crash would make the rules handle again. */
+static uint64_t rules_lag(struct gw_pipeline *p)
+{
+    uint64_t lag = 0;
+
+    for (unsigned i = 0; p->workers && i < p->n_workers; i++) {
+        uint64_t l = p->workers[i].cursor ? gw_journal_cursor_lag(p->workers[i].cursor) : 0;
+        if (l > lag)
+            lag = l;
+    }
+    return lag;
+}
+
 static int open_journal(struct gw_pipeline *p, char **ret_error)
 {
     const struct gw_config *cfg = p->cfg;
-    const char *consumers[] = { CONSUMER_RULES, CONSUMER_INFLUX };
+    const char **consumers = calloc(p->n_workers + 1, sizeof(*consumers));
     struct gw_journal_options options = {
         .dir = cfg->journal.dir,
         .max_bytes = (uint64_t)cfg->journal.max_mb << 20,
@@ -588,64 +739,139 @@ static int open_journal(struct gw_pipeline *p, char **ret_error)
                            ? GW_JOURNAL_DROP_OLDEST
                            : GW_JOURNAL_BLOCK,
         .consumers = consumers,
-        .n_consumers = cfg->influx.enabled ? 2 : 1,
+        .n_consumers = p->n_workers + (cfg->influx.enabled ? 1 : 0),
     };
 
+    if (!consumers) {
+        *ret_error = strdup("out of memory opening the journal");
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < p->n_workers; i++)
+        consumers[i] = p->workers[i].consumer;
+    consumers[p->n_workers] = CONSUMER_INFLUX;
     /* The journal needs room for two segments: the one being written and
      * the one consumers are finishing. */
     if (options.segment_bytes > options.max_bytes / 2)
         options.segment_bytes = options.max_bytes / 2;
     p->journal = gw_journal_open(&options, ret_error);
+    free(consumers);
     if (!p->journal)
         return -EIO;
-    p->rule_cursor = gw_journal_cursor_open(p->journal, CONSUMER_RULES);
-    if (cfg->influx.enabled)
+    for (unsigned i = 0; i < p->n_workers; i++) {
+        p->workers[i].cursor = gw_journal_cursor_open(p->journal, p->workers[i].consumer);
+        if (!p->workers[i].cursor)
+            goto fail;
+    }
+    if (cfg->influx.enabled) {
         p->influx_cursor = gw_journal_cursor_open(p->journal, CONSUMER_INFLUX);
-    if (!p->rule_cursor || (cfg->influx.enabled && !p->influx_cursor)) {
-        *ret_error = strdup("cannot open the journal's consumer positions");
-        return -EIO;
+        if (!p->influx_cursor)
+            goto fail;
     }
     return 0;
+fail:
+    *ret_error = strdup("cannot open the journal's consumer positions");
+    return -EIO;
+}
+
+/* Loads the rule directory into a new engine; NULL with *ret_error. */
+static struct rule_engine *load_rules(const struct gw_pipeline *p, char **ret_error)
+{
+    struct rule_engine *engine = rule_engine_new(&p->rule_limits);
+
+    if (!engine) {
+        *ret_error = strdup("out of memory loading the rules");
+        return NULL;
+    }
+    if (rule_engine_load_dir(engine, p->cfg->rules.dir, ret_error) < 0) {
+        rule_engine_free(engine);
+        return NULL;
+    }
+    return engine;
+}
+
+/* Each worker gets an engine, a store connection and the devices of its
+ * shard. */
+static int build_workers(struct gw_pipeline *p, char **ret_error)
+{
+    struct gw_cases_options case_options = {
+        .db_path = p->cfg->store.path,
+        .auto_dispatch = p->cfg->cases.auto_dispatch,
+    };
+    size_t n_devices = gw_registry_device_count(p->reg);
+
+    p->workers = calloc(p->n_workers, sizeof(*p->workers));
+    if (!p->workers)
+        goto nomem;
+    for (unsigned i = 0; i < p->n_workers; i++) {
+        struct rule_worker *w = &p->workers[i];
+
+        w->p = p;
+        w->index = i;
+        snprintf(w->consumer, sizeof(w->consumer), "rules-%u", i);
+        w->devices = calloc(n_devices ? n_devices : 1, sizeof(*w->devices));
+        if (!w->devices)
+            goto nomem;
+        w->engine = load_rules(p, ret_error);
+        if (!w->engine)
+            return -EINVAL;
+        w->cases = gw_cases_open(&case_options, ret_error);
+        if (!w->cases)
+            return -EIO;
+    }
+    for (size_t d = 0; d < n_devices; d++) {
+        const struct gw_device *device = gw_registry_device_at(p->reg, d);
+        struct rule_worker *w = &p->workers[shard_of(device->id, strlen(device->id), p->n_workers)];
+        w->devices[w->n_devices++] = device;
+    }
+    gw_info("rules", "%zu rule(s) loaded from %s into %u worker(s)",
+            rule_engine_rule_count(p->workers[0].engine), p->cfg->rules.dir, p->n_workers);
+    return 0;
+nomem:
+    *ret_error = strdup("out of memory building the rule workers");
+    return -ENOMEM;
 }
 
 struct gw_pipeline *gw_pipeline_new(const struct gw_config *cfg, struct gw_registry *reg,
                                     char **ret_error)
 {
     struct gw_pipeline *p = calloc(1, sizeof(*p));
-    struct rule_limits limits = {
-        .instruction_budget = cfg->rules.instruction_budget,
-        .memory_bytes = (size_t)cfg->rules.memory_kb * 1024,
-    };
-    struct gw_cases_options case_options = {
-        .db_path = cfg->store.path,
-        .auto_dispatch = cfg->cases.auto_dispatch,
-    };
     char *error = NULL;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
     if (!p)
         goto nomem;
     p->cfg = cfg;
     p->reg = reg;
+    pthread_mutex_init(&p->reload_lock, NULL);
     p->limits = (struct payload_limits){
         .max_bytes = (size_t)cfg->payload.max_bytes,
         .max_fields = (size_t)cfg->payload.max_fields,
         .max_string = (size_t)cfg->payload.max_string,
     };
+    p->rule_limits = (struct rule_limits){
+        .instruction_budget = cfg->rules.instruction_budget,
+        .memory_bytes = (size_t)cfg->rules.memory_kb * 1024,
+        .device_failures = (unsigned)cfg->rules.device_failures,
+        .rule_devices = (unsigned)cfg->rules.rule_devices,
+        .quarantine_s = (unsigned)cfg->rules.quarantine_s,
+    };
+    p->n_workers = cfg->rules.workers > 0 ? (unsigned)cfg->rules.workers
+                                          : (unsigned)(cores > 0 ? cores : 1);
+    p->heartbeats = gw_duration_table_parse(cfg->rules.heartbeats, &error);
+    if (!p->heartbeats) {
+        char *why = error;
+        if (asprintf(&error, "%s: rules.heartbeats: %s", cfg->path, why ? why : "invalid") < 0)
+            error = NULL;
+        free(why);
+        goto fail;
+    }
     p->quarantine = strcmp(cfg->district.unknown_devices, "quarantine") == 0;
     if (p->quarantine && gw_registry_enable_quarantine(reg, QUARANTINE_MAX) < 0)
         goto nomem;
     p->side_lines = gw_queue_new(SIDE_QUEUE_LINES);
-    p->rules = rule_engine_new(&limits);
-    if (!p->side_lines || !p->rules)
+    if (!p->side_lines)
         goto nomem;
-    if (rule_engine_load_dir(p->rules, cfg->rules.dir, &error) < 0)
-        goto fail;
-    gw_info("rules", "%zu rule(s) loaded from %s", rule_engine_rule_count(p->rules),
-            cfg->rules.dir);
-    p->cases = gw_cases_open(&case_options, &error);
-    if (!p->cases)
-        goto fail;
-    if (open_journal(p, &error) < 0)
+    if (build_workers(p, &error) < 0 || open_journal(p, &error) < 0)
         goto fail;
     return p;
 
@@ -655,6 +881,77 @@ fail:
     gw_pipeline_free(p);
     *ret_error = error;
     return NULL;
+}
+
+/* Every rule file on its own, so that a reload reports all broken files,
+ * not just the first; names shared across files are caught by the full
+ * load after. Returns 0, or -EINVAL with the errors, one per line. */
+static int check_rule_files(const struct gw_pipeline *p, char **ret_errors)
+{
+    struct gw_buf errors = GW_BUF_INIT;
+    struct dirent **names = NULL;
+    int n = scandir(p->cfg->rules.dir, &names, NULL, alphasort);
+
+    if (n < 0)
+        return asprintf(ret_errors, "%s: %s", p->cfg->rules.dir, strerror(errno)) < 0 ? -ENOMEM
+                                                                                    : -EINVAL;
+    for (int i = 0; i < n; i++) {
+        const char *name = names[i]->d_name;
+        size_t len = strlen(name);
+        char path[4096], *error = NULL;
+        struct rule_engine *engine;
+
+        if (len > 4 && strcmp(name + len - 4, ".lua") == 0 &&
+            !(len > 9 && strcmp(name + len - 9, "_test.lua") == 0) &&
+            (size_t)snprintf(path, sizeof(path), "%s/%s", p->cfg->rules.dir, name) <
+                sizeof(path)) {
+            engine = rule_engine_new(&p->rule_limits);
+            if (!engine || rule_engine_load_file(engine, path, &error) < 0)
+                gw_buf_printf(&errors, "%s\n", error ? error : "out of memory");
+            free(error);
+            rule_engine_free(engine);
+        }
+        free(names[i]);
+    }
+    free(names);
+    if (errors.len == 0)
+        return 0;
+    *ret_errors = errors.data;
+    return -EINVAL;
+}
+
+int gw_pipeline_reload(struct gw_pipeline *p)
+{
+    struct rule_engine **fresh = calloc(p->n_workers, sizeof(*fresh));
+    char *error = NULL;
+    int r = 0;
+
+    if (!fresh)
+        return -ENOMEM;
+    pthread_mutex_lock(&p->reload_lock);
+    r = check_rule_files(p, &error);
+    for (unsigned i = 0; r == 0 && i < p->n_workers; i++) {
+        fresh[i] = load_rules(p, &error);
+        if (!fresh[i])
+            r = -EINVAL;
+    }
+    if (r < 0) {
+        gw_error("rules", "reload refused, the running rules stay:\n%s", error ? error : "");
+        for (unsigned i = 0; i < p->n_workers; i++)
+            rule_engine_free(fresh[i]);
+        goto out;
+    }
+    for (unsigned i = 0; i < p->n_workers; i++) {
+        /* A reload that was not taken yet is replaced by this one. */
+        rule_engine_free(__atomic_exchange_n(&p->workers[i].pending, fresh[i], __ATOMIC_ACQ_REL));
+    }
+    gw_info("rules", "reload: %zu rule(s) from %s handed to %u worker(s)",
+            rule_engine_rule_count(fresh[0]), p->cfg->rules.dir, p->n_workers);
+out:
+    pthread_mutex_unlock(&p->reload_lock);
+    free(error);
+    free(fresh);
+    return r;
 }
 
 static int start_influx(struct gw_pipeline *p)
@@ -731,16 +1028,21 @@ int gw_pipeline_start(struct gw_pipeline *p)
 
     if (r < 0)
         return r;
-    r = pthread_create(&p->rule_thread, NULL, rule_worker, p);
-    if (r != 0) {
-        gw_error("pipeline", "cannot start the rule worker: %s", strerror(r));
-        return -r;
+    p->started_ns = gw_now_ns();
+    for (unsigned i = 0; i < p->n_workers; i++) {
+        struct rule_worker *w = &p->workers[i];
+
+        r = pthread_create(&w->thread, NULL, rule_worker_main, w);
+        if (r != 0) {
+            gw_error("pipeline", "cannot start rule worker %u: %s", i, strerror(r));
+            return -r;
+        }
+        w->running = true;
     }
-    p->rule_running = true;
     gw_journal_stats(p->journal, &js);
     gw_info("journal", "%s: %llu segment(s), %llu bytes, rules %llu and influx %llu records behind",
             p->cfg->journal.dir, (unsigned long long)js.segments, (unsigned long long)js.bytes,
-            (unsigned long long)gw_journal_cursor_lag(p->rule_cursor),
+            (unsigned long long)rules_lag(p),
             (unsigned long long)(p->influx_cursor ? gw_journal_cursor_lag(p->influx_cursor) : 0));
     return start_adapters(p);
 }
@@ -760,20 +1062,30 @@ void gw_pipeline_free(struct gw_pipeline *p)
     /* Then the consumers read what is left and finish. */
     if (p->journal)
         gw_journal_shutdown(p->journal);
-    if (p->rule_running)
-        pthread_join(p->rule_thread, NULL);
+    for (unsigned i = 0; p->workers && i < p->n_workers; i++)
+        if (p->workers[i].running)
+            pthread_join(p->workers[i].thread, NULL);
     if (p->side_lines)
         gw_queue_close(p->side_lines);
     if (p->feed_running)
         pthread_join(p->feed_thread, NULL);
     influx_writer_stop(p->influx, INFLUX_DRAIN_MS);
-    gw_journal_cursor_free(p->rule_cursor);
+    for (unsigned i = 0; p->workers && i < p->n_workers; i++) {
+        struct rule_worker *w = &p->workers[i];
+
+        gw_journal_cursor_free(w->cursor);
+        gw_cases_close(w->cases);
+        rule_engine_free(w->engine);
+        rule_engine_free(w->pending);
+        rule_actions_free(&w->actions);
+        gw_buf_free(&w->lines);
+        free(w->devices);
+    }
+    free(p->workers);
     gw_journal_cursor_free(p->influx_cursor);
     gw_journal_close(p->journal);
-    gw_cases_close(p->cases);
-    rule_engine_free(p->rules);
-    rule_actions_free(&p->actions);
-    gw_buf_free(&p->case_lines);
+    gw_duration_table_free(p->heartbeats);
+    pthread_mutex_destroy(&p->reload_lock);
     gw_queue_free(p->side_lines, free);
     free(p->marks);
     free(p);
@@ -801,7 +1113,8 @@ void gw_pipeline_stats(struct gw_pipeline *p, struct gw_pipeline_stats *ret)
     gw_journal_stats(p->journal, &js);
     ret->journal_bytes = js.bytes;
     ret->journal_dropped = js.dropped;
-    ret->rules_lag = gw_journal_cursor_lag(p->rule_cursor);
+    ret->rules_lag = rules_lag(p);
+    ret->shadow_actions = load(&s->shadow_actions);
     ret->influx_lag = p->influx_cursor ? gw_journal_cursor_lag(p->influx_cursor) : 0;
     ret->quarantined = gw_registry_quarantined_count(p->reg);
 }
@@ -839,6 +1152,7 @@ void gw_pipeline_report(struct gw_pipeline *p)
     influx_line_field_int(&line, "unsupported", (int64_t)s.unsupported);
     influx_line_field_int(&line, "quarantined", (int64_t)s.quarantined);
     influx_line_field_int(&line, "rule_errors", (int64_t)s.rule_errors);
+    influx_line_field_int(&line, "shadow_actions", (int64_t)s.shadow_actions);
     influx_line_field_int(&line, "cases_opened", (int64_t)s.cases_opened);
     influx_line_field_int(&line, "case_events", (int64_t)s.case_events);
     influx_line_field_int(&line, "store_errors", (int64_t)s.store_errors);

@@ -30,6 +30,7 @@ struct gw_pipeline_stats {
     uint64_t unsupported;
     uint64_t rule_runs;      /* readings the rule worker finished */
     uint64_t rule_errors;    /* rule calls that failed */
+    uint64_t shadow_actions; /* actions of shadow rules, logged instead of carried out */
     uint64_t case_events;
     uint64_t cases_opened;
     uint64_t store_errors;
@@ -38,7 +39,7 @@ struct gw_pipeline_stats {
     uint64_t lines_lost;      /* lines for InfluxDB given up on (out of memory, stopping) */
     uint64_t journal_bytes;
     uint64_t journal_dropped; /* records lost to journal.full_policy: drop_oldest */
-    uint64_t rules_lag;       /* records the rule worker has not committed */
+    uint64_t rules_lag;       /* records the slowest rule worker has not committed */
     uint64_t influx_lag;      /* records InfluxDB has not answered */
     uint64_t quarantined;     /* unknown devices admitted to the "unassigned" grid */
 };
@@ -59,6 +60,12 @@ void gw_pipeline_free(struct gw_pipeline *p);
 /* The ingest function adapters call (a gw_ingest_fn). */
 enum gw_ingest_result gw_pipeline_ingest(void *pipeline, const struct gw_message *msg,
                                          char *reason, size_t reason_len);
+
+/* Loads the rule directory afresh (every file checked first, every error
+ * logged as file:line); on success each worker switches to the new rules
+ * between two readings, keeping per-device state; on any error the running
+ * rules stay. Returns 0 or a negative errno. Thread-safe. */
+int gw_pipeline_reload(struct gw_pipeline *p);
 
 void gw_pipeline_stats(struct gw_pipeline *p, struct gw_pipeline_stats *ret_stats);
 /* Logs the gateway's health and writes it to InfluxDB as measurement

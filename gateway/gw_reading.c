@@ -306,3 +306,21 @@ fail:
     gw_reading_unref(r);
     return NULL;
 }
+
+int gw_reading_record_device(const void *data, size_t len, const char **ret_id, size_t *ret_len)
+{
+    struct reader rd = { data, (const unsigned char *)data + len, false };
+    uint64_t id_len;
+
+    if (get_uint(&rd, 1) != RECORD_VERSION)
+        return -EINVAL;
+    get_uint(&rd, 1);      /* channel */
+    get_uint(&rd, 1);      /* flags */
+    get_uint(&rd, 8);      /* ts */
+    id_len = get_uint(&rd, 2);
+    if (rd.bad || (uint64_t)(rd.end - rd.p) < id_len)
+        return -EINVAL;
+    *ret_id = (const char *)rd.p;
+    *ret_len = (size_t)id_len;
+    return 0;
+}

@@ -88,5 +88,8 @@ int gw_reading_encode(const struct gw_reading *r, struct gw_buf *buf);
 /* Rebuilds a reading from a record (device left unresolved). Returns NULL
  * for a malformed or truncated record or on allocation failure. */
 struct gw_reading *gw_reading_decode(const void *data, size_t len);
+/* The device id of a record without decoding the rest (not NUL-terminated:
+ * *ret_len bytes). Returns 0 or -EINVAL for a malformed record. */
+int gw_reading_record_device(const void *data, size_t len, const char **ret_id, size_t *ret_len);
 
 #endif

@@ -1249,3 +1249,8 @@ const struct gw_grid *gw_registry_grid_at(const struct gw_registry *reg, size_t 
 {
     return reg && index < reg->n_grids ? &reg->grids[index] : NULL;
 }
+
+const struct gw_device *gw_registry_device_at(const struct gw_registry *reg, size_t index)
+{
+    return reg && index < reg->n_devices ? &reg->devices[index] : NULL;
+}

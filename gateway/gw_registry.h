@@ -106,5 +106,7 @@ void gw_device_state(const struct gw_device *device, struct gw_device_state *ret
 size_t gw_registry_grid_count(const struct gw_registry *reg);
 size_t gw_registry_device_count(const struct gw_registry *reg);
 const struct gw_grid *gw_registry_grid_at(const struct gw_registry *reg, size_t index);
+/* The devices of the devices file, in file order (not quarantined ones). */
+const struct gw_device *gw_registry_device_at(const struct gw_registry *reg, size_t index);
 
 #endif

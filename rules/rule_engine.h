@@ -16,6 +16,7 @@
 
 struct gw_reading;
 struct gw_field;
+struct gw_device;
 
 enum rule_action_kind {
     RULE_ACTION_OPEN_CASE,
@@ -33,6 +34,8 @@ struct rule_action {
     enum rule_action_kind kind;
     char *rule;    /* name of the rule that asked */
     char *file;    /* where it is defined, "dir/smoke.lua:12" */
+    char *file_hash; /* provenance: SHA-256 (hex) of the rule file's content when loaded */
+    bool shadow;     /* from a rule in mode="shadow": to be logged and counted, not carried out */
     char *subject; /* defaults to the reading's device id */
     int64_t ts_ns; /* the reading's time */
     /* open_case */
@@ -63,6 +66,15 @@ void rule_actions_free(struct rule_actions *actions);
 struct rule_limits {
     long instruction_budget; /* Lua VM instructions per rule call */
     size_t memory_bytes;     /* cap on the Lua state's heap */
+    /* Failure isolation (0: defaults 5, 20, 60 s). A (rule, device) pair
+     * that fails device_failures times in a row is quarantined for that
+     * device alone; a rule quarantined for rule_devices different devices
+     * within a window is quarantined as a whole. Quarantine lasts
+     * quarantine_s, doubling on each relapse (at most 1 h), then the rule
+     * is tried again; a successful reload ends every quarantine. */
+    unsigned device_failures;
+    unsigned rule_devices;
+    unsigned quarantine_s;
 };
 
 struct rule_stats {
@@ -93,5 +105,53 @@ int rule_engine_on_reading(struct rule_engine *engine, const struct gw_reading *
                            struct rule_actions *actions);
 
 void rule_engine_stats(const struct rule_engine *engine, struct rule_stats *ret_stats);
+
+/* Device events and status changes (channel EVENT or STATUS): runs the
+ * on_event function of every matching rule. Same contract as on_reading. */
+int rule_engine_on_event(struct rule_engine *engine, const struct gw_reading *event,
+                         struct rule_actions *actions);
+
+/* Deadman. A rule with on_silence fires when a device it matches has sent
+ * nothing for its `silence` duration (fixed, or a factor of the device's
+ * heartbeat). What the pipeline knows of the device's silence: */
+struct rule_silence {
+    int64_t now_ns;
+    int64_t last_seen_ns;  /* 0: never seen */
+    int64_t silent_ns;     /* how long it has been silent */
+    int64_t heartbeat_ns;  /* the device's expected heartbeat */
+};
+
+/* The shortest silence after which some rule would fire for this device
+ * (0: no on_silence rule matches it), so the pipeline only asks when it
+ * matters. */
+int64_t rule_engine_silence_threshold(struct rule_engine *engine, const struct gw_device *device,
+                                      int64_t heartbeat_ns);
+/* Runs on_silence of the matching rules whose threshold has passed and
+ * that have not fired in this episode of silence (a reading or event from
+ * the device ends the episode). Returns the number of rules that failed. */
+int rule_engine_on_silence(struct rule_engine *engine, const struct gw_device *device,
+                           const struct rule_silence *silence, struct rule_actions *actions);
+
+/* Reload: a fresh engine, loaded from the directory, takes over the old
+ * one's per-device state (state tables, windows, held timers, silence
+ * episodes) for the rules it still has (matched by name). Plain data only
+ * is copied: numbers, strings, booleans and tables of them. Returns 0 or
+ * a negative errno (the fresh engine is then unusable). */
+int rule_engine_adopt_state(struct rule_engine *fresh, struct rule_engine *old);
+
+/* One loaded rule, for logs, metrics and the API. Strings stay valid as
+ * long as the engine. */
+struct rule_info {
+    const char *name;
+    const char *file;      /* "dir/smoke.lua:12" */
+    const char *file_hash; /* SHA-256 hex of the file's content */
+    bool shadow;
+    bool quarantined;      /* as a whole */
+    size_t quarantined_devices;
+    uint64_t calls;
+    uint64_t errors;
+    uint64_t actions;
+};
+size_t rule_engine_rules(const struct rule_engine *engine, struct rule_info *ret, size_t max);
 
 #endif

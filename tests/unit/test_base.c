@@ -197,6 +197,13 @@ static void reading_record_round_trips(void **state)
     gw_reading_add_string(r, "kind", "VCA_HIGH_DENSITY 区域内人员聚集");
     assert_int_equal(gw_reading_encode(r, &rec), 0);
 
+    const char *id;
+    size_t id_len;
+    assert_int_equal(gw_reading_record_device(rec.data, rec.len, &id, &id_len), 0);
+    assert_int_equal(id_len, 8);
+    assert_memory_equal(id, "cam-0007", 8);
+    assert_int_equal(gw_reading_record_device(rec.data, 12, &id, &id_len), -EINVAL);
+
     back = gw_reading_decode(rec.data, rec.len);
     assert_non_null(back);
     assert_string_equal(back->device_id, "cam-0007");
