@@ -14,5 +14,7 @@ int sim_bench_journal(int argc, char **argv);
 int sim_bench_decode(int argc, char **argv);
 /* gridgate's MQTT intake against a do-nothing subscriber. */
 int sim_bench_ingest(int argc, char **argv);
+/* Readings per second through one rule worker, and a reload's pause. */
+int sim_bench_rules(int argc, char **argv);
 
 #endif
