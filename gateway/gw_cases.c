@@ -1,10 +1,12 @@
 #include "gw_cases.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "gw_buf.h"
 #include "gw_log.h"
 #include "gw_reading.h"
 #include "gw_registry.h"
@@ -17,6 +19,13 @@
 struct gw_cases {
     struct store *store;
     bool auto_dispatch;
+    /* What gw_cases_save_last_seen last saved, by device index in
+     * seen_reg (0: nothing). A copy per device rather than the time of the
+     * previous save: a device touched with a time read just before a save
+     * but stored just after it would slip under such a mark. */
+    const struct gw_registry *seen_reg;
+    int64_t *seen_saved;
+    size_t n_seen;
 };
 
 /* One gw_cases_apply call. Events wait here until their transaction has
@@ -26,9 +35,10 @@ struct apply {
     const struct rule_action *action;
     const struct gw_reading *reading;
     const struct gw_grid *grid;
-    char *subject; /* the action's or the reading's */
-    char *actor;   /* "rule:<name>" */
-    int64_t now;   /* the gateway's clock: every change of this call */
+    char *subject;         /* the action's or the reading's */
+    char *actor;           /* "rule:<name>" */
+    int64_t now;           /* the gateway's clock: every change of this call */
+    struct gw_buf trigger; /* the reading as JSON, once needed */
     struct gw_case_event events[MAX_EVENTS];
     size_t n_events;
 };
@@ -64,6 +74,7 @@ void gw_cases_close(struct gw_cases *cases)
     if (!cases)
         return;
     store_close(cases->store);
+    free(cases->seen_saved);
     free(cases);
 }
 
@@ -91,19 +102,35 @@ static void add_event(struct apply *a, const char *kind, const struct store_case
     };
 }
 
+/* The reading the rule acted on, as JSON in a->trigger. Built on first
+ * use: most repeats write no history row and need none. */
+static int build_trigger(struct apply *a)
+{
+    return a->trigger.len > 0 ? 0 : gw_reading_to_json(a->reading, &a->trigger);
+}
+
+/* A row by_rule is the rule's doing: its actor, with its provenance. */
 static int add_history(struct apply *a, const struct store_case *c, bool has_from,
-                       enum gw_case_state from, const char *actor, const char *note)
+                       enum gw_case_state from, bool by_rule, const char *note)
 {
     struct store_history h = {
         .case_id = c->id,
         .at = a->now,
-        .actor = actor,
+        .actor = by_rule ? a->actor : AUTO_DISPATCH_ACTOR,
         .has_from = has_from,
         .from_state = from,
         .to_state = c->state,
         .note = note,
     };
+    int r;
 
+    if (by_rule) {
+        r = build_trigger(a);
+        if (r < 0)
+            return r;
+        h.rule_hash = a->action->file_hash;
+        h.trigger = a->trigger.data;
+    }
     return store_history_append(a->cases->store, &h);
 }
 
@@ -128,7 +155,7 @@ static int dispatch(struct apply *a, struct store_case *c)
     c->assignee_role = role;
     c->assignee = assignee;
     c->dispatched_at = a->now;
-    r = add_history(a, c, true, GW_CASE_REPORTED, AUTO_DISPATCH_ACTOR, note);
+    r = add_history(a, c, true, GW_CASE_REPORTED, false, note);
     if (r < 0)
         goto out;
     add_event(a, "dispatched", c);
@@ -157,13 +184,19 @@ static int open_new(struct apply *a)
         .last_seen_at = action->ts_ns,
         .opened_at = a->now,
         .updated_at = a->now,
+        .rule_file = action->file,
+        .rule_hash = action->file_hash,
     };
     int r;
 
+    r = build_trigger(a);
+    if (r < 0)
+        return r;
+    c.trigger = a->trigger.data;
     r = store_case_insert(a->cases->store, &c, &c.id);
     if (r < 0)
         return r;
-    r = add_history(a, &c, false, GW_CASE_REPORTED, a->actor, action->detail);
+    r = add_history(a, &c, false, GW_CASE_REPORTED, true, action->detail);
     if (r < 0)
         return r;
     add_event(a, "opened", &c);
@@ -207,7 +240,7 @@ static int repeat(struct apply *a, struct store_case *c)
     if (c->severity != old) {
         snprintf(note, sizeof(note), "severity %s -> %s", gw_severity_name(old),
                  gw_severity_name(c->severity));
-        r = add_history(a, c, true, c->state, a->actor, note);
+        r = add_history(a, c, true, c->state, true, note);
         if (r < 0)
             return r;
     }
@@ -239,7 +272,7 @@ static int clear_case(struct apply *a, struct store_case *found)
         return r;
     found->cleared_at = a->now;
     found->updated_at = a->now;
-    r = add_history(a, found, true, found->state, a->actor, "cleared by rule");
+    r = add_history(a, found, true, found->state, true, "cleared by rule");
     if (r < 0)
         return r;
     add_event(a, "cleared", found);
@@ -248,7 +281,9 @@ static int clear_case(struct apply *a, struct store_case *found)
 
 static int check(const struct rule_action *action, const struct gw_reading *reading)
 {
-    if (!action->rule || !reading->device || !reading->device->grid)
+    /* A shadow rule's actions are the pipeline's to log; one that got
+     * here anyway must not reach a person on duty. */
+    if (!action->rule || action->shadow || !reading->device || !reading->device->grid)
         return -EINVAL;
     switch (action->kind) {
     case RULE_ACTION_OPEN_CASE:
@@ -313,6 +348,97 @@ out:
     if (r < 0)
         store_rollback(cases->store);
     store_case_free_contents(&found);
+    gw_buf_free(&a.trigger);
     free(a.actor);
     return r < 0 ? r : 0;
+}
+
+/* ---- devices' last-seen times ---- */
+
+int gw_cases_save_last_seen(struct gw_cases *cases, const struct gw_registry *reg)
+{
+    size_t n = gw_registry_device_count(reg);
+    bool begun = false;
+    int written = 0;
+    int r = 0;
+
+    if (!cases || !reg || n > INT_MAX)
+        return -EINVAL;
+    if (reg != cases->seen_reg || n != cases->n_seen) {
+        int64_t *saved = calloc(n ? n : 1, sizeof(*saved));
+
+        if (!saved)
+            return -ENOMEM;
+        free(cases->seen_saved);
+        cases->seen_saved = saved;
+        cases->n_seen = n;
+        cases->seen_reg = reg;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct gw_device *device = gw_registry_device_at(reg, i);
+        struct gw_device_state st;
+
+        gw_device_state(device, &st);
+        if (st.last_seen_ns <= 0 || st.last_seen_ns == cases->seen_saved[i])
+            continue;
+        /* The write lock only once there is something to write. */
+        if (!begun) {
+            r = store_begin(cases->store);
+            if (r < 0)
+                goto out;
+            begun = true;
+        }
+        r = store_seen_put(cases->store, device->id, st.last_seen_ns);
+        if (r < 0)
+            goto out;
+        cases->seen_saved[i] = st.last_seen_ns;
+        written++;
+    }
+    if (begun)
+        r = store_commit(cases->store);
+out:
+    if (r < 0) {
+        if (begun)
+            store_rollback(cases->store);
+        /* Which times the rollback took back is not known: all of them. */
+        memset(cases->seen_saved, 0, n * sizeof(*cases->seen_saved));
+        return r;
+    }
+    return written;
+}
+
+struct load_seen {
+    struct gw_registry *reg;
+    int64_t now;
+    int touched;
+};
+
+static int load_one(const char *device_id, int64_t last_seen_at, void *userdata)
+{
+    struct load_seen *l = userdata;
+    const struct gw_device *device = gw_registry_device(l->reg, device_id);
+    struct gw_device_state st;
+
+    if (!device || last_seen_at <= 0)
+        return 0;
+    if (last_seen_at > l->now)
+        last_seen_at = l->now;
+    gw_device_state(device, &st);
+    if (last_seen_at <= st.last_seen_ns)
+        return 0;
+    gw_device_touch(device, last_seen_at);
+    if (l->touched < INT_MAX)
+        l->touched++;
+    return 0;
+}
+
+int gw_cases_load_last_seen(struct gw_cases *cases, struct gw_registry *reg)
+{
+    struct load_seen l = { reg, gw_now_ns(), 0 };
+    int r;
+
+    if (!cases || !reg)
+        return -EINVAL;
+    r = store_seen_each(cases->store, load_one, &l);
+    return r < 0 ? r : l.touched;
 }

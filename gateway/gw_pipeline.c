@@ -80,6 +80,8 @@ struct gw_pipeline {
     struct gw_duration_table *heartbeats;
     int64_t started_ns;
     pthread_mutex_t reload_lock;
+    /* The main thread's own store connection: devices' last-seen times. */
+    struct gw_cases *seen_store;
 
     /* The InfluxDB feeder: journal cursor "influx" and the side queue ->
      * line protocol -> writer; it commits what InfluxDB has answered. */
@@ -773,6 +775,34 @@ fail:
     return -EIO;
 }
 
+/* The deadman must not forget a silent device across a restart: last-seen
+ * times come back from the store before any reading can arrive. */
+static int load_last_seen(struct gw_pipeline *p, char **ret_error)
+{
+    struct gw_cases_options options = { .db_path = p->cfg->store.path };
+    int n;
+
+    p->seen_store = gw_cases_open(&options, ret_error);
+    if (!p->seen_store)
+        return -EIO;
+    n = gw_cases_load_last_seen(p->seen_store, p->reg);
+    if (n < 0) {
+        *ret_error = strdup("cannot read the devices' last-seen times from the case store");
+        return n;
+    }
+    gw_info("pipeline", "last-seen times of %d device(s) restored", n);
+    return 0;
+}
+
+static void save_last_seen(struct gw_pipeline *p)
+{
+    int n = gw_cases_save_last_seen(p->seen_store, p->reg);
+
+    if (n < 0)
+        gw_log_limited(&worker_log_limit, GW_LOG_ERROR, "pipeline",
+                       "cannot save the devices' last-seen times: %s", strerror(-n));
+}
+
 /* Loads the rule directory into a new engine; NULL with *ret_error. */
 static struct rule_engine *load_rules(const struct gw_pipeline *p, char **ret_error)
 {
@@ -872,6 +902,8 @@ struct gw_pipeline *gw_pipeline_new(const struct gw_config *cfg, struct gw_regis
     if (!p->side_lines)
         goto nomem;
     if (build_workers(p, &error) < 0 || open_journal(p, &error) < 0)
+        goto fail;
+    if (load_last_seen(p, &error) < 0)
         goto fail;
     return p;
 
@@ -1082,6 +1114,9 @@ void gw_pipeline_free(struct gw_pipeline *p)
         free(w->devices);
     }
     free(p->workers);
+    if (p->seen_store)
+        save_last_seen(p);
+    gw_cases_close(p->seen_store);
     gw_journal_cursor_free(p->influx_cursor);
     gw_journal_close(p->journal);
     gw_duration_table_free(p->heartbeats);
@@ -1126,6 +1161,7 @@ void gw_pipeline_report(struct gw_pipeline *p)
     struct gw_buf buf = GW_BUF_INIT;
     struct influx_line line;
 
+    save_last_seen(p);
     gw_pipeline_stats(p, &s);
     if (p->influx)
         influx_writer_stats(p->influx, &w);

@@ -92,4 +92,20 @@ struct gw_reading *gw_reading_decode(const void *data, size_t len);
  * *ret_len bytes). Returns 0 or -EINVAL for a malformed record. */
 int gw_reading_record_device(const void *data, size_t len, const char **ret_id, size_t *ret_len);
 
+/* The reading as one JSON object, appended to out (the provenance of a
+ * case: what the rule saw):
+ *   {"device":"smoke-0001","channel":"telemetry","ts":1700000000000,
+ *    "fields":{"smoke":0.31,"battery":87,"alarm":true,"fw":"1.2"}}
+ * ts is in milliseconds since the epoch (rounded down). Each value keeps
+ * its type: a number with the fewest digits that read back to the same
+ * double (%.15g, else %.17g), with ".0" added when those digits would
+ * read as an integer; an integer as digits; true or false; a string.
+ * NaN and infinities, which JSON cannot hold, are written as null.
+ * Strings are escaped as RFC 8259 asks (quote, backslash, control
+ * characters); well-formed UTF-8 is copied as it is and any other byte
+ * (a reading not built by a decoder) becomes U+FFFD, so the result is
+ * always valid JSON. Needs the C locale's decimal point, like
+ * influx_line. Returns 0 or -ENOMEM, out then left as it was. */
+int gw_reading_to_json(const struct gw_reading *r, struct gw_buf *out);
+
 #endif

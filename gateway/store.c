@@ -74,6 +74,19 @@ static const char *const migrations[] = {
     "  BEGIN SELECT RAISE(ABORT, 'case_history is append-only'); END;\n"
     "CREATE TRIGGER case_history_no_delete BEFORE DELETE ON case_history\n"
     "  BEGIN SELECT RAISE(ABORT, 'case_history is append-only'); END;\n",
+    /* 2: provenance of what rules did (the rule's file and content hash,
+     * the reading that made it act), NULL on older rows; and the devices'
+     * last-seen times, so the deadman survives a restart. Not "trigger":
+     * that is an SQL keyword other tools would stumble on. */
+    "ALTER TABLE cases ADD COLUMN rule_file TEXT;\n"
+    "ALTER TABLE cases ADD COLUMN rule_hash TEXT;\n"
+    "ALTER TABLE cases ADD COLUMN trigger_reading TEXT;\n"
+    "ALTER TABLE case_history ADD COLUMN rule_hash TEXT;\n"
+    "ALTER TABLE case_history ADD COLUMN trigger_reading TEXT;\n"
+    "CREATE TABLE device_seen (\n"
+    "  device_id    TEXT PRIMARY KEY,\n"
+    "  last_seen_at INTEGER NOT NULL\n" /* gateway clock */
+    ") STRICT, WITHOUT ROWID;\n",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
@@ -89,15 +102,17 @@ enum stmt_id {
     STMT_DISPATCH,
     STMT_CLEARED,
     STMT_HISTORY,
+    STMT_SEEN_PUT,
+    STMT_SEEN_ALL,
     STMT_COUNT,
 };
 
-/* The column order read_case() expects. */
+/* The column order read_case() expects; trigger_reading is left out (store.h). */
 #define CASE_COLUMNS                                                                               \
     "id, rule, subject, category, severity, state, title, detail, grid_id, community_id, "         \
     "street_id, device_id, assignee_role, assignee, escalation, count, rework_count, "             \
     "first_seen_at, last_seen_at, opened_at, updated_at, dispatched_at, deadline_at, closed_at, "  \
-    "cleared_at"
+    "cleared_at, rule_file, rule_hash"
 
 /* Parameters are plain '?' bound in order (struct binder). */
 static const char *const stmt_sql[STMT_COUNT] = {
@@ -111,15 +126,21 @@ static const char *const stmt_sql[STMT_COUNT] = {
         "INSERT INTO cases (rule, subject, category, severity, state, title, detail,"
         " grid_id, community_id, street_id, device_id, assignee_role, assignee,"
         " escalation, count, rework_count, first_seen_at, last_seen_at, opened_at,"
-        " updated_at, dispatched_at, deadline_at, closed_at, cleared_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " updated_at, dispatched_at, deadline_at, closed_at, cleared_at, rule_file, rule_hash,"
+        " trigger_reading)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [STMT_REPEAT] = "UPDATE cases SET count = count + 1, last_seen_at = ?, severity = ?,"
                     " cleared_at = NULL, updated_at = ? WHERE id = ?",
     [STMT_DISPATCH] = "UPDATE cases SET state = 'dispatched', assignee_role = ?, assignee = ?,"
                       " dispatched_at = ?, deadline_at = ?, updated_at = ? WHERE id = ?",
     [STMT_CLEARED] = "UPDATE cases SET cleared_at = ?, updated_at = ? WHERE id = ?",
-    [STMT_HISTORY] = "INSERT INTO case_history (case_id, at, actor, from_state, to_state, note)"
-                     " VALUES (?, ?, ?, ?, ?, ?)",
+    [STMT_HISTORY] = "INSERT INTO case_history (case_id, at, actor, from_state, to_state, note,"
+                     " rule_hash, trigger_reading) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    /* Never moves a time back: two savers, or a clock stepped back. */
+    [STMT_SEEN_PUT] = "INSERT INTO device_seen (device_id, last_seen_at) VALUES (?, ?)"
+                      " ON CONFLICT (device_id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
+                      " WHERE excluded.last_seen_at > device_seen.last_seen_at",
+    [STMT_SEEN_ALL] = "SELECT device_id, last_seen_at FROM device_seen",
 };
 
 struct store {
@@ -367,6 +388,10 @@ static int read_case(struct store *s, sqlite3_stmt *stmt, struct store_case *ret
         r = column_enum(s, stmt, 12, gw_role_parse, &role);
     if (r >= 0)
         r = column_dup(stmt, 13, &c.assignee);
+    if (r >= 0)
+        r = column_dup(stmt, 25, &c.rule_file);
+    if (r >= 0)
+        r = column_dup(stmt, 26, &c.rule_hash);
     if (r < 0) {
         store_case_free_contents(&c);
         return r;
@@ -403,6 +428,9 @@ void store_case_free_contents(struct store_case *c)
     free(c->street_id);
     free(c->device_id);
     free(c->assignee);
+    free(c->rule_file);
+    free(c->rule_hash);
+    free(c->trigger);
     *c = (struct store_case){ 0 };
 }
 
@@ -717,6 +745,9 @@ int store_case_insert(struct store *store, const struct store_case *c, int64_t *
     bind_time(&b, c->deadline_at);
     bind_time(&b, c->closed_at);
     bind_time(&b, c->cleared_at);
+    bind_text(&b, c->rule_file);
+    bind_text(&b, c->rule_hash);
+    bind_text(&b, c->trigger);
     r = run(store, stmt, b.rc, "insert case");
     if (r == 0)
         *ret_id = sqlite3_last_insert_rowid(store->db);
@@ -769,5 +800,40 @@ int store_history_append(struct store *store, const struct store_history *h)
     bind_text(&b, h->has_from ? gw_case_state_name(h->from_state) : NULL);
     bind_text(&b, gw_case_state_name(h->to_state));
     bind_text(&b, h->note);
+    bind_text(&b, h->rule_hash);
+    bind_text(&b, h->trigger);
     return run(store, b.stmt, b.rc, "append history");
+}
+
+/* ---- devices' last-seen times ---- */
+
+int store_seen_put(struct store *store, const char *device_id, int64_t last_seen_at)
+{
+    struct binder b = { store->stmts[STMT_SEEN_PUT], 0, SQLITE_OK };
+
+    bind_text(&b, device_id);
+    bind_int64(&b, last_seen_at);
+    return run(store, b.stmt, b.rc, "save last seen");
+}
+
+int store_seen_each(struct store *store, store_seen_fn fn, void *userdata)
+{
+    sqlite3_stmt *stmt = store->stmts[STMT_SEEN_ALL];
+    int rc, r = 0;
+
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(stmt, 0);
+
+        if (!id) {
+            r = -ENOMEM; /* the column is NOT NULL: only memory fails here */
+            break;
+        }
+        r = fn(id, sqlite3_column_int64(stmt, 1), userdata);
+        if (r < 0)
+            break;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = fail(store, rc, "load last seen");
+    release(stmt);
+    return r;
 }

@@ -1,12 +1,12 @@
 /* store: the case store, SQLite behind a narrow interface.
  *
  * Owns the database connection, its schema and its migrations, and the
- * prepared statements of the hot path. Speaks in cases and history rows,
- * never in SQL: gw_cases (the only user) knows no SQLite type, so a
- * PostgreSQL store can later implement these same calls (then behind an
- * ops table) without touching the case logic. Does not decide anything
- * about the case loop (which transition is allowed, who is dispatched):
- * that is gw_cases.
+ * prepared statements of the hot path. Speaks in cases, history rows and
+ * devices' last-seen times, never in SQL: gw_cases (the only user) knows
+ * no SQLite type, so a PostgreSQL store can later implement these same
+ * calls (then behind an ops table) without touching the case logic. Does
+ * not decide anything about the case loop (which transition is allowed,
+ * who is dispatched): that is gw_cases.
  *
  * One store is one connection, used by one thread at a time. Several
  * stores (one per rule worker) may open the same file: writes are
@@ -31,7 +31,7 @@
 
 /* The schema version this build creates and understands (PRAGMA
  * user_version). A file with a newer version is refused. */
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 struct store_options {
     const char *path;
@@ -40,7 +40,11 @@ struct store_options {
 
 /* One row of the cases table. Strings passed to store_case_insert are
  * copied by the store; a row filled by store_case_find_open owns its
- * strings, released by store_case_free_contents. */
+ * strings, released by store_case_free_contents.
+ *
+ * Provenance (rule_file, rule_hash, trigger) is what opened the case and
+ * never changes; NULL for a case not opened by a rule and for cases
+ * written before schema version 2. */
 struct store_case {
     int64_t id;
     char *rule;    /* NULL for a case not raised by a rule (a staff report) */
@@ -68,9 +72,17 @@ struct store_case {
     int64_t deadline_at;
     int64_t closed_at;
     int64_t cleared_at; /* the rule last said "cleared", reset by a repeat */
+    char *rule_file;    /* where the rule is defined, "dir/fire.lua:12" */
+    char *rule_hash;    /* SHA-256 (hex) of that file as loaded */
+    /* The reading that opened it, as gw_reading_to_json wrote it. Not read
+     * back by store_case_find_open (left NULL there): the hot path has no
+     * use for it and it is the one column that may be kilobytes long. */
+    char *trigger;
 };
 
-/* One case_history row; history is append-only. */
+/* One case_history row; history is append-only. A row written by a rule
+ * (creation, raised severity, cleared) carries the rule's file hash and
+ * the reading that made the rule act; other rows leave both NULL. */
 struct store_history {
     int64_t case_id;
     int64_t at;
@@ -78,7 +90,9 @@ struct store_history {
     bool has_from;     /* false for the row that creates the case */
     enum gw_case_state from_state;
     enum gw_case_state to_state;
-    const char *note; /* may be NULL */
+    const char *note;      /* may be NULL */
+    const char *rule_hash; /* may be NULL */
+    const char *trigger;   /* JSON of the reading, may be NULL */
 };
 
 struct store;
@@ -120,5 +134,20 @@ int store_case_mark_cleared(struct store *store, int64_t id, int64_t at);
 int store_history_append(struct store *store, const struct store_history *h);
 
 void store_case_free_contents(struct store_case *c);
+
+/* Devices' last-seen times (gateway clock), kept across restarts for the
+ * deadman. store_seen_put inserts or raises the device's time; an older
+ * time than the one stored changes nothing. Call it inside store_begin /
+ * store_commit to write many at once. */
+int store_seen_put(struct store *store, const char *device_id, int64_t last_seen_at);
+
+/* Called for each stored device; device_id lives until fn returns. A
+ * negative return stops the walk and becomes store_seen_each's result.
+ * fn must not call store_seen_each. */
+typedef int (*store_seen_fn)(const char *device_id, int64_t last_seen_at, void *userdata);
+
+/* Walks every stored device (in no particular order). Returns 0, fn's
+ * negative result, or a negative errno. */
+int store_seen_each(struct store *store, store_seen_fn fn, void *userdata);
 
 #endif
