@@ -3,6 +3,9 @@
  *   gridgate run -c FILE [-v]     run the gateway (SIGHUP reloads the rules)
  *   gridgate check -c FILE        validate config, district and rules
  *   gridgate config keys          list every configuration key
+ *   gridgate rules test DIR [-v]  run the rule tests (*_test.lua) of DIR
+ *   gridgate rules replay -c FILE [--from-journal] [READINGS.jsonl]
+ *                                 print the actions the rules would take
  */
 #include <errno.h>
 #include <getopt.h>
@@ -20,6 +23,7 @@
 #include "gw_registry.h"
 #include "mqtt_adapter.h"
 #include "rule_engine.h"
+#include "rule_tools.h"
 
 #define EXIT_USAGE 2
 
@@ -28,6 +32,9 @@ static void usage(FILE *out)
     fprintf(out, "usage: gridgate run -c FILE [-v]     run the gateway\n"
                  "       gridgate check -c FILE        check config, district and rules\n"
                  "       gridgate config keys          list every configuration key\n"
+                 "       gridgate rules test DIR [-v]  run the rule tests (*_test.lua) of DIR\n"
+                 "       gridgate rules replay -c FILE [--from-journal] [READINGS.jsonl]\n"
+                 "                                     print the actions the rules would take\n"
                  "       gridgate --version\n");
 }
 
@@ -229,6 +236,105 @@ out:
     return status;
 }
 
+/* gridgate rules test DIR [-v] */
+static int cmd_rules_test(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        { "verbose", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    struct rule_tools_test_options o = { 0 };
+    struct rule_tools_test_result res;
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "vh", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'v':
+            o.verbose = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "gridgate: rules test takes one DIR\n");
+        return EXIT_USAGE;
+    }
+    o.dir = argv[optind];
+    /* The rules' log.info lines only with -v; their failures always. */
+    gw_log_set_level(o.verbose ? GW_LOG_INFO : GW_LOG_WARN);
+    if (rule_tools_test(&o, &res) < 0)
+        return 1;
+    return res.failed == 0 && res.passed > 0 ? 0 : 1;
+}
+
+/* gridgate rules replay -c FILE [--from-journal] [READINGS.jsonl] */
+static int cmd_rules_replay(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "from-journal", no_argument, NULL, 'j' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    struct rule_tools_replay_options o = { 0 };
+    struct rule_tools_replay_result res;
+    const char *config_path = NULL;
+    struct gw_config *cfg;
+    struct gw_registry *reg;
+    bool from_journal = false;
+    int c, r;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:h", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'j':
+            from_journal = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (!config_path || optind + (from_journal ? 0 : 1) != argc) {
+        fprintf(stderr, "gridgate: rules replay takes -c FILE and either READINGS.jsonl (- for "
+                        "stdin) or --from-journal\n");
+        return EXIT_USAGE;
+    }
+    if (load_world(config_path, &cfg, &reg) < 0)
+        return 1;
+    o.cfg = cfg;
+    o.reg = reg;
+    o.input = from_journal ? NULL : argv[optind];
+    r = rule_tools_replay(&o, &res);
+    gw_registry_free(reg);
+    gw_config_free(cfg);
+    return r < 0 || res.errors > 0 ? 1 : 0;
+}
+
+static int cmd_rules(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "test") == 0)
+        return cmd_rules_test(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "replay") == 0)
+        return cmd_rules_replay(argc - 1, argv + 1);
+    fprintf(stderr, "gridgate: rules test or rules replay\n");
+    usage(stderr);
+    return EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
     struct options opts;
@@ -256,6 +362,8 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         return argv[1][0] == 'r' ? cmd_run(&opts) : cmd_check(&opts);
     }
+    if (strcmp(argv[1], "rules") == 0)
+        return cmd_rules(argc - 1, argv + 1);
     fprintf(stderr, "gridgate: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return EXIT_USAGE;

@@ -233,10 +233,17 @@ enum gw_ingest_result gw_pipeline_ingest(void *pipeline, const struct gw_message
         goto out;
     }
 
-    gw_device_touch(device, now);
     if (msg->channel == GW_CHANNEL_STATUS) {
         const struct gw_field *status = gw_reading_field(reading, "status");
-        gw_device_set_online(device, status && strcmp(status->value.u.string, "online") == 0, now);
+        bool online = status && strcmp(status->value.u.string, "online") == 0;
+
+        gw_device_set_online(device, online, now);
+        /* An "offline" (often the broker's Last Will) is not the device
+         * speaking: it must not restart the deadman's clock. */
+        if (online)
+            gw_device_touch(device, now);
+    } else {
+        gw_device_touch(device, now);
     }
     if (gw_reading_encode(reading, &record) < 0) {
         snprintf(reason, reason_len, "reading cannot be recorded (out of memory or too large)");

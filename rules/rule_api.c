@@ -1,5 +1,5 @@
-/* What a rule sees and calls: the `r` table, open_case, clear_case, emit,
- * now and log.
+/* What a rule sees and calls: the `r` table (and `e`, `d`), open_case,
+ * clear_case, emit, now and log.
  *
  * Actions are checked completely before anything is allocated in C, so a
  * bad argument raises a Lua error without leaking, and an action is added
@@ -25,6 +25,7 @@ void rule__action_clear(struct rule_action *a)
 {
     free(a->rule);
     free(a->file);
+    free(a->file_hash);
     free(a->subject);
     free(a->category);
     free(a->title);
@@ -73,20 +74,15 @@ static int actions_append(struct rule_actions *actions, struct rule_action *a)
     return 0;
 }
 
-static int64_t floor_ms(int64_t ns)
-{
-    return ns >= 0 ? ns / 1000000 : -((-(ns + 1)) / 1000000) - 1;
-}
-
 /* ---- argument checks (may raise; allocate nothing in C) ----------------- */
 
-/* The engine, when a rule's on_reading is running; a Lua error otherwise. */
+/* The engine, when a rule's handler is running; a Lua error otherwise. */
 static struct rule_engine *running(lua_State *L, const char *fn)
 {
     struct rule_engine *e = rule__engine(L);
 
-    if (!e->rule || !e->reading || !e->actions)
-        luaL_error(L, "%s can only be used inside on_reading", fn);
+    if (!e->rule || !e->device_id || !e->actions)
+        luaL_error(L, "%s can only be used inside on_reading, on_event or on_silence", fn);
     if (e->actions->n - e->call_first_action >= RULE_MAX_ACTIONS_PER_CALL)
         luaL_error(L, "%s: too many actions in one call (at most %d)", fn,
                    RULE_MAX_ACTIONS_PER_CALL);
@@ -154,9 +150,12 @@ static int push_action(lua_State *L, struct rule_engine *e, struct rule_action *
 {
     a->rule = strdup(e->rule->name);
     a->file = strdup(e->rule->where);
-    a->subject = strdup(subject ? subject : e->reading->device_id);
-    a->ts_ns = e->reading->ts_ns;
-    if (!ok || !a->rule || !a->file || !a->subject || actions_append(e->actions, a) < 0) {
+    a->file_hash = strdup(e->rule->file_hash);
+    a->shadow = e->rule->shadow;
+    a->subject = strdup(subject ? subject : e->device_id);
+    a->ts_ns = e->ts_ns;
+    if (!ok || !a->rule || !a->file || !a->file_hash || !a->subject ||
+        actions_append(e->actions, a) < 0) {
         rule__action_clear(a);
         return luaL_error(L, "out of memory");
     }
@@ -374,13 +373,14 @@ static int api_emit(lua_State *L)
 
 /* ---- now, log ----------------------------------------------------------- */
 
-/* The reading's time in ms, so that rules (and their tests) see the time
- * the data is about, not when it happens to be processed. */
+/* The reading's (event's, silence check's) time in ms, so that rules (and
+ * their tests) see the time the data is about, not when it happens to be
+ * processed. While a file loads: the wall clock. */
 static int api_now(lua_State *L)
 {
     struct rule_engine *e = rule__engine(L);
 
-    lua_pushinteger(L, floor_ms(e->reading ? e->reading->ts_ns : gw_now_ns()));
+    lua_pushinteger(L, rule__floor_ms(e->device_id ? e->ts_ns : gw_now_ns()));
     return 1;
 }
 
@@ -403,9 +403,8 @@ static int api_log(lua_State *L)
     }
     luaL_pushresult(&b);
     msg = lua_tostring(L, -1);
-    if (e->rule && e->reading) {
-        gw_log_limited(&e->rule->log_limit, level, e->rule->module, "%s: %s", e->reading->device_id,
-                       msg);
+    if (e->rule && e->device_id) {
+        gw_log_limited(&e->rule->log_limit, level, e->rule->module, "%s: %s", e->device_id, msg);
     } else {
         luaL_where(L, 1);
         gw_log_limited(&e->log_limit, level, "rules", "%s%s", lua_tostring(L, -1), msg);
@@ -457,10 +456,17 @@ static void push_value(lua_State *L, const struct gw_value *v)
     }
 }
 
-static bool reserved_name(const char *name)
+/* Names r.NAME cannot give a field: the reading's own keys, and for
+ * events e.kind (and e.status, the status itself, for status changes). */
+static bool reserved_name(const char *name, enum gw_channel channel)
 {
-    return strcmp(name, "device") == 0 || strcmp(name, "type") == 0 || strcmp(name, "ts") == 0 ||
-           strcmp(name, "grid") == 0 || strcmp(name, "fields") == 0;
+    if (strcmp(name, "device") == 0 || strcmp(name, "type") == 0 || strcmp(name, "ts") == 0 ||
+        strcmp(name, "grid") == 0 || strcmp(name, "fields") == 0)
+        return true;
+    if (channel == GW_CHANNEL_TELEMETRY)
+        return false;
+    return strcmp(name, "kind") == 0 ||
+           (channel == GW_CHANNEL_STATUS && strcmp(name, "status") == 0);
 }
 
 /* A grid's table is built once and cached by the grid's address. Its
@@ -613,6 +619,16 @@ static int r_newindex(lua_State *L)
     return rule__readonly_error(L, "r");
 }
 
+static int e_newindex(lua_State *L)
+{
+    return rule__readonly_error(L, "e");
+}
+
+static int d_newindex(lua_State *L)
+{
+    return rule__readonly_error(L, "d");
+}
+
 static int fields_newindex(lua_State *L)
 {
     return rule__readonly_error(L, "r.fields");
@@ -621,23 +637,25 @@ static int fields_newindex(lua_State *L)
 /* `r` is built anew for every reading (and shared by the rules that run on
  * it): a rule may keep it, or r.fields, in its state and compare it with
  * the next reading's. It is read-only, so that one rule cannot change
- * what the next one sees. Grid tables are shared and cached. */
+ * what the next one sees. Grid tables are shared and cached. Events and
+ * status changes get the same shape, plus e.kind and e.status. */
 void rule__push_reading(lua_State *L, const struct gw_reading *reading)
 {
     const struct gw_device *dev = reading->device;
+    enum gw_channel channel = reading->channel;
     int n = reading->n_fields < 1000 ? (int)reading->n_fields : 1000;
     int fields, data;
 
     luaL_checkstack(L, 8, NULL);
     lua_createtable(L, 0, n);
     fields = lua_gettop(L);
-    lua_createtable(L, 0, n + 5);
+    lua_createtable(L, 0, n + 6);
     data = fields + 1;
     for (size_t i = 0; i < reading->n_fields; i++) {
         const struct gw_field *f = &reading->fields[i];
 
         push_value(L, &f->value);
-        if (!reserved_name(f->name)) {
+        if (!reserved_name(f->name, channel)) {
             lua_pushvalue(L, -1);
             lua_setfield(L, data, f->name);
         }
@@ -645,15 +663,62 @@ void rule__push_reading(lua_State *L, const struct gw_reading *reading)
     }
     set_text(L, data, "device", reading->device_id);
     set_text(L, data, "type", dev ? dev->type : NULL);
-    lua_pushinteger(L, floor_ms(reading->ts_ns));
+    lua_pushinteger(L, rule__floor_ms(reading->ts_ns));
     lua_setfield(L, data, "ts");
     if (dev && dev->grid) {
         push_grid(L, dev->grid);
         lua_setfield(L, data, "grid");
     }
+    if (channel != GW_CHANNEL_TELEMETRY) {
+        set_text(L, data, "kind", channel == GW_CHANNEL_STATUS ? "status" : "event");
+        if (channel == GW_CHANNEL_STATUS) {
+            const struct gw_field *status = gw_reading_field(reading, "status");
+            if (status && status->value.type == GW_VALUE_STRING)
+                set_text(L, data, "status", status->value.u.string);
+        }
+    }
     lua_pushvalue(L, fields);
     rule__make_readonly_fast(L, fields_newindex);
     lua_setfield(L, data, "fields");
     lua_remove(L, fields);
-    rule__make_readonly_fast(L, r_newindex);
+    rule__make_readonly_fast(L, channel == GW_CHANNEL_TELEMETRY ? r_newindex : e_newindex);
+}
+
+/* Seconds from ns: a whole number when whole (tostring(d.heartbeat) reads
+ * "43200", not "43200.0"). */
+static void push_seconds(lua_State *L, int64_t ns)
+{
+    if (ns % 1000000000 == 0)
+        lua_pushinteger(L, ns / 1000000000);
+    else
+        lua_pushnumber(L, (double)ns / 1e9);
+}
+
+void rule__push_silence(lua_State *L, const struct gw_device *device,
+                        const struct rule_silence *silence)
+{
+    int d;
+
+    luaL_checkstack(L, 4, NULL);
+    lua_createtable(L, 0, 8);
+    d = lua_gettop(L);
+    set_text(L, d, "device", device->id);
+    set_text(L, d, "type", device->type);
+    if (device->grid) {
+        push_grid(L, device->grid);
+        lua_setfield(L, d, "grid");
+    }
+    lua_pushinteger(L, rule__floor_ms(silence->now_ns));
+    lua_setfield(L, d, "ts");
+    if (silence->last_seen_ns != 0) {
+        lua_pushinteger(L, rule__floor_ms(silence->last_seen_ns));
+        lua_setfield(L, d, "last_seen");
+    }
+    push_seconds(L, silence->silent_ns);
+    lua_setfield(L, d, "silent_for");
+    if (silence->heartbeat_ns > 0) {
+        push_seconds(L, silence->heartbeat_ns);
+        lua_setfield(L, d, "heartbeat");
+    }
+    rule__make_readonly_fast(L, d_newindex);
 }

@@ -1,14 +1,17 @@
-/* rule_engine: loading rule files and running their rules on readings.
+/* rule_engine: loading rule files and running their rules on readings,
+ * events and silences.
  *
  * A rule file is a Lua chunk that calls rule{...}; rule__define() checks
  * the definition completely (unknown keys are errors, with file:line) and
- * keeps the on_reading function and a per-device state map in the Lua
- * registry. A file's rules are committed only when the whole file ran.
+ * keeps the handlers and the per-device maps (state, windows, held) in the
+ * Lua registry. A file's rules are committed only when the whole file ran;
+ * each rule remembers the SHA-256 of its file's content.
  *
- * On a reading, the match={} filters run in C; only when a rule matches
- * is `r` built (once per reading) and the rule called, each call under its
- * own limits (rule_sandbox.c) and in its own pcall, so a failing rule
- * costs only its own actions.
+ * On a reading or event, the match={} filters run in C; only when a rule
+ * matches is `r` (or `e`, `d`) built (once per input) and the rule called,
+ * each call under its own limits (rule_sandbox.c) and in its own pcall, so
+ * a failing rule costs only its own actions. Failures feed the quarantines
+ * of rule_state.c.
  */
 #include "rule_engine.h"
 
@@ -26,6 +29,7 @@
 #include "gw_reading.h"
 #include "gw_registry.h"
 #include "rule_int.h"
+#include "rule_util.h"
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
@@ -63,6 +67,13 @@ struct rule_engine *rule_engine_new(const struct rule_limits *limits)
         limits && limits->instruction_budget > 0 ? limits->instruction_budget : RULE_DEFAULT_BUDGET;
     e->limits.memory_bytes =
         limits && limits->memory_bytes > 0 ? limits->memory_bytes : RULE_DEFAULT_MEMORY;
+    e->limits.device_failures = limits && limits->device_failures > 0
+                                    ? limits->device_failures
+                                    : RULE_DEFAULT_DEVICE_FAILURES;
+    e->limits.rule_devices =
+        limits && limits->rule_devices > 0 ? limits->rule_devices : RULE_DEFAULT_RULE_DEVICES;
+    e->limits.quarantine_s =
+        limits && limits->quarantine_s > 0 ? limits->quarantine_s : RULE_DEFAULT_QUARANTINE_S;
     e->log_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(1.0, 10);
     e->L = rule__sandbox_new(e);
     if (!e->L) {
@@ -78,6 +89,7 @@ void rule_engine_free(struct rule_engine *engine)
         return;
     /* The allocator still counts into engine while the state closes. */
     lua_close(engine->L);
+    rule__state_free(engine);
     for (size_t i = 0; i < engine->n_rules; i++)
         rule_free(engine->rules[i]);
     free(engine->rules);
@@ -183,20 +195,27 @@ static unsigned check_enum_mask(lua_State *L, int idx, const char *key, size_t n
     return mask;
 }
 
+#define RULE_KEYS "name, match, mode, on_reading, on_event, on_silence, silence"
+
 static void check_rule_keys(lua_State *L)
 {
+    static const char *const keys[] = {
+        "name", "match", "mode", "on_reading", "on_event", "on_silence", "silence", NULL,
+    };
+
     lua_pushnil(L);
     while (lua_next(L, 1)) {
         const char *key;
+        const char *const *k;
 
         lua_pop(L, 1);
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "rule{}: keys must be names, not a %s", luaL_typename(L, -1));
         key = lua_tostring(L, -1);
-        if (strcmp(key, "on_event") == 0 || strcmp(key, "on_silence") == 0)
-            luaL_error(L, "rule{}: %s is not supported yet (only on_reading)", key);
-        if (strcmp(key, "name") != 0 && strcmp(key, "match") != 0 && strcmp(key, "on_reading") != 0)
-            luaL_error(L, "rule{}: unknown key '%s' (name, match, on_reading)", key);
+        for (k = keys; *k && strcmp(*k, key) != 0; k++)
+            ;
+        if (!*k)
+            luaL_error(L, "rule{}: unknown key '%s' (" RULE_KEYS ")", key);
     }
 }
 
@@ -251,12 +270,68 @@ static char *caller_where(lua_State *L)
     return where;
 }
 
+/* rule{ silence = ... }: a duration, or { factor = N }. Raises on a bad
+ * one. */
+static void check_silence(lua_State *L, int idx, double *ret_seconds, double *ret_factor)
+{
+    static const char *const usage =
+        "(a duration such as \"90s\", \"15m\", \"2h\", \"1d\", a number of seconds, "
+        "or { factor = N })";
+    double v;
+
+    *ret_seconds = 0;
+    *ret_factor = 0;
+    if (lua_isnil(L, idx)) {
+        *ret_factor = 2;
+        return;
+    }
+    if (lua_type(L, idx) == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            lua_pop(L, 1);
+            if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "factor") != 0)
+                luaL_error(L, "rule{}: silence table takes only factor %s", usage);
+        }
+        lua_pushliteral(L, "factor");
+        lua_rawget(L, idx);
+        v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+        lua_pop(L, 1);
+        /* 1000 heartbeats is months for the slowest devices. */
+        if (!(v > 0 && v <= 1000))
+            luaL_error(L, "rule{}: silence = { factor = N } needs a number N above 0 (at most 1000)");
+        *ret_factor = v;
+        return;
+    }
+    if (rule__duration_at(L, idx, &v) < 0) {
+        if (lua_type(L, idx) == LUA_TSTRING)
+            luaL_error(L, "rule{}: silence: bad duration '%s' %s", lua_tostring(L, idx), usage);
+        luaL_error(L, "rule{}: silence must be %s, not %s", usage,
+                   lua_type(L, idx) == LUA_TNUMBER ? "this number" : luaL_typename(L, idx));
+    }
+    *ret_seconds = v;
+}
+
 int rule__define(lua_State *L)
 {
     struct rule_engine *e = rule__engine(L);
-    const int name_idx = 2, match_idx = 3, fn_idx = 4, values = 5;
+    enum {
+        NAME_IDX = 2,
+        MATCH_IDX,
+        ON_READING_IDX,
+        ON_EVENT_IDX,
+        ON_SILENCE_IDX,
+        MODE_IDX,
+        SILENCE_IDX,
+        VALUES_IDX,
+    };
+    static const char *const fields[] = {
+        "name", "match", "on_reading", "on_event", "on_silence", "mode", "silence",
+    };
+    const int match_idx = MATCH_IDX, values = VALUES_IDX;
     size_t counts[MATCH_KEY_COUNT] = { 0 };
     unsigned grid_types = 0, grid_levels = 0;
+    double silence_s = 0, silence_factor = 0;
+    bool shadow = false;
     const char *name;
     size_t name_len;
     struct rule *r, **rules;
@@ -267,17 +342,16 @@ int rule__define(lua_State *L)
         return luaL_error(L, "rule{} can only be called while a rules file loads");
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    luaL_checkstack(L, MATCH_KEY_COUNT + 10, NULL);
+    luaL_checkstack(L, MATCH_KEY_COUNT + 16, NULL);
     check_rule_keys(L);
 
-    rawget_field(L, 1, "name");
-    rawget_field(L, 1, "match");
-    rawget_field(L, 1, "on_reading");
-    if (lua_isnil(L, name_idx))
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        rawget_field(L, 1, fields[i]);
+    if (lua_isnil(L, NAME_IDX))
         return luaL_error(L, "rule{}: name is required");
-    if (lua_type(L, name_idx) != LUA_TSTRING)
-        return luaL_error(L, "rule{}: name must be a string, not a %s", luaL_typename(L, name_idx));
-    name = lua_tolstring(L, name_idx, &name_len);
+    if (lua_type(L, NAME_IDX) != LUA_TSTRING)
+        return luaL_error(L, "rule{}: name must be a string, not a %s", luaL_typename(L, NAME_IDX));
+    name = lua_tolstring(L, NAME_IDX, &name_len);
     if (!check_rule_name(name, name_len))
         return luaL_error(L, "rule{}: name must be 1 to %d bytes without control characters",
                           RULE_NAME_MAX);
@@ -285,9 +359,31 @@ int rule__define(lua_State *L)
         if (strcmp(e->rules[i]->name, name) == 0)
             return luaL_error(L, "rule{}: duplicate rule name '%s' (first defined at %s)", name,
                               e->rules[i]->where);
-    if (lua_type(L, fn_idx) != LUA_TFUNCTION)
-        return luaL_error(L, "rule{}: rule '%s' needs on_reading = function(r, state) ... end",
+    for (int idx = ON_READING_IDX; idx <= ON_SILENCE_IDX; idx++)
+        if (!lua_isnil(L, idx) && lua_type(L, idx) != LUA_TFUNCTION)
+            return luaL_error(L, "rule{}: %s must be a function, not a %s", fields[idx - 2],
+                              luaL_typename(L, idx));
+    if (lua_isnil(L, ON_READING_IDX) && lua_isnil(L, ON_EVENT_IDX) && lua_isnil(L, ON_SILENCE_IDX))
+        return luaL_error(L,
+                          "rule{}: rule '%s' needs on_reading = function(r, state) ... end, "
+                          "on_event = function(e, state) ... end or "
+                          "on_silence = function(d, state) ... end",
                           name);
+    if (!lua_isnil(L, MODE_IDX)) {
+        const char *mode = lua_type(L, MODE_IDX) == LUA_TSTRING ? lua_tostring(L, MODE_IDX) : "";
+        if (strcmp(mode, "shadow") == 0)
+            shadow = true;
+        else if (strcmp(mode, "live") != 0)
+            return luaL_error(L, "rule{}: mode must be \"live\" or \"shadow\", not %s%s%s",
+                              *mode ? "'" : "", *mode ? mode : luaL_typename(L, MODE_IDX),
+                              *mode ? "'" : "");
+    }
+    if (lua_isnil(L, ON_SILENCE_IDX)) {
+        if (!lua_isnil(L, SILENCE_IDX))
+            return luaL_error(L, "rule{}: silence is given but on_silence is not");
+    } else {
+        check_silence(L, SILENCE_IDX, &silence_s, &silence_factor);
+    }
 
     if (!lua_isnil(L, match_idx)) {
         if (lua_type(L, match_idx) != LUA_TTABLE)
@@ -311,11 +407,19 @@ int rule__define(lua_State *L)
                         gw_grid_level_parse, "routine, prevention, attention, governance");
 
     /* Lua side first: it may raise, and nothing is allocated in C yet. */
-    lua_createtable(L, 2, 0);
-    lua_pushvalue(L, fn_idx);
-    lua_rawseti(L, -2, 1);
+    lua_createtable(L, RULE_SLOT_COUNT, 0);
+    lua_pushvalue(L, ON_READING_IDX);
+    lua_rawseti(L, -2, RULE_SLOT_ON_READING);
     lua_newtable(L);
-    lua_rawseti(L, -2, 2);
+    lua_rawseti(L, -2, RULE_SLOT_STATES);
+    lua_pushvalue(L, ON_EVENT_IDX);
+    lua_rawseti(L, -2, RULE_SLOT_ON_EVENT);
+    lua_pushvalue(L, ON_SILENCE_IDX);
+    lua_rawseti(L, -2, RULE_SLOT_ON_SILENCE);
+    lua_newtable(L);
+    lua_rawseti(L, -2, RULE_SLOT_WINDOWS);
+    lua_newtable(L);
+    lua_rawseti(L, -2, RULE_SLOT_HELD);
     ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     /* C side: nothing below raises until the final error. */
@@ -331,6 +435,14 @@ int rule__define(lua_State *L)
     if (ok) {
         struct rule_match *m = &r->match;
         r->ref = ref;
+        r->idx = e->n_rules;
+        r->shadow = shadow;
+        r->on_reading = !lua_isnil(L, ON_READING_IDX);
+        r->on_event = !lua_isnil(L, ON_EVENT_IDX);
+        r->on_silence = !lua_isnil(L, ON_SILENCE_IDX);
+        r->silence_s = silence_s;
+        r->silence_factor = silence_factor;
+        snprintf(r->file_hash, sizeof(r->file_hash), "%s", e->loading_hash ? e->loading_hash : "");
         r->name = strdup(name);
         r->where = caller_where(L);
         ok = r->name && r->where && asprintf(&r->module, "rule %s", name) >= 0;
@@ -352,6 +464,7 @@ int rule__define(lua_State *L)
 #undef COPY
         r->fail_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(1.0, 5);
         r->log_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(5.0, 20);
+        r->quarantine_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(1.0, 50);
     }
     if (!ok) {
         rule_free(r);
@@ -462,6 +575,7 @@ static void discard_uncommitted(struct rule_engine *e)
 int rule_engine_load_file(struct rule_engine *engine, const char *path, char **ret_error)
 {
     struct load_ctx ctx = { .e = engine, .path = path };
+    char hash[RULE_SHA256_HEX_LEN + 1];
     char *buf = NULL;
     int status, r;
     enum rule_trip trip;
@@ -470,13 +584,18 @@ int rule_engine_load_file(struct rule_engine *engine, const char *path, char **r
     if (r < 0)
         return r;
     ctx.buf = buf;
+    /* Of the bytes as read (a byte-order mark included): the hash names
+     * the file exactly as it was on disk. */
+    rule_sha256_hex(buf, ctx.len, hash);
     engine->loading_path = path;
+    engine->loading_hash = hash;
     lua_pushcfunction(engine->L, load_chunk);
     lua_pushlightuserdata(engine->L, &ctx);
     status = lua_pcall(engine->L, 1, 0, 0);
     trip = engine->in_call ? engine->trip : RULE_TRIP_NONE;
     rule__limits_end(engine);
     engine->loading_path = NULL;
+    engine->loading_hash = NULL;
     free(buf);
 
     if (status == LUA_OK && trip == RULE_TRIP_NONE) {
@@ -570,10 +689,10 @@ static bool in_list(char *const *list, size_t n, const char *s)
     return false;
 }
 
-static bool rule_matches(const struct rule *r, const struct gw_reading *reading)
+/* match={} without field: what can be known of the device alone. */
+static bool device_matches(const struct rule *r, const struct gw_device *d)
 {
     const struct rule_match *m = &r->match;
-    const struct gw_device *d = reading->device;
     const struct gw_grid *g = d->grid;
 
     if (m->n_types && !in_list(m->types, m->n_types, d->type))
@@ -594,10 +713,72 @@ static bool rule_matches(const struct rule *r, const struct gw_reading *reading)
         if (m->n_grids && !in_list(m->grids, m->n_grids, g->id))
             return false;
     }
-    for (size_t i = 0; i < m->n_fields; i++)
-        if (!gw_reading_field(reading, m->fields[i]))
+    return true;
+}
+
+static bool rule_matches(const struct rule *r, const struct gw_reading *reading)
+{
+    if (!device_matches(r, reading->device))
+        return false;
+    for (size_t i = 0; i < r->match.n_fields; i++)
+        if (!gw_reading_field(reading, r->match.fields[i]))
             return false;
     return true;
+}
+
+/* The silence after which the rule fires for a device with this
+ * heartbeat; 0: never (a factor of an unknown heartbeat). */
+static int64_t silence_threshold(const struct rule *r, int64_t heartbeat_ns)
+{
+    double ns;
+
+    if (r->silence_s > 0)
+        ns = r->silence_s * 1e9;
+    else if (heartbeat_ns > 0)
+        ns = r->silence_factor * (double)heartbeat_ns;
+    else
+        return 0;
+    if (ns >= 9e18)
+        return INT64_C(9000000000000000000);
+    return ns < 1 ? 1 : (int64_t)ns;
+}
+
+enum run_kind {
+    RUN_READING,
+    RUN_EVENT,
+    RUN_SILENCE,
+};
+
+struct run_ctx {
+    struct rule_engine *e;
+    enum run_kind kind;
+    const struct gw_reading *reading; /* reading or event */
+    const struct gw_device *device;
+    const char *device_id;
+    const struct rule_silence *silence;
+    size_t pos; /* next rule to consider */
+    int failed;
+};
+
+/* Whether the rule has something to do with this input (quarantine
+ * aside). */
+static bool wants(const struct run_ctx *c, const struct rule *r)
+{
+    int64_t threshold;
+
+    switch (c->kind) {
+    case RUN_READING:
+        return r->on_reading && rule_matches(r, c->reading);
+    case RUN_EVENT:
+        return r->on_event && rule_matches(r, c->reading);
+    case RUN_SILENCE:
+        if (!r->on_silence || !device_matches(r, c->device))
+            return false;
+        threshold = silence_threshold(r, c->silence->heartbeat_ns);
+        return threshold > 0 && c->silence->silent_ns >= threshold &&
+               !rule__silence_fired(c->e, r, c->device_id, c->silence->last_seen_ns);
+    }
+    return false;
 }
 
 /* Runs one rule; the function and its two arguments are on the stack.
@@ -619,16 +800,19 @@ static bool call_rule(struct rule_engine *e, struct rule *rule)
     rule__limits_end(e);
     e->rule = NULL;
     e->stats.calls++;
+    rule->calls++;
     /* A trip that a pcall in the rule caught just before returning still
      * ends the call as failed. */
     if (status == LUA_OK && trip == RULE_TRIP_NONE) {
         e->stats.actions += e->actions->n - first;
+        rule->actions += e->actions->n - first;
         return true;
     }
 
     while (e->actions->n > first)
         rule__action_clear(&e->actions->items[--e->actions->n]);
     e->stats.errors++;
+    rule->errors++;
     if (trip == RULE_TRIP_MEMORY || (trip == RULE_TRIP_NONE && status == LUA_ERRMEM)) {
         e->stats.memory_exceeded++;
         /* Leave the next rule a heap without this one's garbage. */
@@ -646,57 +830,59 @@ static bool call_rule(struct rule_engine *e, struct rule *rule)
     } else if (status != LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
         msg = lua_tostring(L, -1);
     } else if (status != LUA_OK) {
+        /* Never converted: its __tostring would run outside every limit. */
         msg = "error object is not a string";
     } else {
         msg = rule__trip_name(trip);
     }
     gw_log_limited(&rule->fail_limit, GW_LOG_ERROR, rule->module, "%s: failed for device %s: %s",
-                   rule->where, e->reading->device_id, msg);
+                   rule->where, e->device_id, msg);
     if (status != LUA_OK)
         lua_pop(L, 1);
     return false;
 }
 
-struct run_ctx {
-    struct rule_engine *e;
-    const struct gw_reading *reading;
-    size_t pos; /* next rule to consider */
-    int failed;
-};
-
-/* Protected: builds `r` once, then calls every matching rule with its
- * state for this device. Anything that raises here (out of memory while
- * building `r` or a state table) leaves ctx->pos at the rule not run. */
+/* Protected: builds the argument (r, e or d) once, then calls every rule
+ * that wants this input with its state for this device. Anything that
+ * raises here (out of memory while building the argument or a state
+ * table) leaves ctx->pos at the rule not run. */
 static int run_rules(lua_State *L)
 {
     struct run_ctx *ctx = lua_touserdata(L, 1);
     struct rule_engine *e = ctx->e;
-    const int r_idx = 2, dev_idx = 3, rt_idx = 4, states_idx = 5, state_idx = 6;
+    const int arg_idx = 2, dev_idx = 3, rt_idx = 4, states_idx = 5, state_idx = 6;
+    const int slot = ctx->kind == RUN_READING ? RULE_SLOT_ON_READING
+                     : ctx->kind == RUN_EVENT ? RULE_SLOT_ON_EVENT
+                                              : RULE_SLOT_ON_SILENCE;
 
-    rule__push_reading(L, ctx->reading);
-    lua_pushstring(L, ctx->reading->device_id);
-    while (ctx->pos < e->n_committed) {
+    if (ctx->kind == RUN_SILENCE)
+        rule__push_silence(L, ctx->device, ctx->silence);
+    else
+        rule__push_reading(L, ctx->reading);
+    lua_pushstring(L, ctx->device_id);
+    for (; ctx->pos < e->n_committed; ctx->pos++) {
         struct rule *rule = e->rules[ctx->pos];
-        bool created;
+        bool created, ok;
 
-        if (!rule_matches(rule, ctx->reading)) {
-            ctx->pos++;
+        if (!wants(ctx, rule) || !rule__admitted(e, rule, ctx->device_id))
             continue;
-        }
         lua_rawgeti(L, LUA_REGISTRYINDEX, rule->ref);
-        lua_rawgeti(L, rt_idx, 2);
+        lua_rawgeti(L, rt_idx, RULE_SLOT_STATES);
         lua_pushvalue(L, dev_idx);
         created = lua_rawget(L, states_idx) != LUA_TTABLE;
         if (created) {
             lua_pop(L, 1);
             lua_newtable(L);
         }
-        lua_rawgeti(L, rt_idx, 1);
-        lua_pushvalue(L, r_idx);
+        lua_rawgeti(L, rt_idx, slot);
+        lua_pushvalue(L, arg_idx);
         lua_pushvalue(L, state_idx);
-        if (!call_rule(e, rule))
+        ok = call_rule(e, rule);
+        rule__record(e, rule, ctx->device_id, ok);
+        if (!ok)
             ctx->failed++;
-        ctx->pos++;
+        else if (ctx->kind == RUN_SILENCE)
+            rule__set_fired(e, rule, ctx->device_id, ctx->silence->last_seen_ns);
         /* Keep a new state table only once the rule put something in it:
          * most rules never use state, and devices are many. */
         if (created) {
@@ -713,43 +899,113 @@ static int run_rules(lua_State *L)
     return 0;
 }
 
-int rule_engine_on_reading(struct rule_engine *engine, const struct gw_reading *reading,
-                           struct rule_actions *actions)
+static int run(struct rule_engine *e, struct run_ctx *ctx, int64_t ts_ns,
+               struct rule_actions *actions)
 {
-    struct run_ctx ctx = { .e = engine, .reading = reading };
-    lua_State *L = engine->L;
+    lua_State *L = e->L;
     int status;
 
-    /* on_reading is for telemetry; events and status changes will have
-     * their own handlers (on_event, on_silence). */
-    if (!reading->device || reading->channel != GW_CHANNEL_TELEMETRY)
-        return 0;
-    while (ctx.pos < engine->n_committed && !rule_matches(engine->rules[ctx.pos], reading))
-        ctx.pos++;
-    if (ctx.pos == engine->n_committed)
-        return 0; /* no Lua at all for readings no rule wants */
+    rule__isolation_tick(e);
+    /* Rules in quarantine are skipped here too (and counted once). */
+    while (ctx->pos < e->n_committed &&
+           (!wants(ctx, e->rules[ctx->pos]) ||
+            !rule__admitted(e, e->rules[ctx->pos], ctx->device_id)))
+        ctx->pos++;
+    if (ctx->pos == e->n_committed)
+        return 0; /* no Lua at all for inputs no rule wants */
 
-    engine->reading = reading;
-    engine->actions = actions;
+    e->reading = ctx->reading;
+    e->device_id = ctx->device_id;
+    e->ts_ns = ts_ns;
+    e->actions = actions;
     lua_pushcfunction(L, run_rules);
-    lua_pushlightuserdata(L, &ctx);
+    lua_pushlightuserdata(L, ctx);
     status = lua_pcall(L, 1, 0, 0);
     if (status != LUA_OK) {
         size_t skipped = 0;
 
-        for (size_t i = ctx.pos; i < engine->n_committed; i++)
-            if (rule_matches(engine->rules[i], reading))
+        for (size_t i = ctx->pos; i < e->n_committed; i++)
+            if (wants(ctx, e->rules[i]))
                 skipped++;
-        engine->stats.errors += skipped;
+        e->stats.errors += skipped;
         if (status == LUA_ERRMEM)
-            engine->stats.memory_exceeded += skipped;
-        ctx.failed += (int)skipped;
-        gw_log_limited(&engine->log_limit, GW_LOG_ERROR, "rules",
-                       "device %s: %zu rule(s) not run: %s", reading->device_id, skipped,
+            e->stats.memory_exceeded += skipped;
+        ctx->failed += (int)skipped;
+        gw_log_limited(&e->log_limit, GW_LOG_ERROR, "rules", "device %s: %zu rule(s) not run: %s",
+                       ctx->device_id, skipped,
                        lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
         lua_pop(L, 1);
     }
-    engine->reading = NULL;
-    engine->actions = NULL;
-    return ctx.failed;
+    e->reading = NULL;
+    e->device_id = NULL;
+    e->actions = NULL;
+    return ctx->failed;
+}
+
+int rule_engine_on_reading(struct rule_engine *engine, const struct gw_reading *reading,
+                           struct rule_actions *actions)
+{
+    struct run_ctx ctx = { .e = engine, .kind = RUN_READING, .reading = reading };
+
+    /* Telemetry only: events and status changes go to on_event. */
+    if (!reading->device || reading->channel != GW_CHANNEL_TELEMETRY)
+        return 0;
+    ctx.device = reading->device;
+    ctx.device_id = reading->device_id;
+    rule__episode_end(engine, reading->device_id);
+    return run(engine, &ctx, reading->ts_ns, actions);
+}
+
+int rule_engine_on_event(struct rule_engine *engine, const struct gw_reading *event,
+                         struct rule_actions *actions)
+{
+    struct run_ctx ctx = { .e = engine, .kind = RUN_EVENT, .reading = event };
+    const struct gw_field *status;
+
+    if (!event->device ||
+        (event->channel != GW_CHANNEL_EVENT && event->channel != GW_CHANNEL_STATUS))
+        return 0;
+    ctx.device = event->device;
+    ctx.device_id = event->device_id;
+    /* "offline" is the broker speaking for a device that is gone (its
+     * MQTT will), not the device: it does not end a silence. */
+    status = event->channel == GW_CHANNEL_STATUS ? gw_reading_field(event, "status") : NULL;
+    if (!(status && status->value.type == GW_VALUE_STRING &&
+          strcmp(status->value.u.string, "offline") == 0))
+        rule__episode_end(engine, event->device_id);
+    return run(engine, &ctx, event->ts_ns, actions);
+}
+
+int64_t rule_engine_silence_threshold(struct rule_engine *engine, const struct gw_device *device,
+                                      int64_t heartbeat_ns)
+{
+    int64_t best = 0;
+
+    for (size_t i = 0; i < engine->n_committed; i++) {
+        const struct rule *r = engine->rules[i];
+        int64_t t;
+
+        if (!r->on_silence || !device_matches(r, device))
+            continue;
+        t = silence_threshold(r, heartbeat_ns);
+        if (t > 0 && (best == 0 || t < best))
+            best = t;
+    }
+    return best;
+}
+
+int rule_engine_on_silence(struct rule_engine *engine, const struct gw_device *device,
+                           const struct rule_silence *silence, struct rule_actions *actions)
+{
+    struct run_ctx ctx = {
+        .e = engine,
+        .kind = RUN_SILENCE,
+        .device = device,
+        .silence = silence,
+    };
+
+    if (!device || !device->id || !silence)
+        return 0;
+    ctx.device_id = device->id;
+    return run(engine, &ctx, silence->now_ns, actions);
 }

@@ -83,6 +83,8 @@ struct rule_stats {
     uint64_t budget_exceeded;
     uint64_t memory_exceeded;
     uint64_t actions;
+    uint64_t quarantines;      /* quarantines begun, of a (rule, device) pair or of a whole rule */
+    uint64_t quarantine_skips; /* calls not made because the rule was in quarantine */
 };
 
 struct rule_engine;
@@ -153,5 +155,11 @@ struct rule_info {
     uint64_t actions;
 };
 size_t rule_engine_rules(const struct rule_engine *engine, struct rule_info *ret, size_t max);
+
+/* The clock quarantines are measured with: gw_monotonic_ns() unless set
+ * (tests and the rule tools set a simulated one). clock(ud) returns ns;
+ * NULL restores the default. */
+typedef int64_t (*rule_clock_fn)(void *ud);
+void rule_engine_set_clock(struct rule_engine *engine, rule_clock_fn clock, void *ud);
 
 #endif

@@ -17,6 +17,7 @@
 
 #include "gw_log.h"
 #include "rule_engine.h"
+#include "rule_util.h"
 
 /* Limits. The first two are the defaults of struct rule_limits; the rest
  * are fixed for now. Each one, when hit, ends the rule call (DESIGN.md,
@@ -28,6 +29,8 @@
 #define RULE_REP_MAX ((size_t)1 << 20)          /* largest string.rep result */
 #define RULE_PATTERN_WORK_MAX 1e7               /* estimated steps of one find/match/gsub */
 #define RULE_SORT_MAX 100000                    /* largest table table.sort accepts */
+#define RULE_TABLE_OP_MAX 1000000               /* most elements one table.move copies */
+#define RULE_DATE_FORMAT_MAX 256                /* longest os.date format */
 #define RULE_FILE_MAX ((size_t)4 << 20)         /* largest rule file */
 #define RULE_MAX_ACTIONS_PER_CALL 100
 
@@ -49,7 +52,7 @@ enum rule_trip {
     RULE_TRIP_BUDGET,  /* instruction budget */
     RULE_TRIP_TIME,    /* wall-clock deadline */
     RULE_TRIP_PATTERN, /* string.find & co. asked for too much work */
-    RULE_TRIP_SORT,    /* table.sort of too large a table */
+    RULE_TRIP_SORT,    /* table.sort, insert, remove or move asked for too much */
     RULE_TRIP_REP,     /* string.rep result too large */
     RULE_TRIP_MEMORY,  /* heap cap, after Lua's emergency collection */
 };
@@ -67,18 +70,73 @@ struct rule_match {
     size_t n_communities;
     char **grids; /* grid ids */
     size_t n_grids;
-    char **fields; /* field names that must all be present */
+    char **fields; /* field names that must all be present (readings and events) */
     size_t n_fields;
 };
+
+/* Slots of a rule's table in the Lua registry (struct rule.ref). The
+ * per-device maps are keyed by device id. */
+enum rule_slot {
+    RULE_SLOT_ON_READING = 1, /* function or nil */
+    RULE_SLOT_STATES,         /* device -> state table */
+    RULE_SLOT_ON_EVENT,
+    RULE_SLOT_ON_SILENCE,
+    RULE_SLOT_WINDOWS, /* device -> { name -> window userdata } */
+    RULE_SLOT_HELD,    /* device -> { name -> ms since the condition is true } */
+    RULE_SLOT_COUNT = RULE_SLOT_HELD,
+};
+
+/* Failure isolation defaults (struct rule_limits) and the backoff cap. */
+#define RULE_DEFAULT_DEVICE_FAILURES 5
+#define RULE_DEFAULT_RULE_DEVICES 20
+#define RULE_DEFAULT_QUARANTINE_S 60
+#define RULE_QUARANTINE_MAX_S 3600
 
 struct rule {
     char *name;
     char *where;  /* "path:line" of the rule{} call */
     char *module; /* "rule NAME", the log prefix */
+    char file_hash[RULE_SHA256_HEX_LEN + 1];
     struct rule_match match;
-    int ref;                        /* registry: { on_reading, { device id -> state } } */
-    struct gw_log_limit fail_limit; /* failures of this rule */
-    struct gw_log_limit log_limit;  /* its log.info / log.warn */
+    int ref;    /* registry: its table, slots enum rule_slot */
+    size_t idx; /* position in engine->rules, and in each device's pairs */
+    bool shadow;
+    bool on_reading, on_event, on_silence; /* which handlers it has */
+    double silence_s;      /* fixed silence in seconds, or 0 */
+    double silence_factor; /* or times the device's heartbeat */
+
+    /* Failure isolation (rule_state.c). */
+    unsigned n_failing;     /* its pairs with failures or a backoff level */
+    unsigned n_quarantined; /* its devices in quarantine now */
+    bool quarantined;       /* as a whole */
+    unsigned level;         /* whole-rule quarantines since its last success */
+    int64_t until_ns;       /* end of the whole-rule quarantine (engine clock) */
+    int64_t since_ns;
+
+    uint64_t calls, errors, actions;
+    struct gw_log_limit fail_limit;       /* failures of this rule */
+    struct gw_log_limit log_limit;        /* its log.info / log.warn */
+    struct gw_log_limit quarantine_limit; /* its quarantine lines */
+};
+
+/* One (rule, device) pair's memory beyond Lua: failures, quarantine and
+ * the silence episode. Kept only while something is set (rule_state.c). */
+struct rule_pair {
+    unsigned failures; /* in a row */
+    unsigned level;    /* quarantines since its last success (backoff) */
+    bool quarantined;
+    bool fired;               /* on_silence ran in this episode of silence */
+    int64_t until_ns;         /* end of quarantine (engine clock) */
+    int64_t since_ns;         /* start of quarantine */
+    int64_t fired_last_seen;  /* the episode: last_seen_ns it fired for */
+};
+
+struct rule_dev {
+    struct rule_dev *next; /* hash chain */
+    uint64_t hash;
+    struct rule_pair *pairs; /* by rule idx */
+    size_t n_pairs;
+    char id[];
 };
 
 struct rule_engine {
@@ -91,8 +149,9 @@ struct rule_engine {
     size_t cap_rules;
     size_t n_committed;       /* rules of files that loaded completely */
     const char *loading_path; /* set while a rule file's chunk runs */
+    const char *loading_hash; /* and that file's SHA-256 */
 
-    /* The call in progress (a rule's on_reading or a file's chunk). */
+    /* The call in progress (a rule's handler or a file's chunk). */
     bool in_call;
     bool hook_every; /* the hook fires at every instruction (tripped) */
     enum rule_trip trip;
@@ -100,9 +159,21 @@ struct rule_engine {
     int hook_step;
     int64_t deadline_ns;
     struct rule *rule;                /* the rule running, NULL at load time */
-    const struct gw_reading *reading; /* the reading it runs for */
+    const struct gw_reading *reading; /* the reading or event it runs for, NULL for silence */
+    const char *device_id;            /* the device it runs for, NULL outside handlers */
+    int64_t ts_ns;                    /* the handler's time: now() */
     struct rule_actions *actions;
     size_t call_first_action; /* actions->n when the call began */
+
+    /* Per-device memory of failures, quarantines and silence episodes. */
+    struct rule_dev **devs;
+    size_t n_dev_slots; /* a power of two, or 0 */
+    size_t n_devs;
+    size_t n_fired;        /* pairs with fired set */
+    size_t n_quarantines;  /* device and whole-rule quarantines in force */
+    int64_t next_expiry_ns; /* the earliest of their ends */
+    rule_clock_fn clock;
+    void *clock_ud;
 
     struct rule_stats stats;
     struct gw_log_limit log_limit; /* engine-level lines a device can trigger */
@@ -131,12 +202,49 @@ int rule__readonly_error(lua_State *L, const char *what);
 /* rule_api.c */
 /* Adds open_case, clear_case, emit, now and log to the table on top. */
 void rule__api_register(lua_State *L);
-/* Pushes the `r` for reading (device resolved). May raise (memory). */
+/* Pushes the `r` of a reading, or the `e` of an event or status change
+ * (device resolved). May raise (memory). */
 void rule__push_reading(lua_State *L, const struct gw_reading *reading);
+/* Pushes the `d` of on_silence. May raise (memory). */
+void rule__push_silence(lua_State *L, const struct gw_device *device,
+                        const struct rule_silence *silence);
 void rule__action_clear(struct rule_action *action);
+static inline int64_t rule__floor_ms(int64_t ns)
+{
+    return ns >= 0 ? ns / 1000000 : -((-(ns + 1)) / 1000000) - 1;
+}
+
+/* rule_helpers.c */
+/* Adds window, held and duration to the table on top. */
+void rule__helpers_register(lua_State *L);
+/* Reads a duration at idx: a string for rule_duration_parse or a number
+ * of seconds. Returns 0 and sets *ret_seconds, or a negative errno. */
+int rule__duration_at(lua_State *L, int idx, double *ret_seconds);
+/* When the value at idx of `from` is a window, pushes a copy of it on
+ * `to` (may raise in `to`) and returns true; raises nothing in `from`. */
+bool rule__window_copy(lua_State *to, lua_State *from, int idx);
 
 /* rule_engine.c */
 /* rule{...}: defines a rule while a file loads. A lua_CFunction. */
 int rule__define(lua_State *L);
+
+/* rule_state.c: failure isolation and silence episodes, per (rule,
+ * device). None of these raises or calls Lua. */
+void rule__state_free(struct rule_engine *e);
+int64_t rule__clock(const struct rule_engine *e);
+/* Ends the quarantines whose time is up (one log line each). Call at the
+ * start of every run. */
+void rule__isolation_tick(struct rule_engine *e);
+/* False when the rule is in quarantine, as a whole or for this device. */
+bool rule__admitted(struct rule_engine *e, struct rule *rule, const char *device_id);
+/* The outcome of one call: resets on success, counts failures and
+ * quarantines on failure. */
+void rule__record(struct rule_engine *e, struct rule *rule, const char *device_id, bool ok);
+/* A reading or event of the device: its silence episodes end. */
+void rule__episode_end(struct rule_engine *e, const char *device_id);
+bool rule__silence_fired(struct rule_engine *e, const struct rule *rule, const char *device_id,
+                         int64_t last_seen_ns);
+void rule__set_fired(struct rule_engine *e, const struct rule *rule, const char *device_id,
+                     int64_t last_seen_ns);
 
 #endif

@@ -3,7 +3,9 @@
  * What a rule can reach: the base library minus the loaders and the
  * collector (no dofile, loadfile, load, collectgarbage, rawset, print),
  * string (without dump), table, math, utf8, and an os with time, date and
- * clock only; plus gridgate's own functions (rule_api.c). Globals and the
+ * clock only; plus gridgate's own functions (rule_api.c, rule_helpers.c).
+ * No coroutines: a coroutine runs on a Lua thread of its own, which the
+ * limits below would have to follow. Globals and the
  * library tables are read-only proxies, so one rule cannot change what
  * another one sees, and an assignment to an undeclared global is an error.
  *
@@ -11,7 +13,8 @@
  * checked by a count hook; a cap on the whole heap in the allocator; and,
  * because the hook never fires inside one C function (STACK-NOTES gotcha
  * 7), caps on the C functions that can work long on little input:
- * string.rep, the pattern functions and table.sort. Whichever limit is hit
+ * string.rep, the pattern functions, table.sort, insert, remove and move,
+ * and os.date. Whichever limit is hit
  * "trips" the call: from then on the hook raises at every instruction, so
  * a pcall inside the rule cannot swallow it.
  */
@@ -95,7 +98,7 @@ const char *rule__trip_name(enum rule_trip trip)
     case RULE_TRIP_PATTERN:
         return "pattern too complex for its subject";
     case RULE_TRIP_SORT:
-        return "table too large for table.sort";
+        return "table operation too large (table.sort, insert, remove or move)";
     case RULE_TRIP_REP:
         return "string.rep result too large";
     case RULE_TRIP_MEMORY:
@@ -227,10 +230,60 @@ static int guarded_sort(lua_State *L)
     check_deadline(L);
     luaL_checktype(L, 1, LUA_TTABLE);
     n = luaL_len(L, 1);
+    if (luaL_getmetafield(L, 1, "__len") != LUA_TNIL) {
+        set_trip(L, RULE_TRIP_SORT);
+        return luaL_error(L, "table.sort: tables with __len are not allowed");
+    }
     if (n > RULE_SORT_MAX) {
         set_trip(L, RULE_TRIP_SORT);
         return luaL_error(L, "table.sort: table too large (%I elements, at most %d)", n,
                           RULE_SORT_MAX);
+    }
+    return call_original(L);
+}
+
+/* table.insert and table.remove shift #t elements in one C loop, and #t
+ * may come from a __len that says anything; table.move copies as many as
+ * it is told. Refuse __len there (luaL_len would call it twice, so a
+ * check of its first answer proves nothing), and cap the moves. */
+static int guarded_shift(lua_State *L)
+{
+    check_deadline(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (luaL_getmetafield(L, 1, "__len") != LUA_TNIL) {
+        set_trip(L, RULE_TRIP_SORT);
+        return luaL_error(L, "table.insert / table.remove: tables with __len are not allowed");
+    }
+    return call_original(L);
+}
+
+static int guarded_move(lua_State *L)
+{
+    lua_Integer f, e;
+
+    check_deadline(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    f = luaL_checkinteger(L, 2);
+    e = luaL_checkinteger(L, 3);
+    if (e >= f && ((lua_Unsigned)e - (lua_Unsigned)f) >= RULE_TABLE_OP_MAX) {
+        set_trip(L, RULE_TRIP_SORT);
+        return luaL_error(L, "table.move: too many elements (at most %d)", RULE_TABLE_OP_MAX);
+    }
+    return call_original(L);
+}
+
+/* os.date: every conversion of the format is one strftime, all in one C
+ * call: keep formats to a sensible length. */
+static int guarded_date(lua_State *L)
+{
+    size_t len;
+
+    check_deadline(L);
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        lua_tolstring(L, 1, &len);
+        if (len > RULE_DATE_FORMAT_MAX)
+            return luaL_error(L, "os.date: format too long (at most %d bytes)",
+                              RULE_DATE_FORMAT_MAX);
     }
     return call_original(L);
 }
@@ -530,6 +583,12 @@ static int sandbox_setup(lua_State *L)
     lua_pop(L, 1);
     lua_getfield(L, G, "table");
     wrap(L, lua_gettop(L), "sort", guarded_sort, 0);
+    wrap(L, lua_gettop(L), "insert", guarded_shift, 0);
+    wrap(L, lua_gettop(L), "remove", guarded_shift, 0);
+    wrap(L, lua_gettop(L), "move", guarded_move, 0);
+    lua_pop(L, 1);
+    lua_getfield(L, G, "os");
+    wrap(L, lua_gettop(L), "date", guarded_date, 0);
     lua_pop(L, 1);
     wrap(L, G, "setmetatable", guarded_setmetatable, 0);
 
@@ -537,6 +596,7 @@ static int sandbox_setup(lua_State *L)
     lua_setfield(L, G, "rule");
     lua_pushvalue(L, G);
     rule__api_register(L);
+    rule__helpers_register(L);
     lua_pop(L, 1);
 
     /* Strings share one metatable, whose __index is the string table

@@ -970,11 +970,11 @@ static void test_provenance_on_open(void **state)
     /* The creation row carries the same; auto-dispatch is not the rule's. */
     assert_int_equal(db_int(f, "SELECT count(*) FROM case_history h JOIN cases c "
                                "ON h.case_id = c.id WHERE h.from_state IS NULL "
-                               "AND h.rule_hash = c.rule_hash AND h.trigger = c.trigger"),
+                               "AND h.rule_hash = c.rule_hash AND h.trigger_reading = c.trigger_reading"),
                      1);
     assert_int_equal(db_int(f,
                             "SELECT count(*) FROM case_history WHERE actor = "
-                            "'gridgate:auto-dispatch' AND rule_hash IS NULL AND trigger IS NULL"),
+                            "'gridgate:auto-dispatch' AND rule_hash IS NULL AND trigger_reading IS NULL"),
                      1);
     assert_int_equal(db_int(f, "SELECT count(*) FROM case_history"), 2);
 }
@@ -1042,7 +1042,7 @@ static void test_provenance_in_history(void **state)
     cJSON_Delete(trigger);
     /* Every row a rule wrote is traceable. */
     assert_int_equal(db_int(f, "SELECT count(*) FROM case_history WHERE actor LIKE 'rule:%' "
-                               "AND (rule_hash IS NULL OR trigger IS NULL)"),
+                               "AND (rule_hash IS NULL OR trigger_reading IS NULL)"),
                      0);
 }
 
@@ -1147,12 +1147,12 @@ static void test_migrate_from_version_1(void **state)
     assert_int_equal(db_int(f, "SELECT count(*) FROM cases"), 1);
     assert_string_equal(db_text(f,
                                 "SELECT state || '|' || assignee || '|' || detail || '|' || "
-                                "coalesce(rule_file, rule_hash, trigger, 'none') FROM cases",
+                                "coalesce(rule_file, rule_hash, trigger_reading, 'none') FROM cases",
                                 buf, sizeof(buf)),
                         "dispatched|张三|old detail|none");
     assert_int_equal(db_int(f, "SELECT count(*) FROM case_history"), 2);
     assert_int_equal(db_int(f, "SELECT count(*) FROM case_history WHERE rule_hash IS NULL "
-                               "AND trigger IS NULL"),
+                               "AND trigger_reading IS NULL"),
                      2);
     assert_int_equal(db_int(f, "SELECT count(*) FROM device_seen"), 0);
     /* The v1 constraints survived: still append-only, still one open case. */
@@ -1167,14 +1167,14 @@ static void test_migrate_from_version_1(void **state)
     assert_int_equal(f->events[0].case_id, 1);
     assert_int_equal(db_int(f, "SELECT count FROM cases"), 2);
     assert_int_equal(db_int(f, "SELECT count(*) FROM case_history WHERE rule_hash = '" HASH_V1
-                               "' AND trigger LIKE '{\"device\":\"smoke-0001\",%'"),
+                               "' AND trigger_reading LIKE '{\"device\":\"smoke-0001\",%'"),
                      1);
     /* A new case has it all. */
     assert_int_equal(apply(f, open_action("fire.smoke", "smoke-0002", GW_SEVERITY_MAJOR,
                                           GW_ROLE_FIREFIGHTER, T0)),
                      0);
     assert_int_equal(db_int(f, "SELECT id FROM cases WHERE rule_file = 'rules/smoke.lua:3' AND "
-                               "rule_hash = '" HASH_V1 "' AND trigger IS NOT NULL"),
+                               "rule_hash = '" HASH_V1 "' AND trigger_reading IS NOT NULL"),
                      2);
 
     /* Reopening a version 2 file migrates nothing more. */

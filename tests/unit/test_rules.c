@@ -1,8 +1,10 @@
 /* Unit tests of the rule engine: loading, matching, actions, the sandbox
- * and its limits, and the shipped rule set. Rule files are written to
- * temporary directories under /tmp and removed afterwards. */
+ * and its limits, events, silences, windows and held timers, provenance,
+ * failure isolation, reloads, and the shipped rule set. Rule files are
+ * written to temporary directories under /tmp and removed afterwards. */
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +21,7 @@
 #include "gw_reading.h"
 #include "gw_registry.h"
 #include "rule_engine.h"
+#include "rule_util.h"
 
 #define TS_NS 1700000000123000000LL /* 2023-11-14T22:13:20.123Z */
 
@@ -162,20 +165,26 @@ static struct rule_engine *engine_new(void)
 }
 
 /* An engine with `source` loaded as rules.lua; the load must succeed. */
-static struct rule_engine *engine_with(const char *source)
+static struct rule_engine *engine_with_limits(const char *source, const struct rule_limits *limits)
 {
-    struct rule_engine *e = engine_new();
+    struct rule_engine *e = rule_engine_new(limits);
     struct tmp_dir t;
     char *error = NULL;
     int r;
 
     tmp_dir_make(&t);
     tmp_dir_write(&t, "rules.lua", source);
+    assert_non_null(e);
     r = rule_engine_load_dir(e, t.path, &error);
     if (r < 0)
         fail_msg("load failed: %s", error ? error : "?");
     tmp_dir_remove(&t);
     return e;
+}
+
+static struct rule_engine *engine_with(const char *source)
+{
+    return engine_with_limits(source, &test_limits);
 }
 
 /* Loads `source` as bad.lua and returns the error message, whose path
@@ -401,7 +410,8 @@ static void test_actions_only_inside_on_reading(void **state)
     char *msg = load_error("open_case{ category = 'c', severity = 'info', title = 't' }\n");
 
     (void)state;
-    assert_string_equal(msg, "bad.lua:1: open_case can only be used inside on_reading");
+    assert_string_equal(msg, "bad.lua:1: open_case can only be used inside on_reading, on_event "
+                             "or on_silence");
     free(msg);
 }
 
@@ -823,13 +833,33 @@ static void test_load_errors(void **state)
           "bad.lua:3: rule{}: unknown match key 'typ' (type, grid_type, grid_level, street, "
           "community, grid, field)" },
         { "rule{ name = 'x', on_readin = function() end }\n",
-          "bad.lua:1: rule{}: unknown key 'on_readin' (name, match, on_reading)" },
+          "bad.lua:1: rule{}: unknown key 'on_readin' (name, match, mode, on_reading, on_event, "
+          "on_silence, silence)" },
         { "rule{ match = {}, on_reading = function() end }\n",
           "bad.lua:1: rule{}: name is required" },
         { "rule{ name = 'x' }\n",
-          "bad.lua:1: rule{}: rule 'x' needs on_reading = function(r, state) ... end" },
-        { "rule{ name = 'x', on_event = function() end, on_reading = function() end }\n",
-          "bad.lua:1: rule{}: on_event is not supported yet (only on_reading)" },
+          "bad.lua:1: rule{}: rule 'x' needs on_reading = function(r, state) ... end, on_event = "
+          "function(e, state) ... end or on_silence = function(d, state) ... end" },
+        { "rule{ name = 'x', on_event = 'f' }\n",
+          "bad.lua:1: rule{}: on_event must be a function, not a string" },
+        { "rule{ name = 'x',\n mode = 'dry', on_reading = function() end }\n",
+          "bad.lua:1: rule{}: mode must be \"live\" or \"shadow\", not 'dry'" },
+        { "rule{ name = 'x', mode = true, on_reading = function() end }\n",
+          "bad.lua:1: rule{}: mode must be \"live\" or \"shadow\", not boolean" },
+        { "\nrule{ name = 'x', silence = '5m', on_reading = function() end }\n",
+          "bad.lua:2: rule{}: silence is given but on_silence is not" },
+        { "rule{ name = 'x', silence = '5 min', on_silence = function() end }\n",
+          "bad.lua:1: rule{}: silence: bad duration '5 min' (a duration such as \"90s\", "
+          "\"15m\", \"2h\", \"1d\", a number of seconds, or { factor = N })" },
+        { "rule{ name = 'x', silence = -5, on_silence = function() end }\n",
+          "bad.lua:1: rule{}: silence must be (a duration such as" },
+        { "rule{ name = 'x', silence = { factor = 0 }, on_silence = function() end }\n",
+          "bad.lua:1: rule{}: silence = { factor = N } needs a number N above 0 (at most 1000)" },
+        { "rule{ name = 'x', silence = { fator = 2 }, on_silence = function() end }\n",
+          "bad.lua:1: rule{}: silence table takes only factor" },
+        { "rule{ name = 'x', silence = true, on_silence = function() end }\n",
+          "bad.lua:1: rule{}: silence must be (a duration such as \"90s\", \"15m\", \"2h\", "
+          "\"1d\", a number of seconds, or { factor = N }), not boolean" },
         { "rule{ name = 'x', match = { grid_type = 'mall' }, on_reading = function() end }\n",
           "bad.lua:1: rule{}: match.grid_type: unknown value 'mall' (one of residential, "
           "commercial, institution, crowded)" },
@@ -885,15 +915,835 @@ static void test_load_dir(void **state)
     rule_engine_free(e);
 }
 
+/* ---- helpers for the tests below ---------------------------------------- */
+
+#define SEC 1000000000LL
+
+static struct gw_reading *reading_at(const struct gw_device *d, int64_t ts_ns)
+{
+    struct gw_reading *r = gw_reading_new(d->id, GW_CHANNEL_TELEMETRY, ts_ns);
+
+    assert_non_null(r);
+    r->device = d;
+    return r;
+}
+
+static struct gw_reading *event_at(const struct gw_device *d, enum gw_channel channel,
+                                   int64_t ts_ns)
+{
+    struct gw_reading *r = gw_reading_new(d->id, channel, ts_ns);
+
+    assert_non_null(r);
+    r->device = d;
+    return r;
+}
+
+/* Runs (and releases) one reading or event; returns the details of the
+ * open_case actions, in order, joined with "|" ("" when none). */
+static char *details(struct rule_engine *e, struct gw_reading *r)
+{
+    static char buf[2048];
+    struct rule_actions actions = { 0 };
+
+    if (r->channel == GW_CHANNEL_TELEMETRY)
+        rule_engine_on_reading(e, r, &actions);
+    else
+        rule_engine_on_event(e, r, &actions);
+    buf[0] = '\0';
+    for (size_t i = 0; i < actions.n; i++) {
+        const struct rule_action *a = &actions.items[i];
+        if (a->kind != RULE_ACTION_OPEN_CASE)
+            continue;
+        if (buf[0])
+            strcat(buf, "|");
+        strncat(buf, a->detail ? a->detail : a->title, sizeof(buf) - strlen(buf) - 2);
+    }
+    rule_actions_free(&actions);
+    gw_reading_unref(r);
+    return buf;
+}
+
+/* The same for a silence check. */
+static char *silence_details(struct rule_engine *e, const struct gw_device *d, int64_t now_ns,
+                             int64_t last_seen_ns, int64_t heartbeat_ns)
+{
+    static char buf[1024];
+    struct rule_actions actions = { 0 };
+    struct rule_silence s = {
+        .now_ns = now_ns,
+        .last_seen_ns = last_seen_ns,
+        .silent_ns = now_ns - (last_seen_ns ? last_seen_ns : TS_NS),
+        .heartbeat_ns = heartbeat_ns,
+    };
+
+    rule_engine_on_silence(e, d, &s, &actions);
+    buf[0] = '\0';
+    for (size_t i = 0; i < actions.n; i++) {
+        if (buf[0])
+            strcat(buf, "|");
+        strncat(buf, actions.items[i].detail ? actions.items[i].detail : actions.items[i].title,
+                sizeof(buf) - strlen(buf) - 2);
+    }
+    rule_actions_free(&actions);
+    return buf;
+}
+
+static const struct rule_info *info_of(const struct rule_engine *e, const char *name)
+{
+    static struct rule_info info[32];
+    size_t n = rule_engine_rules(e, info, 32);
+
+    for (size_t i = 0; i < n && i < 32; i++)
+        if (strcmp(info[i].name, name) == 0)
+            return &info[i];
+    fail_msg("no rule %s", name);
+    return NULL;
+}
+
+/* ---- SHA-256, durations ------------------------------------------------- */
+
+static void test_sha256(void **state)
+{
+    static const struct {
+        size_t len;
+        char fill; /* 0: the text below */
+        const char *text;
+        const char *hex;
+    } cases[] = {
+        /* FIPS 180-2, appendix B */
+        { 0, 0, "", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
+        { 3, 0, "abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" },
+        { 56, 0, "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+          "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1" },
+        { 1000000, 'a', NULL, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0" },
+        /* around the padding's block boundaries */
+        { 55, 'x', NULL, "d5e285683cd4efc02d021a5c62014694958901005d6f71e89e0989fac77e4072" },
+        { 56, 'x', NULL, "04c26261370ee7541549d16dee320c723e3fd14671e66a099afe0a377c16888e" },
+        { 63, 'x', NULL, "75220b47218278e656f2013bb8f0c455a25eaf01e86c64924e9d48d89776d6f2" },
+        { 64, 'x', NULL, "7ce100971f64e7001e8fe5a51973ecdfe1ced42befe7ee8d5fd6219506b5393c" },
+        { 119, 'x', NULL, "000b48d4edf0fa7bee3c6236ecd2785baa5db4eeb8bb54341b029e0d9fa5fb0c" },
+        { 120, 'x', NULL, "13f05a0b594787f5ecd315edc96141bd3243203d1b7d4f0836f37308b276ba98" },
+    };
+    char hex[RULE_SHA256_HEX_LEN + 1];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *data = malloc(cases[i].len + 1);
+        assert_non_null(data);
+        if (cases[i].fill)
+            memset(data, cases[i].fill, cases[i].len);
+        else
+            memcpy(data, cases[i].text, cases[i].len);
+        rule_sha256_hex(data, cases[i].len, hex);
+        if (strcmp(hex, cases[i].hex) != 0)
+            fail_msg("case %zu: %s", i, hex);
+        free(data);
+    }
+}
+
+static void test_duration(void **state)
+{
+    static const struct {
+        const char *text;
+        double seconds; /* < 0: the error */
+    } cases[] = {
+        { "90s", 90 },    { "15m", 900 },  { "2h", 7200 },    { "1d", 86400 },
+        { "1.5h", 5400 }, { "1h30m", 5400 }, { "0.5s", 0.5 },  { "400d", 400 * 86400.0 },
+        { "", -EINVAL },  { "15", -EINVAL }, { "m", -EINVAL }, { "15 m", -EINVAL },
+        { "-5s", -EINVAL }, { "5x", -EINVAL }, { "1h30", -EINVAL }, { "inf", -EINVAL },
+        { "0s", -ERANGE }, { "401d", -ERANGE }, { "99999999999999999999999d", -ERANGE },
+        { "1.2.3s", -EINVAL },
+    };
+    struct rule_engine *e;
+    double v;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int r = rule_duration_parse(cases[i].text, &v);
+        if (cases[i].seconds < 0) {
+            if (r != (int)cases[i].seconds)
+                fail_msg("'%s': %d", cases[i].text, r);
+        } else if (r != 0 || v != cases[i].seconds) {
+            fail_msg("'%s': %d %g", cases[i].text, r, v);
+        }
+    }
+
+    /* The same parser in Lua, at load time too. */
+    e = engine_with("local D = duration('2h')\n"
+                    "rule{ name = 'd', on_reading = function(r)\n"
+                    "  local ok, err = pcall(duration, '2 hours')\n"
+                    "  local bad = err:find(\"duration: bad duration '2 hours'\", 1, true) ~= nil\n"
+                    "  open_case{ category = 'c', severity = 'info', title = 't', detail =\n"
+                    "    table.concat({ D, math.type(D), duration('90s'), duration('1.5m'),\n"
+                    "                   duration(30), duration(0.25), tostring(ok), tostring(bad),\n"
+                    "                   tostring(pcall(duration, 0)), tostring(pcall(duration)) },\n"
+                    "                 ' ') }\n"
+                    "end }\n");
+    assert_string_equal(details(e, reading_new(&dev_door)),
+                        "7200 integer 90 90 30 0.25 false true false false");
+    assert_int_equal(stats_of(e).errors, 0);
+    rule_engine_free(e);
+}
+
+/* ---- mode, provenance, rule_info ---------------------------------------- */
+
+static void test_shadow_hash_and_info(void **state)
+{
+    static const char source[] =
+        "rule{ name = 'live', on_reading = function(r)\n"
+        "  open_case{ category = 'c', severity = 'info', title = 'live' }\n"
+        "end }\n"
+        "rule{ name = 'shadowed', mode = 'shadow', on_reading = function(r)\n"
+        "  open_case{ category = 'c', severity = 'info', title = 'shadow' }\n"
+        "  emit('m', { x = 1 })\n"
+        "  clear_case{}\n"
+        "end }\n"
+        "rule{ name = 'explicit', mode = 'live', match = { type = 'door' },\n"
+        "      on_reading = function(r) error('no') end }\n";
+    struct rule_engine *e = engine_with(source);
+    struct rule_actions actions = { 0 };
+    struct gw_reading *r = reading_new(&dev_door);
+    char hash[RULE_SHA256_HEX_LEN + 1];
+    const struct rule_info *info;
+    struct rule_info few[1];
+
+    (void)state;
+    rule_sha256_hex(source, strlen(source), hash);
+    assert_int_equal(rule_engine_on_reading(e, r, &actions), 1);
+    gw_reading_unref(r);
+    assert_int_equal(actions.n, 4);
+    for (size_t i = 0; i < actions.n; i++) {
+        const struct rule_action *a = &actions.items[i];
+        assert_string_equal(a->file_hash, hash);
+        assert_int_equal(a->shadow, strcmp(a->rule, "shadowed") == 0);
+    }
+    rule_actions_free(&actions);
+
+    assert_int_equal(rule_engine_rules(e, few, 1), 3); /* fills one, counts all */
+    assert_string_equal(few[0].name, "live");
+    info = info_of(e, "shadowed");
+    assert_true(info->shadow);
+    assert_string_equal(info->file_hash, hash);
+    assert_non_null(strstr(info->file, "/rules.lua:4"));
+    assert_true(info->calls == 1 && info->errors == 0 && info->actions == 3);
+    info = info_of(e, "explicit");
+    assert_false(info->shadow);
+    assert_true(info->calls == 1 && info->errors == 1 && info->actions == 0);
+    assert_false(info->quarantined);
+    assert_int_equal(info->quarantined_devices, 0);
+    rule_engine_free(e);
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+static void test_on_event(void **state)
+{
+    struct rule_engine *e = engine_with(
+        "local function show(x)\n"
+        "  local keys = {}\n"
+        "  for k, v in pairs(x.fields) do keys[#keys + 1] = k .. '=' .. tostring(v) end\n"
+        "  table.sort(keys)\n"
+        "  return table.concat({ x.device, x.type, tostring(x.kind), tostring(x.status),\n"
+        "    tostring(x.ts == now()), x.grid.id, tostring(x.event), table.concat(keys, ',') }, ' ')\n"
+        "end\n"
+        "rule{ name = 'ev', on_event = function(e, state)\n"
+        "  state.n = (state.n or 0) + 1\n"
+        "  open_case{ category = 'c', severity = 'info', title = 'ev', detail = 'ev ' .. state.n\n"
+        "             .. ' ' .. show(e) }\n"
+        "end }\n"
+        "rule{ name = 'both', on_reading = function(r, state)\n"
+        "  state.n = (state.n or 0) + 1\n"
+        "  open_case{ category = 'c', severity = 'info', title = 'r', detail = 'r ' .. state.n }\n"
+        "end, on_event = function(e, state)\n"
+        "  state.n = (state.n or 0) + 1\n"
+        "  open_case{ category = 'c', severity = 'info', title = 'e', detail = 'e ' .. state.n }\n"
+        "end }\n"
+        "rule{ name = 'tamper_only', match = { field = 'tamper' }, on_event = function(e)\n"
+        "  open_case{ category = 'c', severity = 'info', title = 't', detail = 'tamper' }\n"
+        "end }\n"
+        "rule{ name = 'ro', match = { field = 'kind' }, on_event = function(e)\n"
+        "  local ok, err = pcall(function() e.kind = 'x' end)\n"
+        "  open_case{ category = 'c', severity = 'info', title = 't', detail = tostring(ok) ..\n"
+        "             ' ' .. tostring(err:find('e is read%-only') ~= nil) .. ' ' .. e.fields.kind }\n"
+        "end }\n");
+    struct gw_reading *r;
+
+    (void)state;
+    r = event_at(&dev_door, GW_CHANNEL_EVENT, TS_NS);
+    gw_reading_add_string(r, "event", "VCA_INTRUSION");
+    assert_string_equal(details(e, r), "ev 1 door-000001 door event nil true 110101001001001 "
+                                       "VCA_INTRUSION event=VCA_INTRUSION|e 1");
+    r = event_at(&dev_door, GW_CHANNEL_STATUS, TS_NS);
+    gw_reading_add_string(r, "status", "offline");
+    assert_string_equal(details(e, r), "ev 2 door-000001 door status offline true "
+                                       "110101001001001 nil status=offline|e 2");
+    /* A reading goes to on_reading only; the state is the same table. */
+    assert_string_equal(details(e, reading_new(&dev_door)), "r 3");
+    r = event_at(&dev_door, GW_CHANNEL_EVENT, TS_NS);
+    gw_reading_add_bool(r, "tamper", true);
+    assert_string_equal(details(e, r), "ev 3 door-000001 door event nil true 110101001001001 "
+                                       "nil tamper=true|e 4|tamper");
+    /* A device field named kind stays in e.fields; e.kind is the channel. */
+    r = event_at(&dev_door, GW_CHANNEL_EVENT, TS_NS);
+    gw_reading_add_string(r, "kind", "mine");
+    assert_string_equal(details(e, r), "ev 4 door-000001 door event nil true 110101001001001 "
+                                       "nil kind=mine|e 5|false true mine");
+    /* on_event is not called for telemetry, nor on_reading for events. */
+    assert_int_equal(info_of(e, "ev")->calls, 4);
+    assert_int_equal(info_of(e, "both")->calls, 5);
+    assert_int_equal(stats_of(e).errors, 0);
+    rule_engine_free(e);
+}
+
+/* ---- silence ------------------------------------------------------------ */
+
+static void test_silence_threshold(void **state)
+{
+    struct rule_engine *e = engine_with(
+        "local function f(d) end\n"
+        "rule{ name = 'default', match = { type = 'smoke' }, on_silence = f }\n"
+        "rule{ name = 'factor3', silence = { factor = 3 }, on_silence = f }\n"
+        "rule{ name = 'fixed', match = { type = 'door' }, silence = '90s', on_silence = f }\n"
+        "rule{ name = 'seconds', match = { grid_type = 'crowded' }, silence = 45,\n"
+        "      on_silence = f }\n"
+        "rule{ name = 'field_only_for_readings', match = { field = 'x' }, silence = '10s',\n"
+        "      on_silence = f }\n"
+        "rule{ name = 'reading', on_reading = f }\n");
+    const int64_t hb = 100 * SEC;
+
+    (void)state;
+    /* smoke at home: default { factor = 2 }, factor3, field-only 10 s */
+    assert_true(rule_engine_silence_threshold(e, &dev_smoke, hb) == 10 * SEC);
+    /* the mall: 45 s */
+    assert_true(rule_engine_silence_threshold(e, &dev_smoke2, hb) == 10 * SEC);
+    rule_engine_free(e);
+
+    e = engine_with("local function f(d) end\n"
+                    "rule{ name = 'default', match = { type = 'smoke' }, on_silence = f }\n"
+                    "rule{ name = 'factor3', silence = { factor = 3 }, on_silence = f }\n"
+                    "rule{ name = 'fixed', match = { type = 'door' }, silence = '90s',\n"
+                    "      on_silence = f }\n"
+                    "rule{ name = 'seconds', match = { grid_type = 'crowded' }, silence = 45,\n"
+                    "      on_silence = f }\n");
+    assert_true(rule_engine_silence_threshold(e, &dev_smoke, hb) == 200 * SEC);
+    assert_true(rule_engine_silence_threshold(e, &dev_smoke, 10 * SEC) == 20 * SEC);
+    assert_true(rule_engine_silence_threshold(e, &dev_smoke2, hb) == 45 * SEC);
+    assert_true(rule_engine_silence_threshold(e, &dev_door, hb) == 90 * SEC);
+    assert_true(rule_engine_silence_threshold(e, &dev_door, 10 * SEC) == 30 * SEC);
+    /* No heartbeat known: only fixed silences apply. */
+    assert_true(rule_engine_silence_threshold(e, &dev_smoke, 0) == 0);
+    assert_true(rule_engine_silence_threshold(e, &dev_door, 0) == 90 * SEC);
+    rule_engine_free(e);
+}
+
+static void test_silence_episodes(void **state)
+{
+    struct rule_engine *e = engine_with(
+        "rule{ name = 'dead', silence = '10m', on_silence = function(d, state)\n"
+        "  state.n = (state.n or 0) + 1\n"
+        "  open_case{ category = 'c', severity = 'info', title = 'dead', detail = table.concat({\n"
+        "    'dead', state.n, d.device, d.type, d.grid.id, d.ts, tostring(d.last_seen),\n"
+        "    d.silent_for, tostring(d.heartbeat), tostring(d.ts == now()) }, ' ') }\n"
+        "end }\n"
+        "rule{ name = 'slow', silence = { factor = 2 }, on_silence = function(d)\n"
+        "  open_case{ category = 'c', severity = 'info', title = 'slow', detail = 'slow ' ..\n"
+        "             d.silent_for .. ' ' .. d.heartbeat }\n"
+        "end }\n"
+        "rule{ name = 'flaky', match = { type = 'smoke', grid = '110101001001001' },\n"
+        "      silence = '1m',\n"
+        "      on_silence = function(d, state)\n"
+        "  state.tries = (state.tries or 0) + 1\n"
+        "  if state.tries == 1 then error('first try fails') end\n"
+        "  open_case{ category = 'c', severity = 'info', title = 'flaky', detail = 'flaky ' ..\n"
+        "             state.tries }\n"
+        "end }\n");
+    const int64_t t0 = 1700000000000LL * 1000000, hb = 8 * 60 * SEC;
+    int64_t last = t0;
+    struct gw_reading *r;
+
+    (void)state;
+    /* Not silent long enough for anything. */
+    assert_string_equal(silence_details(e, &dev_door, t0 + 9 * 60 * SEC, last, hb), "");
+    /* 10 min: 'dead' fires, with everything in d. */
+    assert_string_equal(silence_details(e, &dev_door, t0 + 10 * 60 * SEC, last, hb),
+                        "dead 1 door-000001 door 110101001001001 1700000600000 1700000000000 "
+                        "600 480 true");
+    /* Once per episode. 16 min: 'slow' (2 x 8 min) too, with a float. */
+    assert_string_equal(silence_details(e, &dev_door, t0 + 11 * 60 * SEC, last, hb), "");
+    assert_string_equal(silence_details(e, &dev_door, t0 + 16 * 60 * SEC + SEC / 2, last, hb),
+                        "slow 960.5 480");
+    assert_string_equal(silence_details(e, &dev_door, t0 + 20 * 60 * SEC, last, hb), "");
+    /* A reading ends the episode (even one no rule wants); the next
+     * silence fires again. */
+    assert_string_equal(details(e, reading_new(&dev_door)), "");
+    assert_string_equal(silence_details(e, &dev_door, t0 + 30 * 60 * SEC, last, hb),
+                        "dead 2 door-000001 door 110101001001001 1700001800000 1700000000000 "
+                        "1800 480 true|slow 1800 480");
+    /* An event ends it too, an "offline" status does not, "online" does. */
+    r = event_at(&dev_door, GW_CHANNEL_STATUS, TS_NS);
+    gw_reading_add_string(r, "status", "offline");
+    details(e, r);
+    assert_string_equal(silence_details(e, &dev_door, t0 + 31 * 60 * SEC, last, hb), "");
+    r = event_at(&dev_door, GW_CHANNEL_STATUS, TS_NS);
+    gw_reading_add_string(r, "status", "online");
+    details(e, r);
+    assert_non_null(strstr(silence_details(e, &dev_door, t0 + 32 * 60 * SEC, last, hb), "dead 3"));
+    details(e, event_at(&dev_door, GW_CHANNEL_EVENT, TS_NS));
+    assert_non_null(strstr(silence_details(e, &dev_door, t0 + 33 * 60 * SEC, last, hb), "dead 4"));
+    /* A new last_seen from the pipeline is a new episode as well. */
+    last = t0 + 40 * 60 * SEC;
+    assert_string_equal(silence_details(e, &dev_door, last + 10 * 60 * SEC, last, hb),
+                        "dead 5 door-000001 door 110101001001001 1700003000000 1700002400000 "
+                        "600 480 true");
+    /* Never seen: last_seen is nil; no heartbeat: nil, factor rules skip. */
+    assert_string_equal(silence_details(e, &dev_smoke2, TS_NS + 3600 * SEC, 0, 0),
+                        "dead 1 smoke-000002 smoke 110101002003004 1700003600123 nil 3600 nil "
+                        "true");
+    /* A failed on_silence is tried again at the next check. */
+    assert_string_equal(silence_details(e, &dev_smoke, TS_NS + 90 * SEC, 0, 0), "");
+    assert_int_equal(stats_of(e).errors, 1);
+    assert_string_equal(silence_details(e, &dev_smoke, TS_NS + 91 * SEC, 0, 0), "flaky 2");
+    assert_string_equal(silence_details(e, &dev_smoke, TS_NS + 92 * SEC, 0, 0), "");
+    /* Devices are independent. */
+    assert_int_equal(info_of(e, "dead")->calls, 6);
+    rule_engine_free(e);
+}
+
+/* ---- window, held ------------------------------------------------------- */
+
+static const char window_source[] =
+    "local function g(x) return x == nil and 'nil' or string.format('%.4g', x) end\n"
+    "local function show(w)\n"
+    "  return table.concat({ w:count(), g(w:avg()), g(w:min()), g(w:max()), g(w:rate()) }, ' ')\n"
+    "end\n"
+    "rule{ name = 'w', match = { field = 'v' }, on_reading = function(r)\n"
+    "  local w = window('v', 60)\n"
+    "  if r.v == r.v then w:push(r.v) end\n" /* NaN: no push */
+    "  open_case{ category = 'c', severity = 'info', title = 'w', detail = show(w) }\n"
+    "end }\n"
+    "rule{ name = 'many', match = { field = 'many' }, on_reading = function(r)\n"
+    "  local w = window('m', '1h')\n"
+    "  for i = 1, r.many do w:push(i) end\n"
+    "  local same = window('m', 3600) == w\n"
+    "  open_case{ category = 'c', severity = 'info', title = 'm', detail = show(w) ..\n"
+    "             ' ' .. tostring(same) }\n"
+    "end }\n"
+    "rule{ name = 'misuse', match = { field = 'misuse' }, on_reading = function(r)\n"
+    "  local w = window('x', 10)\n"
+    "  local out = {}\n"
+    "  for _, f in ipairs{\n"
+    "    function() w:push('a') end, function() w:push(1/0) end, function() w.push(5) end,\n"
+    "    function() window('', 10) end, function() window('x', 0) end,\n"
+    "    function() window('x', '10 s') end, function() getmetatable(w).__index = nil end,\n"
+    "    function() w.x = 1 end } do\n"
+    "    out[#out + 1] = tostring(pcall(f))\n"
+    "  end\n"
+    "  out[#out + 1] = tostring(getmetatable(w))\n"
+    "  open_case{ category = 'c', severity = 'info', title = 'x', detail = table.concat(out, ' ') }\n"
+    "end }\n";
+
+static char *window_at(struct rule_engine *e, const struct gw_device *d, int64_t t_s, double v)
+{
+    struct gw_reading *r = reading_at(d, TS_NS + t_s * SEC);
+
+    gw_reading_add_number(r, "v", v);
+    return details(e, r);
+}
+
+static void test_window(void **state)
+{
+    struct rule_engine *e = engine_with(window_source);
+    struct gw_reading *r;
+
+    (void)state;
+    assert_string_equal(window_at(e, &dev_smoke, 0, 10), "1 10 10 10 nil");
+    assert_string_equal(window_at(e, &dev_smoke, 10, 20), "2 15 10 20 1");
+    assert_string_equal(window_at(e, &dev_smoke, 30, 40), "3 23.33 10 40 1");
+    /* Another device has its own window. */
+    assert_string_equal(window_at(e, &dev_door, 30, 7), "1 7 7 7 nil");
+    /* At 60 s the point of 0 s is out (the window is (now - 60 s, now]). */
+    assert_string_equal(window_at(e, &dev_smoke, 60, 0), "3 20 0 40 -0.4");
+    /* Queries expire too: nothing pushed at 200 s, nothing left. */
+    assert_string_equal(window_at(e, &dev_smoke, 200, NAN), "0 nil nil nil nil");
+    /* A late reading takes its place in time. */
+    assert_string_equal(window_at(e, &dev_smoke, 300, 1), "1 1 1 1 nil");
+    assert_string_equal(window_at(e, &dev_smoke, 310, 3), "2 2 1 3 0.2");
+    assert_string_equal(window_at(e, &dev_smoke, 305, 100), "3 34.67 1 100 0.2");
+    /* Points at one time: no rate. */
+    assert_string_equal(window_at(e, &dev_door, 400, 1), "1 1 1 1 nil");
+    assert_string_equal(window_at(e, &dev_door, 400, 2), "2 1.5 1 2 nil");
+
+    /* At most 1024 points: the oldest go. */
+    r = reading_new(&dev_smoke);
+    gw_reading_add_integer(r, "many", 2000);
+    assert_string_equal(details(e, r), "1024 1488 977 2000 nil true");
+    r = reading_at(&dev_smoke, TS_NS + 1800 * SEC);
+    gw_reading_add_integer(r, "many", 1);
+    assert_string_equal(details(e, r), "1024 1488 1 2000 -0.5428 true");
+
+    r = reading_new(&dev_smoke);
+    gw_reading_add_bool(r, "misuse", true);
+    assert_string_equal(details(e, r), "false false false false false false false false locked");
+    assert_int_equal(stats_of(e).errors, 0);
+    rule_engine_free(e);
+
+    /* Only inside handlers. */
+    {
+        char *msg = load_error("local w = window('x', 10)\n");
+        assert_string_equal(msg, "bad.lua:1: window can only be used inside on_reading, "
+                                 "on_event or on_silence");
+        free(msg);
+    }
+}
+
+static void test_held(void **state)
+{
+    struct rule_engine *e = engine_with(
+        "rule{ name = 'h', match = { field = 't' }, on_reading = function(r)\n"
+        "  local hot = held('hot', r.t > 50, 30)\n"
+        "  local now_ = held('now', r.t > 50, 0)\n"
+        "  local str = held('str', r.t > 50, '30s')\n"
+        "  open_case{ category = 'c', severity = 'info', title = 'h', detail =\n"
+        "             tostring(hot) .. ' ' .. tostring(now_) .. ' ' .. tostring(str) }\n"
+        "end }\n");
+    static const struct {
+        const struct gw_device *dev;
+        int t_s;
+        double temp;
+        const char *want;
+    } steps[] = {
+        { &dev_smoke, 0, 60, "false true false" },   { &dev_smoke, 10, 70, "false true false" },
+        { &dev_door, 20, 70, "false true false" },   { &dev_smoke, 30, 60, "true true true" },
+        { &dev_smoke, 40, 40, "false false false" }, { &dev_smoke, 50, 60, "false true false" },
+        { &dev_door, 50, 70, "true true true" },     { &dev_smoke, 79, 60, "false true false" },
+        { &dev_smoke, 80, 60, "true true true" },
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        struct gw_reading *r = reading_at(steps[i].dev, TS_NS + steps[i].t_s * SEC);
+        char *got;
+        gw_reading_add_number(r, "t", steps[i].temp);
+        got = details(e, r);
+        if (strcmp(got, steps[i].want) != 0)
+            fail_msg("step %zu: got \"%s\", want \"%s\"", i, got, steps[i].want);
+    }
+    assert_int_equal(stats_of(e).errors, 0);
+    rule_engine_free(e);
+}
+
+/* ---- failure isolation -------------------------------------------------- */
+
+static int64_t test_clock_ns;
+
+static int64_t test_clock(void *ud)
+{
+    assert_ptr_equal(ud, &test_clock_ns);
+    return test_clock_ns;
+}
+
+static const struct rule_limits quarantine_limits = {
+    .instruction_budget = 200000,
+    .memory_bytes = 16 << 20,
+    .device_failures = 3,
+    .rule_devices = 3,
+    .quarantine_s = 60,
+};
+
+static const char flaky_source[] =
+    "rule{ name = 'flaky', on_reading = function(r)\n"
+    "  if r.fail then error('failing as asked') end\n"
+    "  open_case{ category = 'c', severity = 'info', title = 'flaky' }\n"
+    "end, on_event = function(e)\n"
+    "  open_case{ category = 'c', severity = 'info', title = 'flaky event' }\n"
+    "end }\n"
+    "rule{ name = 'steady', on_reading = function(r)\n"
+    "  open_case{ category = 'c', severity = 'info', title = 'steady' }\n"
+    "end }\n";
+
+/* Runs a reading from d, failing or not; returns the titles. */
+static char *try_device(struct rule_engine *e, const struct gw_device *d, bool fail)
+{
+    struct gw_reading *r = reading_new(d);
+
+    gw_reading_add_bool(r, "fail", fail);
+    return details(e, r);
+}
+
+static void test_quarantine_device(void **state)
+{
+    static const int64_t backoff[] = { 60, 120, 240, 480, 960, 1920, 3600, 3600 };
+    struct rule_engine *e = engine_with_limits(flaky_source, &quarantine_limits);
+    const struct rule_info *info;
+
+    (void)state;
+    test_clock_ns = 1000 * SEC;
+    rule_engine_set_clock(e, test_clock, &test_clock_ns);
+
+    /* Three failures in a row for one device: quarantined for it. */
+    for (int i = 0; i < 3; i++)
+        assert_string_equal(try_device(e, &dev_smoke, true), "steady");
+    assert_int_equal(stats_of(e).quarantines, 1);
+    info = info_of(e, "flaky");
+    assert_int_equal(info->quarantined_devices, 1);
+    assert_false(info->quarantined);
+    assert_true(info->calls == 3 && info->errors == 3);
+    /* Skipped for it (not an error), on every handler; others run it. */
+    assert_string_equal(try_device(e, &dev_smoke, false), "steady");
+    assert_string_equal(details(e, event_at(&dev_smoke, GW_CHANNEL_EVENT, TS_NS)), "");
+    assert_string_equal(try_device(e, &dev_door, false), "flaky|steady");
+    assert_int_equal(stats_of(e).quarantine_skips, 2);
+    assert_int_equal(stats_of(e).errors, 3);
+    assert_int_equal(info_of(e, "flaky")->calls, 4);
+
+    /* 60 s later it is tried again; failing again at once is a relapse:
+     * quarantined again, for twice as long. */
+    test_clock_ns += 59 * SEC;
+    assert_string_equal(try_device(e, &dev_smoke, true), "steady");
+    assert_int_equal(stats_of(e).errors, 3);
+    test_clock_ns += 1 * SEC;
+    assert_int_equal(info_of(e, "flaky")->quarantined_devices, 0);
+    assert_string_equal(try_device(e, &dev_smoke, true), "steady");
+    assert_int_equal(stats_of(e).errors, 4);
+    assert_int_equal(stats_of(e).quarantines, 2);
+    assert_int_equal(info_of(e, "flaky")->quarantined_devices, 1);
+    test_clock_ns += 119 * SEC;
+    assert_string_equal(try_device(e, &dev_smoke, false), "steady");
+    test_clock_ns += 1 * SEC;
+    /* A success ends the backoff: the count starts again from zero. */
+    assert_string_equal(try_device(e, &dev_smoke, false), "flaky|steady");
+    assert_string_equal(try_device(e, &dev_smoke, true), "steady");
+    assert_string_equal(try_device(e, &dev_smoke, true), "steady");
+    assert_int_equal(info_of(e, "flaky")->quarantined_devices, 0);
+    assert_string_equal(try_device(e, &dev_smoke, true), "steady");
+    assert_int_equal(info_of(e, "flaky")->quarantined_devices, 1);
+    assert_int_equal(stats_of(e).quarantines, 3);
+    test_clock_ns += 60 * SEC; /* back to 60 s, not 240 */
+    assert_string_equal(try_device(e, &dev_smoke, false), "flaky|steady");
+    assert_int_equal(info_of(e, "flaky")->quarantined_devices, 0);
+
+    /* The backoff doubles up to one hour. */
+    for (int i = 0; i < 3; i++)
+        try_device(e, &dev_smoke, true);
+    for (size_t i = 0; i < sizeof(backoff) / sizeof(backoff[0]); i++) {
+        assert_int_equal(info_of(e, "flaky")->quarantined_devices, 1);
+        test_clock_ns += backoff[i] * SEC - 1;
+        assert_int_equal(info_of(e, "flaky")->quarantined_devices, 1);
+        test_clock_ns += 1;
+        try_device(e, &dev_smoke, true); /* a relapse */
+    }
+    test_clock_ns += 3600 * SEC - 1;
+    assert_int_equal(info_of(e, "flaky")->quarantined_devices, 1);
+    test_clock_ns += 1;
+    assert_string_equal(try_device(e, &dev_smoke, false), "flaky|steady");
+    rule_engine_free(e);
+}
+
+static void test_quarantine_rule(void **state)
+{
+    struct rule_engine *e = engine_with_limits(flaky_source, &quarantine_limits);
+    struct gw_device devs[3];
+    char id[32];
+    uint64_t quarantines;
+
+    (void)state;
+    test_clock_ns = 5000 * SEC;
+    rule_engine_set_clock(e, test_clock, &test_clock_ns);
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof(id), "bad-%d", i);
+        device_init(&devs[i], id, "smoke", &grid_home);
+    }
+    /* Two devices in quarantine: the rule still runs for others. */
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 3; j++)
+            try_device(e, &devs[i], true);
+    assert_int_equal(info_of(e, "flaky")->quarantined_devices, 2);
+    assert_string_equal(try_device(e, &dev_door, false), "flaky|steady");
+    /* The third: the whole rule, for every device. */
+    for (int j = 0; j < 3; j++)
+        try_device(e, &devs[2], true);
+    assert_true(info_of(e, "flaky")->quarantined);
+    assert_int_equal(info_of(e, "flaky")->quarantined_devices, 0); /* folded into the rule's */
+    assert_int_equal(stats_of(e).quarantines, 4);
+    assert_string_equal(try_device(e, &dev_door, false), "steady");
+    assert_string_equal(try_device(e, &dev_smoke, false), "steady");
+    assert_string_equal(details(e, event_at(&dev_door, GW_CHANNEL_EVENT, TS_NS)), "");
+    assert_int_equal(info_of(e, "steady")->errors, 0);
+
+    /* 60 s: tried again. The same three fail at once (each one on
+     * probation): the rule again, for twice as long. */
+    test_clock_ns += 60 * SEC;
+    assert_false(info_of(e, "flaky")->quarantined);
+    for (int i = 0; i < 3; i++)
+        try_device(e, &devs[i], true);
+    assert_true(info_of(e, "flaky")->quarantined);
+    quarantines = stats_of(e).quarantines;
+    assert_int_equal(quarantines, 4 + 3 + 1);
+    test_clock_ns += 119 * SEC;
+    assert_true(info_of(e, "flaky")->quarantined);
+    assert_string_equal(try_device(e, &dev_door, false), "steady");
+    test_clock_ns += 1 * SEC;
+    assert_string_equal(try_device(e, &dev_door, false), "flaky|steady");
+
+    /* A reload (a fresh engine taking over the state) ends quarantines. */
+    for (int i = 0; i < 3; i++)
+        try_device(e, &devs[i], true);
+    assert_true(info_of(e, "flaky")->quarantined);
+    {
+        struct rule_engine *fresh = engine_with_limits(flaky_source, &quarantine_limits);
+        rule_engine_set_clock(fresh, test_clock, &test_clock_ns);
+        assert_int_equal(rule_engine_adopt_state(fresh, e), 0);
+        assert_false(info_of(fresh, "flaky")->quarantined);
+        assert_string_equal(try_device(fresh, &devs[0], false), "flaky|steady");
+        rule_engine_free(fresh);
+    }
+    for (int i = 0; i < 3; i++)
+        device_clear(&devs[i]);
+    rule_engine_free(e);
+}
+
+/* ---- reload ------------------------------------------------------------- */
+
+static const char adopt_source[] =
+    "rule{ name = 'keep', silence = '1m', on_silence = function(d, state)\n"
+    "  open_case{ category = 'c', severity = 'info', title = 'silent', detail = 'silent' }\n"
+    "end, on_reading = function(r, state)\n"
+    "  local had_fn = state.fn ~= nil\n"
+    "  local cycle = state.cyc ~= nil and state.cyc.self == state.cyc\n"
+    "  local shared = state.a ~= nil and state.a == state.b\n"
+    "  state.n = (state.n or 0) + 1\n"
+    "  state.nested = state.nested or { a = { b = { c = 'deep' } }, list = { 1, 2.5, 'x' },\n"
+    "                                  flag = false, [7] = true, ['with\\0zero'] = 'ok' }\n"
+    "  state.fn = function() end\n"
+    "  state.cyc = state.cyc or {}\n"
+    "  state.cyc.self = state.cyc\n"
+    "  state.a = state.a or {}\n"
+    "  state.b = state.a\n"
+    "  local deep = state.deep\n"
+    "  if not deep then\n"
+    "    deep = {}\n"
+    "    local t = deep\n"
+    "    for i = 1, 40 do t.next = {}; t = t.next end\n"
+    "    state.deep = deep\n"
+    "  end\n"
+    "  local depth, t = 0, state.deep\n"
+    "  while t.next do depth = depth + 1; t = t.next end\n"
+    "  local w = window('v', 600)\n"
+    "  w:push(r.v)\n"
+    "  local h = held('on', true, 60)\n"
+    "  local nested = state.nested\n"
+    "  open_case{ category = 'c', severity = 'info', title = 'keep', detail = table.concat({\n"
+    "    state.n, nested.a.b.c, tostring(nested.flag), #nested.list, math.type(nested.list[1]),\n"
+    "    tostring(nested[7]), nested['with\\0zero'], w:count(), w:avg(), tostring(h),\n"
+    "    tostring(had_fn), tostring(cycle), tostring(shared), depth }, ' ') }\n"
+    "end }\n";
+
+static char *adopt_reading(struct rule_engine *e, const struct gw_device *d, int64_t t_s, double v)
+{
+    struct gw_reading *r = reading_at(d, TS_NS + t_s * SEC);
+
+    gw_reading_add_number(r, "v", v);
+    return details(e, r);
+}
+
+static void test_adopt_state(void **state)
+{
+    struct rule_engine *old = engine_with(adopt_source);
+    struct rule_engine *fresh;
+    char *source;
+
+    (void)state;
+    assert_string_equal(adopt_reading(old, &dev_smoke, 0, 10),
+                        "1 deep false 3 integer true ok 1 10.0 false false false false 40");
+    assert_string_equal(adopt_reading(old, &dev_smoke, 30, 20),
+                        "2 deep false 3 integer true ok 2 15.0 false true true true 40");
+    assert_string_equal(adopt_reading(old, &dev_door, 30, 5),
+                        "1 deep false 3 integer true ok 1 5.0 false false false false 40");
+    /* The silence episode of smoke-000001 fires in the old engine. */
+    assert_string_equal(silence_details(old, &dev_smoke, TS_NS + 100 * SEC, TS_NS + 30 * SEC, 0),
+                        "silent");
+
+    /* The fresh engine has one more rule, and the old one's 'keep'. */
+    assert_true(asprintf(&source, "%s%s", adopt_source,
+                         "rule{ name = 'new', on_reading = function(r, state)\n"
+                         "  state.x = (state.x or 0) + 1\n"
+                         "end }\n") > 0);
+    fresh = engine_with(source);
+    free(source);
+    assert_int_equal(rule_engine_adopt_state(fresh, old), 0);
+    rule_engine_free(old);
+
+    /* The silence episode went on: no second case for the same silence. */
+    assert_string_equal(silence_details(fresh, &dev_smoke, TS_NS + 200 * SEC, TS_NS + 30 * SEC, 0),
+                        "");
+    /* State, windows and held timers went on; functions did not, tables
+     * nested deeper than the bound were cut, cycles and sharing are kept. */
+    assert_string_equal(adopt_reading(fresh, &dev_smoke, 60, 30),
+                        "3 deep false 3 integer true ok 3 20.0 true false true true 30");
+    assert_string_equal(adopt_reading(fresh, &dev_door, 60, 7),
+                        "2 deep false 3 integer true ok 2 6.0 false false true true 30");
+    /* Heard from again: the next silence is a new episode. */
+    assert_string_equal(silence_details(fresh, &dev_smoke, TS_NS + 300 * SEC, TS_NS + 60 * SEC, 0),
+                        "silent");
+    /* The rule only the fresh engine has runs with fresh state. */
+    assert_int_equal(info_of(fresh, "new")->calls, 2);
+    assert_int_equal(stats_of(fresh).errors, 0);
+    rule_engine_free(fresh);
+}
+
 /* ---- the shipped rules -------------------------------------------------- */
 
+/* The first action of `kind` asked for by `rule`, or NULL. */
+static const struct rule_action *find_action(const struct rule_actions *actions, const char *rule,
+                                             enum rule_action_kind kind)
+{
+    for (size_t i = 0; i < actions->n; i++)
+        if (actions->items[i].kind == kind && strcmp(actions->items[i].rule, rule) == 0)
+            return &actions->items[i];
+    return NULL;
+}
+
+static size_t count_kind(const struct rule_actions *actions, enum rule_action_kind kind)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < actions->n; i++)
+        n += actions->items[i].kind == kind;
+    return n;
+}
+
+static char *file_hash_of(const char *path)
+{
+    static char hex[RULE_SHA256_HEX_LEN + 1];
+    char *data = NULL;
+    size_t len = 0;
+    FILE *f = fopen(path, "rb");
+
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    len = (size_t)ftell(f);
+    rewind(f);
+    data = malloc(len + 1);
+    assert_non_null(data);
+    assert_int_equal(fread(data, 1, len, f), len);
+    fclose(f);
+    rule_sha256_hex(data, len, hex);
+    free(data);
+    return hex;
+}
+
+/* The rule set in rules/ as shipped (its own *_test.lua files test it in
+ * depth with `gridgate rules test`); here: that it loads, runs on each
+ * kind of input without errors, and carries provenance. */
 static void test_shipped_rules(void **state)
 {
     struct rule_engine *e = rule_engine_new(NULL);
     struct rule_actions actions = { 0 };
+    struct rule_silence silence;
     struct gw_reading *r;
     char *error = NULL;
     const struct rule_action *a;
+    const int64_t hour = 3600 * 1000000000LL;
 
     (void)state;
     assert_non_null(e);
@@ -908,10 +1758,8 @@ static void test_shipped_rules(void **state)
     gw_reading_add_number(r, "battery", 87);
     assert_int_equal(rule_engine_on_reading(e, r, &actions), 0);
     gw_reading_unref(r);
-    assert_int_equal(actions.n, 2); /* the smoke case, and the battery rule's clear */
-    a = actions.items[0].kind == RULE_ACTION_OPEN_CASE ? &actions.items[0] : &actions.items[1];
-    assert_int_equal(a->kind, RULE_ACTION_OPEN_CASE);
-    assert_string_equal(a->rule, "fire.smoke");
+    a = find_action(&actions, "fire.smoke", RULE_ACTION_OPEN_CASE);
+    assert_non_null(a);
     assert_string_equal(a->category, "fire.smoke");
     assert_int_equal(a->severity, GW_SEVERITY_MAJOR);
     assert_true(a->has_role);
@@ -919,43 +1767,66 @@ static void test_shipped_rules(void **state)
     assert_string_equal(a->title, "烟感报警 smoke-000001");
     assert_string_equal(a->subject, "smoke-000001");
     assert_non_null(strstr(a->detail, "0.180"));
-    assert_non_null(strstr(a->file, "/rules/smoke.lua:"));
+    assert_non_null(strstr(a->file, "/rules/fire.lua:"));
+    assert_false(a->shadow);
+    assert_string_equal(a->file_hash, file_hash_of(GW_SOURCE_DIR "/rules/fire.lua"));
+    assert_int_equal(count_kind(&actions, RULE_ACTION_OPEN_CASE), 1);
     rule_actions_clear(&actions);
 
-    /* The same in a crowded grid: critical. */
+    /* The same in a crowded grid at level attention: critical. */
     r = reading_new(&dev_smoke2);
     gw_reading_add_number(r, "smoke", 0.18);
     assert_int_equal(rule_engine_on_reading(e, r, &actions), 0);
     gw_reading_unref(r);
-    assert_int_equal(actions.n, 1);
-    assert_int_equal(actions.items[0].severity, GW_SEVERITY_CRITICAL);
-    assert_int_equal(actions.items[0].role, GW_ROLE_FIREFIGHTER);
+    a = find_action(&actions, "fire.smoke", RULE_ACTION_OPEN_CASE);
+    assert_non_null(a);
+    assert_int_equal(a->severity, GW_SEVERITY_CRITICAL);
     rule_actions_clear(&actions);
 
-    /* The detector's own alarm alone also opens it. */
-    r = reading_new(&dev_smoke);
-    gw_reading_add_number(r, "smoke", 0.03);
-    gw_reading_add_bool(r, "alarm", true);
-    assert_string_equal(run_titles(e, r), "烟感报警 smoke-000001");
-
-    /* A normal reading: nothing. */
+    /* A normal reading: no case. */
     r = reading_new(&dev_smoke);
     gw_reading_add_number(r, "smoke", 0.03);
     gw_reading_add_bool(r, "alarm", false);
     assert_int_equal(rule_engine_on_reading(e, r, &actions), 0);
     gw_reading_unref(r);
-    assert_int_equal(actions.n, 0);
+    assert_int_equal(count_kind(&actions, RULE_ACTION_OPEN_CASE), 0);
+    rule_actions_clear(&actions);
 
     /* A low battery on any device: a minor case for the grid manager. */
     r = reading_new(&dev_door);
     gw_reading_add_number(r, "battery", 12);
     assert_int_equal(rule_engine_on_reading(e, r, &actions), 0);
     gw_reading_unref(r);
-    assert_int_equal(actions.n, 1);
-    assert_string_equal(actions.items[0].category, "device.battery");
-    assert_int_equal(actions.items[0].severity, GW_SEVERITY_MINOR);
-    assert_int_equal(actions.items[0].role, GW_ROLE_MANAGER);
+    a = find_action(&actions, "device.battery", RULE_ACTION_OPEN_CASE);
+    assert_non_null(a);
+    assert_int_equal(a->severity, GW_SEVERITY_MINOR);
+    assert_int_equal(a->role, GW_ROLE_MANAGER);
     rule_actions_clear(&actions);
+
+    /* Status offline: a case for the manager. */
+    r = gw_reading_new(dev_door.id, GW_CHANNEL_STATUS, TS_NS);
+    r->device = &dev_door;
+    gw_reading_add_string(r, "status", "offline");
+    assert_int_equal(rule_engine_on_event(e, r, &actions), 0);
+    gw_reading_unref(r);
+    assert_non_null(find_action(&actions, "device.offline", RULE_ACTION_OPEN_CASE));
+    rule_actions_clear(&actions);
+
+    /* Silence: twice a 12 h heartbeat, once per silence. */
+    assert_true(rule_engine_silence_threshold(e, &dev_door, 12 * hour) == 24 * hour);
+    silence = (struct rule_silence){
+        .now_ns = TS_NS + 25 * hour,
+        .last_seen_ns = TS_NS,
+        .silent_ns = 25 * hour,
+        .heartbeat_ns = 12 * hour,
+    };
+    assert_int_equal(rule_engine_on_silence(e, &dev_door, &silence, &actions), 0);
+    assert_non_null(find_action(&actions, "device.silent", RULE_ACTION_OPEN_CASE));
+    rule_actions_clear(&actions);
+    silence.now_ns += hour;
+    silence.silent_ns += hour;
+    assert_int_equal(rule_engine_on_silence(e, &dev_door, &silence, &actions), 0);
+    assert_int_equal(actions.n, 0);
 
     assert_int_equal(stats_of(e).errors, 0);
     rule_actions_free(&actions);
@@ -984,6 +1855,17 @@ int main(void)
         cmocka_unit_test(test_state_per_device),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_load_dir),
+        cmocka_unit_test(test_sha256),
+        cmocka_unit_test(test_duration),
+        cmocka_unit_test(test_shadow_hash_and_info),
+        cmocka_unit_test(test_on_event),
+        cmocka_unit_test(test_silence_threshold),
+        cmocka_unit_test(test_silence_episodes),
+        cmocka_unit_test(test_window),
+        cmocka_unit_test(test_held),
+        cmocka_unit_test(test_quarantine_device),
+        cmocka_unit_test(test_quarantine_rule),
+        cmocka_unit_test(test_adopt_state),
         cmocka_unit_test(test_shipped_rules),
     };
 

@@ -1,0 +1,158 @@
+/* SHA-256 (FIPS 180-4, section 6.2) and durations.
+ *
+ * SHA-256 is written out here rather than taken from OpenSSL so that the
+ * rule library keeps its one dependency (Lua); rule files are small and
+ * hashed once per load, so a plain implementation is fast enough.
+ */
+#include "rule_util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- SHA-256 ------------------------------------------------------------ */
+
+static const uint32_t K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+static uint32_t rotr(uint32_t x, unsigned n)
+{
+    return (x >> n) | (x << (32 - n));
+}
+
+static void sha256_block(uint32_t h[8], const uint8_t *p)
+{
+    uint32_t w[64], a, b, c, d, e, f, g, k;
+
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
+        uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        k = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
+}
+
+void rule_sha256(const void *data, size_t len, uint8_t ret_digest[RULE_SHA256_LEN])
+{
+    uint32_t h[8] = {
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+    };
+    const uint8_t *p = data;
+    uint64_t bits = (uint64_t)len * 8;
+    uint8_t last[128];
+    size_t rest, n_last;
+
+    for (; len >= 64; p += 64, len -= 64)
+        sha256_block(h, p);
+    /* The tail, the 0x80 byte, zeros, and the length in bits: one block,
+     * or two when the tail leaves no room for the length. */
+    rest = len;
+    memset(last, 0, sizeof(last));
+    if (rest)
+        memcpy(last, p, rest);
+    last[rest] = 0x80;
+    n_last = rest + 1 + 8 <= 64 ? 64 : 128;
+    for (int i = 0; i < 8; i++)
+        last[n_last - 1 - i] = (uint8_t)(bits >> (8 * i));
+    sha256_block(h, last);
+    if (n_last == 128)
+        sha256_block(h, last + 64);
+    for (int i = 0; i < 8; i++) {
+        ret_digest[4 * i] = (uint8_t)(h[i] >> 24);
+        ret_digest[4 * i + 1] = (uint8_t)(h[i] >> 16);
+        ret_digest[4 * i + 2] = (uint8_t)(h[i] >> 8);
+        ret_digest[4 * i + 3] = (uint8_t)h[i];
+    }
+}
+
+void rule_sha256_hex(const void *data, size_t len, char ret_hex[RULE_SHA256_HEX_LEN + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    uint8_t digest[RULE_SHA256_LEN];
+
+    rule_sha256(data, len, digest);
+    for (int i = 0; i < RULE_SHA256_LEN; i++) {
+        ret_hex[2 * i] = digits[digest[i] >> 4];
+        ret_hex[2 * i + 1] = digits[digest[i] & 15];
+    }
+    ret_hex[RULE_SHA256_HEX_LEN] = '\0';
+}
+
+/* ---- durations ---------------------------------------------------------- */
+
+static double unit_seconds(char c)
+{
+    switch (c) {
+    case 's':
+        return 1;
+    case 'm':
+        return 60;
+    case 'h':
+        return 3600;
+    case 'd':
+        return 86400;
+    default:
+        return 0;
+    }
+}
+
+int rule_duration_parse(const char *text, double *ret_seconds)
+{
+    const char *p = text;
+    double total = 0;
+
+    if (!p || !*p)
+        return -EINVAL;
+    while (*p) {
+        double value = 0, scale = 1, unit;
+        bool digits = false;
+
+        /* Digits by hand: strtod would take signs, blanks, hex and "inf". */
+        for (; *p >= '0' && *p <= '9'; p++, digits = true)
+            value = value * 10 + (*p - '0');
+        if (*p == '.') {
+            for (p++; *p >= '0' && *p <= '9'; p++, digits = true) {
+                scale /= 10;
+                value += (*p - '0') * scale;
+            }
+        }
+        unit = unit_seconds(*p);
+        if (!digits || unit == 0)
+            return -EINVAL;
+        p++;
+        total += value * unit;
+        if (!isfinite(total) || total > RULE_DURATION_MAX_S)
+            return -ERANGE;
+    }
+    if (total <= 0)
+        return -ERANGE;
+    *ret_seconds = total;
+    return 0;
+}
