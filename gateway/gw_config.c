@@ -147,7 +147,7 @@ static const struct option options[] = {
     INT_OPT(rules, quarantine_s, "60", 1, 86400,
             "seconds a first quarantine lasts; doubles on each relapse, up to an hour"),
     STRING_OPT(rules, heartbeats,
-               "smoke=12h,gas=12h,door=12h,water=12h,temperature=1h,camera=5m,default=12h",
+               GW_DEFAULT_HEARTBEATS,
                "expected heartbeat per device type (deadman rules count in these)"),
     INT_OPT(rules, silence_grace_s, "600", 0, 604800,
             "seconds after a start before any deadman rule fires, so a restart does not flood cases"),

@@ -12,6 +12,10 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+/* rules.heartbeats' default; also what `gridgate rules test` devices use. */
+#define GW_DEFAULT_HEARTBEATS \
+    "smoke=12h,gas=12h,door=12h,water=12h,temperature=1h,camera=5m,default=12h"
+
 struct gw_config {
     char *path; /* the file as given */
     char *dir;  /* its directory, for relative paths */

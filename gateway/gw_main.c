@@ -128,16 +128,19 @@ static int cmd_check(const struct options *opts)
     struct gw_config *cfg;
     struct gw_registry *reg;
     struct rule_engine *engine;
-    struct rule_limits limits;
     char *error = NULL;
     int r;
 
     if (load_world(opts->config_path, &cfg, &reg) < 0)
         return 1;
-    limits.instruction_budget = cfg->rules.instruction_budget;
-    limits.memory_bytes = (size_t)cfg->rules.memory_kb * 1024;
-    engine = rule_engine_new(&limits);
-    r = engine ? rule_engine_load_dir(engine, cfg->rules.dir, &error) : -ENOMEM;
+    struct rule_limits limits = {
+        .instruction_budget = cfg->rules.instruction_budget,
+        .memory_bytes = (size_t)cfg->rules.memory_kb * 1024,
+    };
+    r = rule_tools_check_dir(cfg->rules.dir, &limits, &error);
+    engine = r == 0 ? rule_engine_new(&limits) : NULL;
+    if (r == 0)
+        r = engine ? rule_engine_load_dir(engine, cfg->rules.dir, &error) : -ENOMEM;
     if (r < 0) {
         fprintf(stderr, "%s\n", error ? error : strerror(-r));
     } else {

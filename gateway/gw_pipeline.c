@@ -1,6 +1,5 @@
 #include "gw_pipeline.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -22,6 +21,7 @@
 #include "influx_writer.h"
 #include "payload.h"
 #include "rule_engine.h"
+#include "rule_tools.h"
 
 #define MAX_ADAPTERS 8
 /* How long a stop waits for InfluxDB to take what is queued. */
@@ -922,43 +922,6 @@ fail:
     return NULL;
 }
 
-/* Every rule file on its own, so that a reload reports all broken files,
- * not just the first; names shared across files are caught by the full
- * load after. Returns 0, or -EINVAL with the errors, one per line. */
-static int check_rule_files(const struct gw_pipeline *p, char **ret_errors)
-{
-    struct gw_buf errors = GW_BUF_INIT;
-    struct dirent **names = NULL;
-    int n = scandir(p->cfg->rules.dir, &names, NULL, alphasort);
-
-    if (n < 0)
-        return asprintf(ret_errors, "%s: %s", p->cfg->rules.dir, strerror(errno)) < 0 ? -ENOMEM
-                                                                                    : -EINVAL;
-    for (int i = 0; i < n; i++) {
-        const char *name = names[i]->d_name;
-        size_t len = strlen(name);
-        char path[4096], *error = NULL;
-        struct rule_engine *engine;
-
-        if (len > 4 && strcmp(name + len - 4, ".lua") == 0 &&
-            !(len > 9 && strcmp(name + len - 9, "_test.lua") == 0) &&
-            (size_t)snprintf(path, sizeof(path), "%s/%s", p->cfg->rules.dir, name) <
-                sizeof(path)) {
-            engine = rule_engine_new(&p->rule_limits);
-            if (!engine || rule_engine_load_file(engine, path, &error) < 0)
-                gw_buf_printf(&errors, "%s\n", error ? error : "out of memory");
-            free(error);
-            rule_engine_free(engine);
-        }
-        free(names[i]);
-    }
-    free(names);
-    if (errors.len == 0)
-        return 0;
-    *ret_errors = errors.data;
-    return -EINVAL;
-}
-
 int gw_pipeline_reload(struct gw_pipeline *p)
 {
     struct rule_engine **fresh = calloc(p->n_workers, sizeof(*fresh));
@@ -968,7 +931,7 @@ int gw_pipeline_reload(struct gw_pipeline *p)
     if (!fresh)
         return -ENOMEM;
     pthread_mutex_lock(&p->reload_lock);
-    r = check_rule_files(p, &error);
+    r = rule_tools_check_dir(p->cfg->rules.dir, &p->rule_limits, &error);
     for (unsigned i = 0; r == 0 && i < p->n_workers; i++) {
         fresh[i] = load_rules(p, &error);
         if (!fresh[i])

@@ -11,8 +11,9 @@
  * store or InfluxDB: replay only prints what the rules ask for.
  *
  * Rule tests (the t object is in notes/rules-spec.md; decisions made here):
- *  - Each test() runs at once, against a fresh engine loaded from DIR, with
- *    no quarantine of failing rules (every failure is reported).
+ *  - Each test() runs at once, against a fresh engine loaded from DIR, on
+ *    the test's clock, with no quarantine of failing rules (every failure
+ *    is reported).
  *  - Clock: starts at 2026-01-01T00:00:00Z. t.at(ISO 8601 or ms) before any
  *    input or advance moves the start; later it moves the clock forward as
  *    t.advance does (silence checks included); backwards is an error.
@@ -66,6 +67,7 @@
  * the config's payload limits, then round-tripped through the journal's
  * record format, so the rules see exactly what they would live. Unknown
  * devices follow district.unknown_devices. on_silence is not replayed.
+ * Quarantines of failing rules are timed by the inputs' times.
  */
 #ifndef RULE_TOOLS_H
 #define RULE_TOOLS_H
@@ -124,5 +126,13 @@ struct rule_tools_replay_result {
  * on err). */
 int rule_tools_replay(const struct rule_tools_replay_options *opts,
                       struct rule_tools_replay_result *ret_result);
+
+struct rule_limits;
+
+/* `gridgate check` and a reload: every rule file in dir compiled on its
+ * own, so all broken files are reported, not just the first; then all
+ * together, for names defined twice across files. Returns 0, or -EINVAL
+ * with *ret_errors (malloc'd) holding one "file:line: message" per line. */
+int rule_tools_check_dir(const char *dir, const struct rule_limits *limits, char **ret_errors);
 
 #endif

@@ -411,9 +411,15 @@ static void test_clock_and_silence(void **state)
                "end)\n"
                "test(\"February 30\", function(t)\n"
                "    t.at(\"2026-02-30T00:00:00Z\")\n"
+               "end)\n"
+               "test(\"every failure shows: no quarantine in tests\", function(t)\n"
+               "    for i = 1, 30 do\n"
+               "        t.reading{ device = \"smoke-1\", boom = true }\n"
+               "        t.expect_error{ rule = \"fire.smoke\" }\n"
+               "    end\n"
                "end)\n");
     assert_int_equal(run_rule_tests(t.dir, false, &c, &res), 0);
-    assert_int_equal(res.passed, 2);
+    assert_int_equal(res.passed, 3);
     assert_int_equal(res.failed, 3);
     assert_has(c.out, "silence_test.lua:25: test the clock goes forward only: error: t.at: the "
                       "clock only moves forward (it is 2026-01-01T00:00:01.000Z)\n");
