@@ -1116,7 +1116,8 @@ static int64_t check_time(lua_State *L, int idx, const char *what)
     if (lua_type(L, idx) == LUA_TNUMBER)
         return check_ms(L, idx, what);
     if (lua_type(L, idx) != LUA_TSTRING || parse_iso8601(lua_tostring(L, idx), &ns) < 0)
-        luaL_error(L, "%s: expected an ISO 8601 time (2026-11-28T08:00:00Z) or milliseconds", what);
+        return luaL_error(L, "%s: expected an ISO 8601 time (2026-11-28T08:00:00Z) or milliseconds",
+                          what);
     return ns;
 }
 
