@@ -55,7 +55,7 @@ local OK = 30       -- at or above this, the case is cleared again
 rule{
     name = "device.battery",
     match = { field = "battery" },       -- any device type, if it reports a battery
-    on_reading = function(r)
+    on_reading = function(r, state)
         local battery = r.battery
         if type(battery) ~= "number" then
             return
@@ -68,8 +68,13 @@ rule{
                 title = "设备电量低 " .. r.device,
                 detail = string.format("电量 %d%%（%s）", math.floor(battery), r.type or "?"),
             }
-        elseif battery >= OK then
-            clear_case{}                 -- the battery was replaced or recharged
+            state.low = true
+        elseif battery >= OK and state.low ~= false then
+            -- The battery was replaced or recharged. state.low is nil after
+            -- a restart, so a case left open then is cleared once too; after
+            -- that, healthy readings cost nothing.
+            clear_case{}
+            state.low = false
         end
     end,
 }
