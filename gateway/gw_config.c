@@ -136,7 +136,8 @@ static const struct option options[] = {
     PATH_OPT(rules, dir, "../rules", "directory of the *.lua rule files"),
     INT_OPT(rules, instruction_budget, "1000000", 1000, 1000000000,
             "Lua instructions one call of a rule function may run"),
-    INT_OPT(rules, memory_kb, "16384", 256, 1048576, "kilobytes of memory a Lua state may use"),
+    INT_OPT(rules, memory_kb, "262144", 256, 4194304,
+            "kilobytes of memory one worker's Lua state may use (per-device state included)"),
     INT_OPT(rules, workers, "0", 0, 256,
             "rule workers, each with its own Lua state; a device's readings always go to the same "
             "one; 0: one per core"),

@@ -151,7 +151,7 @@ static void assert_defaults_except_mqtt_client_id(const struct gw_config *cfg)
     assert_path_in(cfg->dir, "district/devices.csv", cfg->district.devices);
     assert_path_in(cfg->dir, "../rules", cfg->rules.dir);
     assert_int_equal(cfg->rules.instruction_budget, 1000000);
-    assert_int_equal(cfg->rules.memory_kb, 16384);
+    assert_int_equal(cfg->rules.memory_kb, 262144);
 
     assert_false(cfg->api.enabled);
     assert_string_equal(cfg->api.listen, "127.0.0.1");
