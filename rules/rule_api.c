@@ -391,8 +391,10 @@ static int api_log(lua_State *L)
     struct rule_engine *e = rule__engine(L);
     enum gw_log_level level = (enum gw_log_level)lua_tointeger(L, lua_upvalueindex(1));
     int n = lua_gettop(L);
+    char text[RULE_LOG_TEXT_MAX];
     luaL_Buffer b;
     const char *msg;
+    size_t len;
 
     luaL_buffinit(L, &b);
     for (int i = 1; i <= n; i++) {
@@ -402,14 +404,37 @@ static int api_log(lua_State *L)
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
-    msg = lua_tostring(L, -1);
+    msg = lua_tolstring(L, -1, &len);
+    rule__log_text(text, sizeof(text), msg, len);
     if (e->rule && e->device_id) {
-        gw_log_limited(&e->rule->log_limit, level, e->rule->module, "%s: %s", e->device_id, msg);
+        gw_log_limited(&e->rule->log_limit, level, e->rule->module, "%s: %s", e->device_id, text);
     } else {
         luaL_where(L, 1);
-        gw_log_limited(&e->log_limit, level, "rules", "%s%s", lua_tostring(L, -1), msg);
+        gw_log_limited(&e->log_limit, level, "rules", "%s%s", lua_tostring(L, -1), text);
     }
     return 0;
+}
+
+void rule__log_text(char *buf, size_t size, const char *s, size_t len)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < len && n + 5 < size; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != 0x7f) {
+            buf[n++] = (char)c;
+        } else if (c == '\n') {
+            buf[n++] = '\\';
+            buf[n++] = 'n';
+        } else {
+            n += (size_t)snprintf(buf + n, size - n, "\\x%02x", c);
+        }
+        if (n + 5 >= size && i + 1 < len) {
+            memcpy(buf + n, "...", 3);
+            n += 3;
+        }
+    }
+    buf[n] = '\0';
 }
 
 void rule__api_register(lua_State *L)
@@ -460,13 +485,23 @@ static void push_value(lua_State *L, const struct gw_value *v)
  * events e.kind (and e.status, the status itself, for status changes). */
 static bool reserved_name(const char *name, enum gw_channel channel)
 {
-    if (strcmp(name, "device") == 0 || strcmp(name, "type") == 0 || strcmp(name, "ts") == 0 ||
-        strcmp(name, "grid") == 0 || strcmp(name, "fields") == 0)
-        return true;
-    if (channel == GW_CHANNEL_TELEMETRY)
+    /* By first letter: this runs for every field of every reading. */
+    switch (name[0]) {
+    case 'd':
+        return strcmp(name, "device") == 0;
+    case 't':
+        return strcmp(name, "type") == 0 || strcmp(name, "ts") == 0;
+    case 'g':
+        return strcmp(name, "grid") == 0;
+    case 'f':
+        return strcmp(name, "fields") == 0;
+    case 'k':
+        return channel != GW_CHANNEL_TELEMETRY && strcmp(name, "kind") == 0;
+    case 's':
+        return channel == GW_CHANNEL_STATUS && strcmp(name, "status") == 0;
+    default:
         return false;
-    return strcmp(name, "kind") == 0 ||
-           (channel == GW_CHANNEL_STATUS && strcmp(name, "status") == 0);
+    }
 }
 
 /* A grid's table is built once and cached by the grid's address. Its
@@ -634,54 +669,239 @@ static int fields_newindex(lua_State *L)
     return rule__readonly_error(L, "r.fields");
 }
 
-/* `r` is built anew for every reading (and shared by the rules that run on
- * it): a rule may keep it, or r.fields, in its state and compare it with
- * the next reading's. It is read-only, so that one rule cannot change
- * what the next one sees. Grid tables are shared and cached. Events and
- * status changes get the same shape, plus e.kind and e.status. */
-void rule__push_reading(lua_State *L, const struct gw_reading *reading)
+/* Any use of an r, e or r.fields of an earlier reading. */
+static int stale(lua_State *L)
 {
+    return luaL_error(L, "this r (or e) belongs to an earlier call: keep the values you need in "
+                         "state, not r itself");
+}
+
+/* The tables behind every r and e, in the registry: built once, refilled
+ * for each reading; and the keys they always have, interned once. */
+enum {
+    MSG_DATA = 1, /* r.NAME, device, type, ts, grid, fields */
+    MSG_FIELDS,   /* r.fields */
+    MSG_R_MT,     /* metatables of the proxies handed to rules */
+    MSG_E_MT,
+    MSG_FIELDS_MT,
+    MSG_STALE_MT, /* what a proxy gets once its reading is over */
+    MSG_R,        /* the current proxies */
+    MSG_FIELDS_PROXY,
+    MSG_K_DEVICE,
+    MSG_K_TYPE,
+    MSG_K_TS,
+    MSG_K_GRID,
+    MSG_K_FIELDS,
+    MSG_K_KIND,
+    MSG_K_STATUS,
+    MSG_V_EVENT,
+    MSG_COUNT = MSG_V_EVENT,
+};
+
+static char msg_key;
+
+static void push_message_tables(lua_State *L)
+{
+    static const char *const keys[] = { "device", "type", "ts",     "grid",
+                                        "fields", "kind", "status", "event" };
+    int t;
+
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &msg_key) == LUA_TTABLE)
+        return;
+    lua_pop(L, 1);
+    lua_createtable(L, MSG_COUNT, 0);
+    t = lua_gettop(L);
+    lua_createtable(L, 0, 16);
+    lua_rawseti(L, t, MSG_DATA);
+    lua_createtable(L, 0, 16);
+    lua_rawseti(L, t, MSG_FIELDS);
+    lua_rawgeti(L, t, MSG_DATA);
+    rule__push_proxy_mt(L, -1, r_newindex);
+    lua_rawseti(L, t, MSG_R_MT);
+    rule__push_proxy_mt(L, -1, e_newindex);
+    lua_rawseti(L, t, MSG_E_MT);
+    lua_pop(L, 1);
+    lua_rawgeti(L, t, MSG_FIELDS);
+    rule__push_proxy_mt(L, -1, fields_newindex);
+    lua_rawseti(L, t, MSG_FIELDS_MT);
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 4);
+    lua_pushcfunction(L, stale);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, stale);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, stale);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushliteral(L, "read-only");
+    lua_setfield(L, -2, "__metatable");
+    lua_rawseti(L, t, MSG_STALE_MT);
+    for (int i = 0; i < (int)(sizeof(keys) / sizeof(keys[0])); i++) {
+        lua_pushstring(L, keys[i]);
+        lua_rawseti(L, t, MSG_K_DEVICE + i);
+    }
+    lua_pushvalue(L, t);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &msg_key);
+}
+
+/* Empties the table at idx, keeping its size. */
+static void clear_table(lua_State *L, int idx)
+{
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushnil(L);
+        lua_rawset(L, idx);
+    }
+}
+
+/* The proxy at slot of t, if any, goes stale. */
+static void retire(lua_State *L, int t, int slot)
+{
+    if (lua_rawgeti(L, t, slot) == LUA_TTABLE) {
+        lua_rawgeti(L, t, MSG_STALE_MT);
+        lua_setmetatable(L, -2);
+    }
+    lua_pop(L, 1);
+}
+
+/* A new empty proxy with the metatable at slot of t, on top. */
+static void new_proxy(lua_State *L, int t, int slot)
+{
+    lua_createtable(L, 0, 0);
+    lua_rawgeti(L, t, slot);
+    lua_setmetatable(L, -2);
+}
+
+/* table[key at slot of t] = value on top (popped). */
+static void set_key(lua_State *L, int t, int table, int slot)
+{
+    lua_rawgeti(L, t, slot);
+    lua_insert(L, -2);
+    lua_rawset(L, table);
+}
+
+/* Whether the reading has the same keys as the one the tables hold: then
+ * every key is overwritten, and nothing needs clearing. The engine keeps
+ * the keys of the last reading as "channel flags name\0name\0...". */
+static bool same_keys(struct rule_engine *e, const struct gw_reading *reading, unsigned flags)
+{
+    const char *p = e->msg_keys, *end = e->msg_keys + e->msg_keys_len;
+    size_t need = 2, len;
+    char *keys;
+
+    if (p && e->msg_keys_len >= 2 && p[0] == (char)reading->channel && p[1] == (char)flags) {
+        p += 2;
+        for (size_t i = 0; i < reading->n_fields && p; i++) {
+            len = strlen(reading->fields[i].name) + 1;
+            p = (size_t)(end - p) >= len && memcmp(p, reading->fields[i].name, len) == 0 ? p + len
+                                                                                         : NULL;
+        }
+        if (p == end)
+            return true;
+    }
+    /* Remember these keys for the next reading. */
+    for (size_t i = 0; i < reading->n_fields; i++)
+        need += strlen(reading->fields[i].name) + 1;
+    if (need > e->msg_keys_cap) {
+        keys = realloc(e->msg_keys, need);
+        if (!keys) {
+            e->msg_keys_len = 0; /* never "the same": always cleared */
+            return false;
+        }
+        e->msg_keys = keys;
+        e->msg_keys_cap = need;
+    }
+    keys = e->msg_keys;
+    keys[0] = (char)reading->channel;
+    keys[1] = (char)flags;
+    e->msg_keys_len = 2;
+    for (size_t i = 0; i < reading->n_fields; i++) {
+        len = strlen(reading->fields[i].name) + 1;
+        memcpy(keys + e->msg_keys_len, reading->fields[i].name, len);
+        e->msg_keys_len += len;
+    }
+    return false;
+}
+
+/* `r` is shared by the rules that run on one reading and read-only, so
+ * that one rule cannot change what the next one sees. Its contents live
+ * in two tables refilled for every reading (no garbage per reading but
+ * the two small proxies; nothing to clear when the reading has the same
+ * fields as the one before, the usual case); the proxies of the reading
+ * before go stale, so an r kept in state can never show another reading's
+ * data. Grid tables are shared and cached. Events and status changes get
+ * the same shape, plus e.kind and e.status. */
+void rule__push_reading(lua_State *L, const struct gw_reading *reading, int device_idx)
+{
+    struct rule_engine *e = rule__engine(L);
     const struct gw_device *dev = reading->device;
     enum gw_channel channel = reading->channel;
-    int n = reading->n_fields < 1000 ? (int)reading->n_fields : 1000;
-    int fields, data;
+    const struct gw_field *status =
+        channel == GW_CHANNEL_STATUS ? gw_reading_field(reading, "status") : NULL;
+    unsigned flags;
+    int t, fields, data;
 
-    luaL_checkstack(L, 8, NULL);
-    lua_createtable(L, 0, n);
-    fields = lua_gettop(L);
-    lua_createtable(L, 0, n + 6);
-    data = fields + 1;
+    if (status && status->value.type != GW_VALUE_STRING)
+        status = NULL;
+    flags = (dev && dev->type ? 1u : 0) | (dev && dev->grid ? 2u : 0) | (status ? 4u : 0);
+    luaL_checkstack(L, 10, NULL);
+    push_message_tables(L);
+    t = lua_gettop(L);
+    retire(L, t, MSG_R);
+    retire(L, t, MSG_FIELDS_PROXY);
+    lua_rawgeti(L, t, MSG_FIELDS);
+    fields = t + 1;
+    lua_rawgeti(L, t, MSG_DATA);
+    data = t + 2;
+    if (!same_keys(e, reading, flags)) {
+        clear_table(L, fields);
+        clear_table(L, data);
+    }
     for (size_t i = 0; i < reading->n_fields; i++) {
         const struct gw_field *f = &reading->fields[i];
 
+        lua_pushstring(L, f->name);
         push_value(L, &f->value);
         if (!reserved_name(f->name, channel)) {
-            lua_pushvalue(L, -1);
-            lua_setfield(L, data, f->name);
+            lua_pushvalue(L, -2);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, data);
         }
-        lua_setfield(L, fields, f->name);
+        lua_rawset(L, fields);
     }
-    set_text(L, data, "device", reading->device_id);
-    set_text(L, data, "type", dev ? dev->type : NULL);
+    if (device_idx)
+        lua_pushvalue(L, device_idx);
+    else
+        lua_pushstring(L, reading->device_id);
+    set_key(L, t, data, MSG_K_DEVICE);
+    if (flags & 1) {
+        lua_pushstring(L, dev->type);
+        set_key(L, t, data, MSG_K_TYPE);
+    }
     lua_pushinteger(L, rule__floor_ms(reading->ts_ns));
-    lua_setfield(L, data, "ts");
-    if (dev && dev->grid) {
+    set_key(L, t, data, MSG_K_TS);
+    if (flags & 2) {
         push_grid(L, dev->grid);
-        lua_setfield(L, data, "grid");
+        set_key(L, t, data, MSG_K_GRID);
     }
     if (channel != GW_CHANNEL_TELEMETRY) {
-        set_text(L, data, "kind", channel == GW_CHANNEL_STATUS ? "status" : "event");
-        if (channel == GW_CHANNEL_STATUS) {
-            const struct gw_field *status = gw_reading_field(reading, "status");
-            if (status && status->value.type == GW_VALUE_STRING)
-                set_text(L, data, "status", status->value.u.string);
+        lua_rawgeti(L, t, channel == GW_CHANNEL_STATUS ? MSG_K_STATUS : MSG_V_EVENT);
+        set_key(L, t, data, MSG_K_KIND);
+        if (status) {
+            lua_pushstring(L, status->value.u.string);
+            set_key(L, t, data, MSG_K_STATUS);
         }
     }
-    lua_pushvalue(L, fields);
-    rule__make_readonly_fast(L, fields_newindex);
-    lua_setfield(L, data, "fields");
-    lua_remove(L, fields);
-    rule__make_readonly_fast(L, channel == GW_CHANNEL_TELEMETRY ? r_newindex : e_newindex);
+    new_proxy(L, t, MSG_FIELDS_MT);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, t, MSG_FIELDS_PROXY);
+    set_key(L, t, data, MSG_K_FIELDS);
+    new_proxy(L, t, channel == GW_CHANNEL_TELEMETRY ? MSG_R_MT : MSG_E_MT);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, t, MSG_R);
+    lua_replace(L, t);
+    lua_settop(L, t);
 }
 
 /* Seconds from ns: a whole number when whole (tostring(d.heartbeat) reads

@@ -29,7 +29,7 @@
 #include "gw_reading.h"
 #include "gw_registry.h"
 #include "rule_int.h"
-#include "rule_util.h"
+#include "rule_sha256.h"
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
@@ -90,6 +90,7 @@ void rule_engine_free(struct rule_engine *engine)
     /* The allocator still counts into engine while the state closes. */
     lua_close(engine->L);
     rule__state_free(engine);
+    free(engine->msg_keys);
     for (size_t i = 0; i < engine->n_rules; i++)
         rule_free(engine->rules[i]);
     free(engine->rules);
@@ -298,11 +299,12 @@ static void check_silence(lua_State *L, int idx, double *ret_seconds, double *re
         lua_pop(L, 1);
         /* 1000 heartbeats is months for the slowest devices. */
         if (!(v > 0 && v <= 1000))
-            luaL_error(L, "rule{}: silence = { factor = N } needs a number N above 0 (at most 1000)");
+            luaL_error(L,
+                       "rule{}: silence = { factor = N } needs a number N above 0 (at most 1000)");
         *ret_factor = v;
         return;
     }
-    if (rule__duration_at(L, idx, &v) < 0) {
+    if (rule__duration_at(L, idx, &v) < 0 || v == 0) {
         if (lua_type(L, idx) == LUA_TSTRING)
             luaL_error(L, "rule{}: silence: bad duration '%s' %s", lua_tostring(L, idx), usage);
         luaL_error(L, "rule{}: silence must be %s, not %s", usage,
@@ -789,7 +791,8 @@ static bool call_rule(struct rule_engine *e, struct rule *rule)
     size_t first = e->actions->n;
     enum rule_trip trip;
     const char *msg;
-    char buf[96];
+    size_t msg_len;
+    char buf[96], text[RULE_LOG_TEXT_MAX];
     int status;
 
     e->rule = rule;
@@ -827,18 +830,31 @@ static bool call_rule(struct rule_engine *e, struct rule *rule)
         /* Lua's own message for this has no location and no figure. */
         snprintf(buf, sizeof(buf), "memory limit exceeded (%zu bytes)", e->limits.memory_bytes);
         msg = buf;
+        msg_len = strlen(msg);
     } else if (status != LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
-        msg = lua_tostring(L, -1);
-    } else if (status != LUA_OK) {
-        /* Never converted: its __tostring would run outside every limit. */
-        msg = "error object is not a string";
+        msg = lua_tolstring(L, -1, &msg_len); /* may hold zero bytes */
     } else {
-        msg = rule__trip_name(trip);
+        /* An error object that is not a string is never converted: its
+         * __tostring would run outside every limit. */
+        msg = status != LUA_OK ? "error object is not a string" : rule__trip_name(trip);
+        msg_len = strlen(msg);
     }
+    rule__log_text(text, sizeof(text), msg, msg_len);
     gw_log_limited(&rule->fail_limit, GW_LOG_ERROR, rule->module, "%s: failed for device %s: %s",
-                   rule->where, e->device_id, msg);
+                   rule->where, e->device_id, text);
     if (status != LUA_OK)
         lua_pop(L, 1);
+    return false;
+}
+
+char rule__device_key;
+
+static bool is_empty(lua_State *L, int idx)
+{
+    lua_pushnil(L);
+    if (!lua_next(L, idx))
+        return true;
+    lua_pop(L, 2);
     return false;
 }
 
@@ -855,11 +871,14 @@ static int run_rules(lua_State *L)
                      : ctx->kind == RUN_EVENT ? RULE_SLOT_ON_EVENT
                                               : RULE_SLOT_ON_SILENCE;
 
+    lua_pushstring(L, ctx->device_id);
     if (ctx->kind == RUN_SILENCE)
         rule__push_silence(L, ctx->device, ctx->silence);
     else
-        rule__push_reading(L, ctx->reading);
-    lua_pushstring(L, ctx->device_id);
+        rule__push_reading(L, ctx->reading, 2);
+    lua_insert(L, 2);
+    lua_pushvalue(L, dev_idx);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &rule__device_key);
     for (; ctx->pos < e->n_committed; ctx->pos++) {
         struct rule *rule = e->rules[ctx->pos];
         bool created, ok;
@@ -871,8 +890,16 @@ static int run_rules(lua_State *L)
         lua_pushvalue(L, dev_idx);
         created = lua_rawget(L, states_idx) != LUA_TTABLE;
         if (created) {
+            /* The rule's spare empty table, or a new one if the rule
+             * kept the last one and filled it since. */
             lua_pop(L, 1);
-            lua_newtable(L);
+            if (lua_rawgeti(L, rt_idx, RULE_SLOT_SCRATCH) != LUA_TTABLE ||
+                !is_empty(L, state_idx)) {
+                lua_pop(L, 1);
+                lua_newtable(L);
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, rt_idx, RULE_SLOT_SCRATCH);
+            }
         }
         lua_rawgeti(L, rt_idx, slot);
         lua_pushvalue(L, arg_idx);
@@ -884,15 +911,14 @@ static int run_rules(lua_State *L)
         else if (ctx->kind == RUN_SILENCE)
             rule__set_fired(e, rule, ctx->device_id, ctx->silence->last_seen_ns);
         /* Keep a new state table only once the rule put something in it:
-         * most rules never use state, and devices are many. */
-        if (created) {
+         * most rules never use state, and devices are many. Until then
+         * the same empty table serves the rule's next new device. */
+        if (created && !is_empty(L, state_idx)) {
+            lua_pushvalue(L, dev_idx);
+            lua_pushvalue(L, state_idx);
+            lua_rawset(L, states_idx);
             lua_pushnil(L);
-            if (lua_next(L, state_idx)) {
-                lua_pop(L, 2);
-                lua_pushvalue(L, dev_idx);
-                lua_pushvalue(L, state_idx);
-                lua_rawset(L, states_idx);
-            }
+            lua_rawseti(L, rt_idx, RULE_SLOT_SCRATCH);
         }
         lua_settop(L, dev_idx);
     }
@@ -907,9 +933,8 @@ static int run(struct rule_engine *e, struct run_ctx *ctx, int64_t ts_ns,
 
     rule__isolation_tick(e);
     /* Rules in quarantine are skipped here too (and counted once). */
-    while (ctx->pos < e->n_committed &&
-           (!wants(ctx, e->rules[ctx->pos]) ||
-            !rule__admitted(e, e->rules[ctx->pos], ctx->device_id)))
+    while (ctx->pos < e->n_committed && (!wants(ctx, e->rules[ctx->pos]) ||
+                                         !rule__admitted(e, e->rules[ctx->pos], ctx->device_id)))
         ctx->pos++;
     if (ctx->pos == e->n_committed)
         return 0; /* no Lua at all for inputs no rule wants */
@@ -924,8 +949,10 @@ static int run(struct rule_engine *e, struct run_ctx *ctx, int64_t ts_ns,
     if (status != LUA_OK) {
         size_t skipped = 0;
 
+        /* The rest would have run (those in quarantine are skipped,
+         * and counted so, anyway). */
         for (size_t i = ctx->pos; i < e->n_committed; i++)
-            if (wants(ctx, e->rules[i]))
+            if (wants(ctx, e->rules[i]) && rule__admitted(e, e->rules[i], ctx->device_id))
                 skipped++;
         e->stats.errors += skipped;
         if (status == LUA_ERRMEM)

@@ -32,12 +32,12 @@ struct rule_tag {
 /* All strings are owned by the action. */
 struct rule_action {
     enum rule_action_kind kind;
-    char *rule;    /* name of the rule that asked */
-    char *file;    /* where it is defined, "dir/smoke.lua:12" */
+    char *rule;      /* name of the rule that asked */
+    char *file;      /* where it is defined, "dir/smoke.lua:12" */
     char *file_hash; /* provenance: SHA-256 (hex) of the rule file's content when loaded */
     bool shadow;     /* from a rule in mode="shadow": to be logged and counted, not carried out */
-    char *subject; /* defaults to the reading's device id */
-    int64_t ts_ns; /* the reading's time */
+    char *subject;   /* defaults to the reading's device id */
+    int64_t ts_ns;   /* the reading's time */
     /* open_case */
     char *category;
     enum gw_severity severity;
@@ -68,10 +68,13 @@ struct rule_limits {
     size_t memory_bytes;     /* cap on the Lua state's heap */
     /* Failure isolation (0: defaults 5, 20, 60 s). A (rule, device) pair
      * that fails device_failures times in a row is quarantined for that
-     * device alone; a rule quarantined for rule_devices different devices
-     * within a window is quarantined as a whole. Quarantine lasts
-     * quarantine_s, doubling on each relapse (at most 1 h), then the rule
-     * is tried again; a successful reload ends every quarantine. */
+     * device alone (the rule is skipped for it: not a failure); a rule
+     * with rule_devices of its devices in quarantine at once is
+     * quarantined as a whole (their quarantines fold into it). Quarantine
+     * lasts quarantine_s, then the rule is tried again; failing again
+     * before any success is a relapse: quarantined again at once, for
+     * twice as long (at most 1 h). A success resets; a successful reload
+     * ends every quarantine. */
     unsigned device_failures;
     unsigned rule_devices;
     unsigned quarantine_s;
@@ -79,7 +82,7 @@ struct rule_limits {
 
 struct rule_stats {
     uint64_t calls;
-    uint64_t errors;          /* runtime errors, budget and memory overruns included */
+    uint64_t errors; /* runtime errors, budget and memory overruns included */
     uint64_t budget_exceeded;
     uint64_t memory_exceeded;
     uint64_t actions;
@@ -94,7 +97,9 @@ void rule_engine_free(struct rule_engine *engine);
 
 /* Loads every *.lua in DIR except *_test.lua, in name order. On error
  * returns a negative errno and sets *ret_error to a malloc'd
- * "file:line: message"; rules loaded before the bad file stay loaded. */
+ * "file:line: message"; rules loaded before the bad file stay loaded.
+ * Each rule keeps the SHA-256 of its file's bytes as read (its actions'
+ * file_hash). */
 int rule_engine_load_dir(struct rule_engine *engine, const char *dir, char **ret_error);
 int rule_engine_load_file(struct rule_engine *engine, const char *path, char **ret_error);
 size_t rule_engine_rule_count(const struct rule_engine *engine);
@@ -118,9 +123,9 @@ int rule_engine_on_event(struct rule_engine *engine, const struct gw_reading *ev
  * heartbeat). What the pipeline knows of the device's silence: */
 struct rule_silence {
     int64_t now_ns;
-    int64_t last_seen_ns;  /* 0: never seen */
-    int64_t silent_ns;     /* how long it has been silent */
-    int64_t heartbeat_ns;  /* the device's expected heartbeat */
+    int64_t last_seen_ns; /* 0: never seen */
+    int64_t silent_ns;    /* how long it has been silent */
+    int64_t heartbeat_ns; /* the device's expected heartbeat */
 };
 
 /* The shortest silence after which some rule would fire for this device
@@ -129,15 +134,21 @@ struct rule_silence {
 int64_t rule_engine_silence_threshold(struct rule_engine *engine, const struct gw_device *device,
                                       int64_t heartbeat_ns);
 /* Runs on_silence of the matching rules whose threshold has passed and
- * that have not fired in this episode of silence (a reading or event from
- * the device ends the episode). Returns the number of rules that failed. */
+ * that have not fired in this episode of silence (a reading, an event or
+ * an "online" status from the device ends the episode, and so does a new
+ * last_seen_ns). A call that fails is tried again at the next ask. match
+ * = { field = ... } does not apply here: there is no reading. Returns the
+ * number of rules that failed. */
 int rule_engine_on_silence(struct rule_engine *engine, const struct gw_device *device,
                            const struct rule_silence *silence, struct rule_actions *actions);
 
 /* Reload: a fresh engine, loaded from the directory, takes over the old
  * one's per-device state (state tables, windows, held timers, silence
  * episodes) for the rules it still has (matched by name). Plain data only
- * is copied: numbers, strings, booleans and tables of them. Returns 0 or
+ * is copied: numbers, strings, booleans and tables of them (shared tables
+ * and cycles stay so; functions, userdata and tables nested deeper than 32
+ * levels are dropped, counted in one log line). Quarantines and failure
+ * counts are not carried over. The old engine is only read. Returns 0 or
  * a negative errno (the fresh engine is then unusable). */
 int rule_engine_adopt_state(struct rule_engine *fresh, struct rule_engine *old);
 
@@ -148,12 +159,14 @@ struct rule_info {
     const char *file;      /* "dir/smoke.lua:12" */
     const char *file_hash; /* SHA-256 hex of the file's content */
     bool shadow;
-    bool quarantined;      /* as a whole */
+    bool quarantined; /* as a whole */
     size_t quarantined_devices;
     uint64_t calls;
     uint64_t errors;
     uint64_t actions;
 };
+/* Fills at most max entries, in load order; returns the number of loaded
+ * rules (which may be more than max). */
 size_t rule_engine_rules(const struct rule_engine *engine, struct rule_info *ret, size_t max);
 
 /* The clock quarantines are measured with: gw_monotonic_ns() unless set

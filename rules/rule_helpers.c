@@ -1,13 +1,14 @@
 /* The rules' helpers that keep time: window(), held() and duration().
  *
- * A window is a full userdata holding a ring of (time, value) points; the
- * ring itself is a second userdata, its user value, so that all of it is
- * on the Lua heap (counted against the memory cap, freed by the collector,
- * no __gc) and can grow from a few points to RULE_WINDOW_POINTS. Windows
- * and held timers live per (rule, device, name) in the rule's registry
- * table (RULE_SLOT_WINDOWS, RULE_SLOT_HELD), so window("smoke", 60)
- * returns the same window at every call for that device, and a reload can
- * carry them over (rule_state.c).
+ * A window is a full userdata holding a ring of (time, value) points: the
+ * first few in the window itself, more in a second userdata, its user
+ * value, so that all of it is on the Lua heap (counted against the memory
+ * cap, freed by the collector, no __gc) and can grow to
+ * RULE_WINDOW_POINTS. Windows and held timers live per (rule, device,
+ * name) in the rule's registry table (RULE_SLOT_WINDOWS, RULE_SLOT_HELD),
+ * so window("smoke", 60) returns the same window at every call for that
+ * device, and a reload can carry them over (rule_state.c). A point
+ * expires once it is `seconds` old: a window holds (now - seconds, now].
  *
  * Time is the handler's time (the reading's, the event's, the silence
  * check's), never the wall clock, so replays and tests give the same
@@ -21,11 +22,11 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "gw_duration.h"
 #include "rule_int.h"
-#include "rule_util.h"
 
 #define RULE_WINDOW_POINTS 1024 /* most points a window keeps; the oldest go first */
-#define WINDOW_FIRST_CAP 8
+#define WINDOW_INLINE 8         /* points kept in the window itself */
 
 struct window_point {
     int64_t t_ns;
@@ -37,7 +38,10 @@ struct window {
     uint32_t head; /* oldest point */
     uint32_t n;
     uint32_t cap; /* a power of two */
-    struct window_point *pts; /* in the user value's memory, which never moves */
+    /* inline_pts, or the user value's memory once it grew; userdata
+     * memory never moves */
+    struct window_point *pts;
+    struct window_point inline_pts[WINDOW_INLINE];
 };
 
 /* Registry key of the windows' metatable. */
@@ -50,18 +54,23 @@ static struct window_point *at(const struct window *w, uint32_t i)
 
 /* ---- arguments ---------------------------------------------------------- */
 
+/* The most a number of seconds may say: gw_duration_parse's own bound. */
+#define DURATION_MAX_S (100.0 * 365 * 86400)
+
 int rule__duration_at(lua_State *L, int idx, double *ret_seconds)
 {
+    int64_t ns;
     double v;
     int r;
 
     if (lua_type(L, idx) == LUA_TSTRING) {
-        r = rule_duration_parse(lua_tostring(L, idx), &v);
+        r = gw_duration_parse(lua_tostring(L, idx), &ns);
         if (r < 0)
             return r;
+        v = (double)ns / 1e9;
     } else if (lua_type(L, idx) == LUA_TNUMBER) {
         v = lua_tonumber(L, idx);
-        if (!(v > 0 && v <= RULE_DURATION_MAX_S))
+        if (!(v >= 0 && v <= DURATION_MAX_S))
             return -ERANGE;
     } else {
         return -EINVAL;
@@ -74,13 +83,11 @@ static double check_seconds(lua_State *L, int idx, const char *fn, bool zero_ok)
 {
     double v;
 
-    if (zero_ok && lua_type(L, idx) == LUA_TNUMBER && lua_tonumber(L, idx) == 0)
-        return 0;
-    if (rule__duration_at(L, idx, &v) < 0)
+    if (rule__duration_at(L, idx, &v) < 0 || (v == 0 && !zero_ok))
         luaL_error(L,
-                   "%s: bad duration (a number of seconds above 0, or a string such as \"90s\", "
+                   "%s: bad duration (a number of seconds%s, or a string such as \"90s\", "
                    "\"15m\", \"2h\", \"1d\")",
-                   fn);
+                   fn, zero_ok ? "" : " above 0");
     return v;
 }
 
@@ -111,11 +118,11 @@ static void push_device_map(lua_State *L, struct rule_engine *e, int slot, bool 
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, e->rule->ref);
     lua_rawgeti(L, -1, slot);
-    lua_pushstring(L, e->device_id);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &rule__device_key); /* e->device_id, interned */
     if (lua_rawget(L, -2) != LUA_TTABLE && create) {
         lua_pop(L, 1);
         lua_createtable(L, 0, 2);
-        lua_pushstring(L, e->device_id);
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &rule__device_key);
         lua_pushvalue(L, -2);
         lua_rawset(L, top + 2);
     }
@@ -138,16 +145,19 @@ static void window_grow(lua_State *L, int idx, struct window *w, uint32_t new_ca
     w->head = 0;
 }
 
-/* Pushes a new empty window. May raise. */
+/* Pushes a new empty window with room for cap points. May raise. */
 static struct window *window_new(lua_State *L, int64_t span_ns, uint32_t cap)
 {
     struct window *w = lua_newuserdatauv(L, sizeof(*w), 1);
 
     memset(w, 0, sizeof(*w));
     w->span_ns = span_ns;
+    w->pts = w->inline_pts;
+    w->cap = WINDOW_INLINE;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &window_mt_key);
     lua_setmetatable(L, -2);
-    window_grow(L, lua_gettop(L), w, cap);
+    if (cap > WINDOW_INLINE)
+        window_grow(L, lua_gettop(L), w, cap);
     return w;
 }
 
@@ -186,7 +196,8 @@ static int window_push(lua_State *L)
     if (!isfinite(v))
         return luaL_error(L, "window:push: value must be a finite number");
     if (!e->device_id)
-        return luaL_error(L, "window:push can only be used inside on_reading, on_event or on_silence");
+        return luaL_error(L,
+                          "window:push can only be used inside on_reading, on_event or on_silence");
     window_expire(e, w);
     if (w->n == RULE_WINDOW_POINTS) {
         w->head = (w->head + 1) & (w->cap - 1);
@@ -283,7 +294,7 @@ static int api_window(lua_State *L)
         return 1;
     }
     lua_pop(L, 1);
-    window_new(L, span_ns, WINDOW_FIRST_CAP);
+    window_new(L, span_ns, WINDOW_INLINE);
     lua_pushvalue(L, 1);
     lua_pushvalue(L, -2);
     lua_rawset(L, 3);
@@ -294,7 +305,7 @@ bool rule__window_copy(lua_State *to, lua_State *from, int idx)
 {
     const struct window *src;
     struct window *w;
-    uint32_t cap = WINDOW_FIRST_CAP;
+    uint32_t cap = WINDOW_INLINE;
     bool is_window;
 
     if (lua_type(from, idx) != LUA_TUSERDATA || !lua_checkstack(from, 2))
@@ -354,7 +365,8 @@ static int api_held(lua_State *L)
     return 1;
 }
 
-/* duration("15m") -> 900: seconds, a whole number when whole. */
+/* duration("15m") -> 900: seconds, a whole number when whole. The same
+ * parser as the configuration's (gw_duration_parse). */
 static int api_duration(lua_State *L)
 {
     double v;
@@ -363,10 +375,9 @@ static int api_duration(lua_State *L)
         if (lua_type(L, 1) == LUA_TSTRING)
             return luaL_error(L,
                               "duration: bad duration '%s' (such as \"90s\", \"15m\", \"2h\", "
-                              "\"1d\", \"1h30m\")",
+                              "\"1d\", \"500ms\")",
                               lua_tostring(L, 1));
-        return luaL_error(L, "duration: needs a string such as \"15m\" or a number of seconds "
-                             "above 0");
+        return luaL_error(L, "duration: needs a string such as \"15m\" or a number of seconds");
     }
     if (v == floor(v) && v <= 9e15)
         lua_pushinteger(L, (lua_Integer)v);
@@ -382,8 +393,8 @@ void rule__helpers_register(lua_State *L)
         lua_CFunction fn;
         int flag;
     } methods[] = {
-        { "push", window_push, 0 },    { "count", window_count, 0 }, { "avg", window_avg, 0 },
-        { "min", window_extreme, 0 },  { "max", window_extreme, 1 }, { "rate", window_rate, 0 },
+        { "push", window_push, 0 },   { "count", window_count, 0 }, { "avg", window_avg, 0 },
+        { "min", window_extreme, 0 }, { "max", window_extreme, 1 }, { "rate", window_rate, 0 },
     };
     int t = lua_gettop(L);
 

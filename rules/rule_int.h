@@ -17,7 +17,7 @@
 
 #include "gw_log.h"
 #include "rule_engine.h"
-#include "rule_util.h"
+#include "rule_sha256.h"
 
 /* Limits. The first two are the defaults of struct rule_limits; the rest
  * are fixed for now. Each one, when hit, ends the rule call (DESIGN.md,
@@ -82,8 +82,9 @@ enum rule_slot {
     RULE_SLOT_ON_EVENT,
     RULE_SLOT_ON_SILENCE,
     RULE_SLOT_WINDOWS, /* device -> { name -> window userdata } */
-    RULE_SLOT_HELD,    /* device -> { name -> ms since the condition is true } */
-    RULE_SLOT_COUNT = RULE_SLOT_HELD,
+    RULE_SLOT_HELD,    /* device -> { name -> ns since the condition is true } */
+    RULE_SLOT_SCRATCH, /* an empty table, the next new device's state */
+    RULE_SLOT_COUNT = RULE_SLOT_SCRATCH,
 };
 
 /* Failure isolation defaults (struct rule_limits) and the backoff cap. */
@@ -102,8 +103,8 @@ struct rule {
     size_t idx; /* position in engine->rules, and in each device's pairs */
     bool shadow;
     bool on_reading, on_event, on_silence; /* which handlers it has */
-    double silence_s;      /* fixed silence in seconds, or 0 */
-    double silence_factor; /* or times the device's heartbeat */
+    double silence_s;                      /* fixed silence in seconds, or 0 */
+    double silence_factor;                 /* or times the device's heartbeat */
 
     /* Failure isolation (rule_state.c). */
     unsigned n_failing;     /* its pairs with failures or a backoff level */
@@ -125,10 +126,10 @@ struct rule_pair {
     unsigned failures; /* in a row */
     unsigned level;    /* quarantines since its last success (backoff) */
     bool quarantined;
-    bool fired;               /* on_silence ran in this episode of silence */
-    int64_t until_ns;         /* end of quarantine (engine clock) */
-    int64_t since_ns;         /* start of quarantine */
-    int64_t fired_last_seen;  /* the episode: last_seen_ns it fired for */
+    bool fired;              /* on_silence ran in this episode of silence */
+    int64_t until_ns;        /* end of quarantine (engine clock) */
+    int64_t since_ns;        /* start of quarantine */
+    int64_t fired_last_seen; /* the episode: last_seen_ns it fired for */
 };
 
 struct rule_dev {
@@ -169,11 +170,15 @@ struct rule_engine {
     struct rule_dev **devs;
     size_t n_dev_slots; /* a power of two, or 0 */
     size_t n_devs;
-    size_t n_fired;        /* pairs with fired set */
-    size_t n_quarantines;  /* device and whole-rule quarantines in force */
+    size_t n_fired;         /* pairs with fired set */
+    size_t n_quarantines;   /* device and whole-rule quarantines in force */
     int64_t next_expiry_ns; /* the earliest of their ends */
     rule_clock_fn clock;
     void *clock_ud;
+
+    /* The keys the reused r tables hold (rule_api.c). */
+    char *msg_keys;
+    size_t msg_keys_len, msg_keys_cap;
 
     struct rule_stats stats;
     struct gw_log_limit log_limit; /* engine-level lines a device can trigger */
@@ -198,17 +203,26 @@ void rule__make_readonly(lua_State *L, const char *what);
  * that holds `what`: newindex raises with rule__readonly_error(). */
 void rule__make_readonly_fast(lua_State *L, lua_CFunction newindex);
 int rule__readonly_error(lua_State *L, const char *what);
+/* Pushes the metatable that makes an empty table a read-only proxy of the
+ * table at idx (shared by many proxies of it). */
+void rule__push_proxy_mt(lua_State *L, int idx, lua_CFunction newindex);
 
 /* rule_api.c */
 /* Adds open_case, clear_case, emit, now and log to the table on top. */
 void rule__api_register(lua_State *L);
 /* Pushes the `r` of a reading, or the `e` of an event or status change
- * (device resolved). May raise (memory). */
-void rule__push_reading(lua_State *L, const struct gw_reading *reading);
+ * (device resolved). The r (or e) of the reading before goes stale: any
+ * use of it raises. device_idx: where the device id string already is on
+ * the stack, or 0. May raise (memory). */
+void rule__push_reading(lua_State *L, const struct gw_reading *reading, int device_idx);
 /* Pushes the `d` of on_silence. May raise (memory). */
 void rule__push_silence(lua_State *L, const struct gw_device *device,
                         const struct rule_silence *silence);
 void rule__action_clear(struct rule_action *action);
+/* What a rule says, as it may go into the log: control characters
+ * escaped (no forged lines), cut to size - 1 bytes with "...". */
+#define RULE_LOG_TEXT_MAX 1024
+void rule__log_text(char *buf, size_t size, const char *s, size_t len);
 static inline int64_t rule__floor_ms(int64_t ns)
 {
     return ns >= 0 ? ns / 1000000 : -((-(ns + 1)) / 1000000) - 1;
@@ -217,8 +231,9 @@ static inline int64_t rule__floor_ms(int64_t ns)
 /* rule_helpers.c */
 /* Adds window, held and duration to the table on top. */
 void rule__helpers_register(lua_State *L);
-/* Reads a duration at idx: a string for rule_duration_parse or a number
- * of seconds. Returns 0 and sets *ret_seconds, or a negative errno. */
+/* Reads a duration at idx: a string for gw_duration_parse ("90s", "15m",
+ * "2h", "1d", "500ms") or a number of seconds; 0 is one. Returns 0 and
+ * sets *ret_seconds, or a negative errno. */
 int rule__duration_at(lua_State *L, int idx, double *ret_seconds);
 /* When the value at idx of `from` is a window, pushes a copy of it on
  * `to` (may raise in `to`) and returns true; raises nothing in `from`. */
@@ -227,6 +242,9 @@ bool rule__window_copy(lua_State *to, lua_State *from, int idx);
 /* rule_engine.c */
 /* rule{...}: defines a rule while a file loads. A lua_CFunction. */
 int rule__define(lua_State *L);
+/* Registry key of the device id string of the run in progress, so that
+ * helpers need not intern it again. */
+extern char rule__device_key;
 
 /* rule_state.c: failure isolation and silence episodes, per (rule,
  * device). None of these raises or calls Lua. */

@@ -14,7 +14,8 @@
  * because the hook never fires inside one C function (STACK-NOTES gotcha
  * 7), caps on the C functions that can work long on little input:
  * string.rep, the pattern functions, table.sort, insert, remove and move,
- * and os.date. Whichever limit is hit
+ * and os.date. xpcall's handler never runs rule code once a call is
+ * tripped (Lua runs it with hooks off when the hook raised the error). Whichever limit is hit
  * "trips" the call: from then on the hook raises at every instruction, so
  * a pcall inside the rule cannot swallow it.
  */
@@ -133,13 +134,28 @@ static int raise_trip(lua_State *L, const struct rule_engine *e, int level)
 
 /* The hook only runs between instructions; the C functions that can work
  * long on little input check the deadline themselves, before they start. */
+/* Whether the call is past its deadline. The clock is read first here,
+ * not when the call begins: most calls end before the hook ever fires,
+ * and so never pay for it. The call's time then counts from the first
+ * check, at most one hook step (or one guarded C function) in. */
+static bool past_deadline(struct rule_engine *e)
+{
+    int64_t now = gw_monotonic_ns();
+
+    if (e->deadline_ns == 0) {
+        e->deadline_ns = now + RULE_CALL_DEADLINE_NS;
+        return false;
+    }
+    return now > e->deadline_ns;
+}
+
 static void check_deadline(lua_State *L)
 {
     struct rule_engine *e = rule__engine(L);
 
     if (!e->in_call)
         return;
-    if (e->trip == RULE_TRIP_NONE && gw_monotonic_ns() > e->deadline_ns)
+    if (e->trip == RULE_TRIP_NONE && past_deadline(e))
         trip_now(e, RULE_TRIP_TIME);
     if (e->trip != RULE_TRIP_NONE)
         raise_trip(L, e, 1);
@@ -156,7 +172,7 @@ static void limits_hook(lua_State *L, lua_Debug *ar)
         e->ticks += e->hook_step;
         if (e->ticks >= e->limits.instruction_budget)
             e->trip = RULE_TRIP_BUDGET;
-        else if (gw_monotonic_ns() > e->deadline_ns)
+        else if (past_deadline(e))
             e->trip = RULE_TRIP_TIME;
         else
             return;
@@ -168,24 +184,30 @@ static void limits_hook(lua_State *L, lua_Debug *ar)
     raise_trip(L, e, 0);
 }
 
+/* The hook stays set between calls (it returns at once outside them), so
+ * that a call costs no lua_sethook: only a call that tripped (the hook
+ * then fires at every instruction) sets it back. Its count is not
+ * restarted either: the first step of a call may be short, so a call may
+ * be charged up to one step (RULE_HOOK_STEP instructions) too many. */
 void rule__limits_begin(struct rule_engine *e)
 {
     long budget = e->limits.instruction_budget;
+    int step = budget < RULE_HOOK_STEP ? (int)budget : RULE_HOOK_STEP;
 
     e->in_call = true;
-    e->hook_every = false;
     e->trip = RULE_TRIP_NONE;
     e->ticks = 0;
-    e->hook_step = budget < RULE_HOOK_STEP ? (int)budget : RULE_HOOK_STEP;
-    e->deadline_ns = gw_monotonic_ns() + RULE_CALL_DEADLINE_NS;
-    /* Setting the hook also restarts its count. */
-    lua_sethook(e->L, limits_hook, LUA_MASKCOUNT, e->hook_step);
+    e->deadline_ns = 0;
+    if (e->hook_every || e->hook_step != step || !lua_gethook(e->L)) {
+        e->hook_every = false;
+        e->hook_step = step;
+        lua_sethook(e->L, limits_hook, LUA_MASKCOUNT, step);
+    }
 }
 
 void rule__limits_end(struct rule_engine *e)
 {
     e->in_call = false;
-    lua_sethook(e->L, NULL, 0, 0);
 }
 
 /* For the C functions below: their own error says what went wrong; the
@@ -487,6 +509,20 @@ static void make_proxy(lua_State *L)
     lua_remove(L, -2);
 }
 
+void rule__push_proxy_mt(lua_State *L, int idx, lua_CFunction newindex)
+{
+    idx = lua_absindex(L, idx);
+    lua_createtable(L, 0, 4);
+    lua_pushcfunction(L, newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ro_pairs);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushliteral(L, "read-only");
+    lua_setfield(L, -2, "__metatable");
+}
+
 void rule__make_readonly(lua_State *L, const char *what)
 {
     lua_pushstring(L, what);
@@ -518,6 +554,34 @@ static int global_write(lua_State *L)
     if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
         return luaL_error(L, "global '%s' is read-only in rules", name);
     return luaL_error(L, "assignment to undeclared global '%s' (declare it with local)", name);
+}
+
+/* xpcall's message handler runs where the error was raised, before the
+ * stack unwinds. When that error came from the count hook, Lua has hooks
+ * switched off there (a hook that raises never gets to switch them back
+ * on; the pcall's unwinding does), so a handler that loops would loop
+ * for ever. The handler is wrapped: once the call is tripped, no rule
+ * code runs in it, and the error goes on as it is. Upvalue 1 is the
+ * rule's handler. */
+static int xpcall_handler(lua_State *L)
+{
+    struct rule_engine *e = rule__engine(L);
+
+    if (!e->in_call || e->trip != RULE_TRIP_NONE)
+        return 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int guarded_xpcall(lua_State *L)
+{
+    luaL_checkany(L, 2);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, xpcall_handler, 1);
+    lua_replace(L, 2);
+    return call_original(L);
 }
 
 /* setmetatable without __gc: a finalizer would run at a time no rule call
@@ -596,6 +660,7 @@ static int sandbox_setup(lua_State *L)
     wrap(L, lua_gettop(L), "date", guarded_date, 0);
     lua_pop(L, 1);
     wrap(L, G, "setmetatable", guarded_setmetatable, 0);
+    wrap(L, G, "xpcall", guarded_xpcall, 0);
 
     lua_pushcfunction(L, rule__define);
     lua_setfield(L, G, "rule");

@@ -21,7 +21,7 @@
 #include "gw_reading.h"
 #include "gw_registry.h"
 #include "rule_engine.h"
-#include "rule_util.h"
+#include "rule_sha256.h"
 
 #define TS_NS 1700000000123000000LL /* 2023-11-14T22:13:20.123Z */
 
@@ -1041,46 +1041,32 @@ static void test_sha256(void **state)
     }
 }
 
+/* duration() is the gateway's one parser (gw_duration_parse) seen from Lua,
+ * available at load time too. */
 static void test_duration(void **state)
 {
-    static const struct {
-        const char *text;
-        double seconds; /* < 0: the error */
-    } cases[] = {
-        { "90s", 90 },    { "15m", 900 },  { "2h", 7200 },    { "1d", 86400 },
-        { "1.5h", 5400 }, { "1h30m", 5400 }, { "0.5s", 0.5 },  { "400d", 400 * 86400.0 },
-        { "", -EINVAL },  { "15", -EINVAL }, { "m", -EINVAL }, { "15 m", -EINVAL },
-        { "-5s", -EINVAL }, { "5x", -EINVAL }, { "1h30", -EINVAL }, { "inf", -EINVAL },
-        { "0s", -ERANGE }, { "401d", -ERANGE }, { "99999999999999999999999d", -ERANGE },
-        { "1.2.3s", -EINVAL },
-    };
-    struct rule_engine *e;
-    double v;
+    struct rule_engine *e = engine_with(
+        "local D = duration('2h')\n"
+        "local function try(x)\n"
+        "  local ok, v = pcall(duration, x)\n"
+        "  return ok and tostring(v) or 'error'\n"
+        "end\n"
+        "rule{ name = 'd', on_reading = function(r)\n"
+        "  local ok, err = pcall(duration, '2 hours')\n"
+        "  local bad = err:find(\"duration: bad duration '2 hours'\", 1, true) ~= nil\n"
+        "  local out = { D, math.type(D), tostring(bad) }\n"
+        "  for _, x in ipairs{ '90s', '15m', '1.5h', '1d', '500ms', '90', '0s', 30, 0.25, 0,\n"
+        "                      '1h30m', '15 m', '-5s', 'inf', '5x', '', -1, 1e300, true } do\n"
+        "    out[#out + 1] = try(x)\n"
+        "  end\n"
+        "  open_case{ category = 'c', severity = 'info', title = 't', detail =\n"
+        "             table.concat(out, ' ') }\n"
+        "end }\n");
 
     (void)state;
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int r = rule_duration_parse(cases[i].text, &v);
-        if (cases[i].seconds < 0) {
-            if (r != (int)cases[i].seconds)
-                fail_msg("'%s': %d", cases[i].text, r);
-        } else if (r != 0 || v != cases[i].seconds) {
-            fail_msg("'%s': %d %g", cases[i].text, r, v);
-        }
-    }
-
-    /* The same parser in Lua, at load time too. */
-    e = engine_with("local D = duration('2h')\n"
-                    "rule{ name = 'd', on_reading = function(r)\n"
-                    "  local ok, err = pcall(duration, '2 hours')\n"
-                    "  local bad = err:find(\"duration: bad duration '2 hours'\", 1, true) ~= nil\n"
-                    "  open_case{ category = 'c', severity = 'info', title = 't', detail =\n"
-                    "    table.concat({ D, math.type(D), duration('90s'), duration('1.5m'),\n"
-                    "                   duration(30), duration(0.25), tostring(ok), tostring(bad),\n"
-                    "                   tostring(pcall(duration, 0)), tostring(pcall(duration)) },\n"
-                    "                 ' ') }\n"
-                    "end }\n");
     assert_string_equal(details(e, reading_new(&dev_door)),
-                        "7200 integer 90 90 30 0.25 false true false false");
+                        "7200 integer true 90 900 5400 86400 0.5 90 0 30 0.25 0 "
+                        "error error error error error error error error error");
     assert_int_equal(stats_of(e).errors, 0);
     rule_engine_free(e);
 }
@@ -1144,7 +1130,8 @@ static void test_on_event(void **state)
         "  for k, v in pairs(x.fields) do keys[#keys + 1] = k .. '=' .. tostring(v) end\n"
         "  table.sort(keys)\n"
         "  return table.concat({ x.device, x.type, tostring(x.kind), tostring(x.status),\n"
-        "    tostring(x.ts == now()), x.grid.id, tostring(x.event), table.concat(keys, ',') }, ' ')\n"
+        "    tostring(x.ts == now()), x.grid.id, tostring(x.event), table.concat(keys, ',') }, ' "
+        "')\n"
         "end\n"
         "rule{ name = 'ev', on_event = function(e, state)\n"
         "  state.n = (state.n or 0) + 1\n"
@@ -1164,7 +1151,8 @@ static void test_on_event(void **state)
         "rule{ name = 'ro', match = { field = 'kind' }, on_event = function(e)\n"
         "  local ok, err = pcall(function() e.kind = 'x' end)\n"
         "  open_case{ category = 'c', severity = 'info', title = 't', detail = tostring(ok) ..\n"
-        "             ' ' .. tostring(err:find('e is read%-only') ~= nil) .. ' ' .. e.fields.kind }\n"
+        "             ' ' .. tostring(err:find('e is read%-only') ~= nil) .. ' ' .. e.fields.kind "
+        "}\n"
         "end }\n");
     struct gw_reading *r;
 
@@ -1339,7 +1327,8 @@ static const char window_source[] =
     "    out[#out + 1] = tostring(pcall(f))\n"
     "  end\n"
     "  out[#out + 1] = tostring(getmetatable(w))\n"
-    "  open_case{ category = 'c', severity = 'info', title = 'x', detail = table.concat(out, ' ') }\n"
+    "  open_case{ category = 'c', severity = 'info', title = 'x', detail = table.concat(out, ' ') "
+    "}\n"
     "end }\n";
 
 static char *window_at(struct rule_engine *e, const struct gw_device *d, int64_t t_s, double v)
@@ -1434,6 +1423,52 @@ static void test_held(void **state)
 
 /* ---- failure isolation -------------------------------------------------- */
 
+/* stderr (the log) into a file while a test part runs, read back after. */
+struct capture {
+    int saved;
+    char path[64];
+};
+
+static void capture_begin(struct capture *c)
+{
+    int fd;
+
+    strcpy(c->path, "/tmp/gridgate-rules-log-XXXXXX");
+    fd = mkstemp(c->path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    c->saved = dup(2);
+    assert_true(c->saved >= 0 && dup2(fd, 2) >= 0);
+    close(fd);
+}
+
+static char *capture_end(struct capture *c)
+{
+    static char text[65536];
+    FILE *f;
+    size_t n;
+
+    fflush(stderr);
+    dup2(c->saved, 2);
+    close(c->saved);
+    f = fopen(c->path, "rb");
+    assert_non_null(f);
+    n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    unlink(c->path);
+    return text;
+}
+
+static size_t count_of(const char *text, const char *needle)
+{
+    size_t n = 0;
+
+    for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
 static int64_t test_clock_ns;
 
 static int64_t test_clock(void *ud)
@@ -1476,11 +1511,39 @@ static void test_quarantine_device(void **state)
     struct rule_engine *e = engine_with_limits(flaky_source, &quarantine_limits);
     const struct rule_info *info;
 
+    struct capture cap;
+    char *log;
+
     (void)state;
     test_clock_ns = 1000 * SEC;
     rule_engine_set_clock(e, test_clock, &test_clock_ns);
 
-    /* Three failures in a row for one device: quarantined for it. */
+    /* Three failures in a row for one device: quarantined for it, with
+     * one line in the log when it starts and one when it ends. */
+    gw_log_set_level(GW_LOG_INFO);
+    capture_begin(&cap);
+    for (int i = 0; i < 3; i++)
+        try_device(e, &dev_smoke, true);
+    for (int i = 0; i < 5; i++)
+        try_device(e, &dev_smoke, true);
+    test_clock_ns += 60 * SEC;
+    try_device(e, &dev_smoke, false);
+    log = capture_end(&cap);
+    gw_log_set_level(GW_LOG_ERROR);
+    assert_int_equal(count_of(log, "failed for device smoke-000001"), 3);
+    assert_int_equal(count_of(log, "[rule flaky]"), 3 + 2);
+    assert_int_equal(count_of(log, "/rules.lua:1: quarantined for device smoke-000001 for 60 s "
+                                   "after 3 failures in a row"),
+                     1);
+    assert_int_equal(count_of(log, "/rules.lua:1: quarantine for device smoke-000001 ended after "
+                                   "60 s; trying again"),
+                     1);
+    assert_int_equal(stats_of(e).quarantine_skips, 5);
+    rule_engine_free(e);
+    e = engine_with_limits(flaky_source, &quarantine_limits);
+    rule_engine_set_clock(e, test_clock, &test_clock_ns);
+    test_clock_ns = 1000 * SEC;
+
     for (int i = 0; i < 3; i++)
         assert_string_equal(try_device(e, &dev_smoke, true), "steady");
     assert_int_equal(stats_of(e).quarantines, 1);
@@ -1691,6 +1754,72 @@ static void test_adopt_state(void **state)
     rule_engine_free(fresh);
 }
 
+/* The tables behind r are reused from reading to reading: nothing of one
+ * reading shows in the next, and an r kept past its call is refused. */
+static void test_r_reuse(void **state)
+{
+    struct rule_engine *e = engine_with(
+        "local function show(x)\n"
+        "  local keys = {}\n"
+        "  for k, v in pairs(x) do\n"
+        "    if k ~= 'grid' and k ~= 'fields' and k ~= 'ts' then\n"
+        "      keys[#keys + 1] = k .. '=' .. tostring(v)\n"
+        "    end\n"
+        "  end\n"
+        "  for k, v in pairs(x.fields) do keys[#keys + 1] = 'f.' .. k .. '=' .. tostring(v) end\n"
+        "  table.sort(keys)\n"
+        "  return table.concat(keys, ' ') .. ' grid=' .. tostring(x.grid and x.grid.id)\n"
+        "end\n"
+        "rule{ name = 'show', on_reading = function(r, state)\n"
+        "  local kept = 'none'\n"
+        "  if state.r then kept = tostring(pcall(function() return state.r.device end)) end\n"
+        "  state.r = r\n"
+        "  open_case{ category = 'c', severity = 'info', title = 't', detail = show(r) ..\n"
+        "             ' kept=' .. kept }\n"
+        "end, on_event = function(e)\n"
+        "  open_case{ category = 'c', severity = 'info', title = 't', detail = show(e) }\n"
+        "end }\n"
+        "rule{ name = 'same', on_reading = function(r, state)\n"
+        "  open_case{ category = 'c', severity = 'info', title = 't', detail = tostring(r.a) }\n"
+        "end }\n");
+    struct gw_device nogrid;
+    struct gw_reading *r;
+
+    (void)state;
+    device_init(&nogrid, "nogrid-1", "smoke", NULL);
+    r = reading_new(&dev_smoke);
+    gw_reading_add_number(r, "a", 1);
+    gw_reading_add_string(r, "b", "x");
+    assert_string_equal(details(e, r), "a=1.0 b=x device=smoke-000001 f.a=1.0 f.b=x type=smoke "
+                                       "grid=110101001001001 kept=none|1.0");
+    r = reading_new(&dev_door);
+    gw_reading_add_number(r, "c", 3);
+    assert_string_equal(details(e, r),
+                        "c=3.0 device=door-000001 f.c=3.0 type=door grid=110101001001001 "
+                        "kept=none|nil");
+    /* The same keys again: only the values change. */
+    r = reading_new(&dev_door);
+    gw_reading_add_number(r, "c", 4);
+    assert_string_equal(details(e, r),
+                        "c=4.0 device=door-000001 f.c=4.0 type=door grid=110101001001001 "
+                        "kept=false|nil");
+    r = event_at(&dev_door, GW_CHANNEL_STATUS, TS_NS);
+    gw_reading_add_string(r, "status", "online");
+    assert_string_equal(details(e, r), "device=door-000001 f.status=online kind=status "
+                                       "status=online type=door grid=110101001001001");
+    r = event_at(&dev_door, GW_CHANNEL_EVENT, TS_NS);
+    gw_reading_add_string(r, "status", "whatever");
+    assert_string_equal(details(e, r), "device=door-000001 f.status=whatever kind=event "
+                                       "status=whatever type=door grid=110101001001001");
+    r = reading_new(&nogrid);
+    gw_reading_add_number(r, "c", 5);
+    assert_string_equal(details(e, r), "c=5.0 device=nogrid-1 f.c=5.0 type=smoke grid=nil "
+                                       "kept=none|nil");
+    assert_int_equal(stats_of(e).errors, 0);
+    device_clear(&nogrid);
+    rule_engine_free(e);
+}
+
 /* ---- the shipped rules -------------------------------------------------- */
 
 /* The first action of `kind` asked for by `rule`, or NULL. */
@@ -1853,6 +1982,7 @@ int main(void)
         cmocka_unit_test(test_top_level_locals),
         cmocka_unit_test(test_r_table),
         cmocka_unit_test(test_state_per_device),
+        cmocka_unit_test(test_r_reuse),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_load_dir),
         cmocka_unit_test(test_sha256),

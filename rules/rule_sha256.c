@@ -1,18 +1,9 @@
-/* SHA-256 (FIPS 180-4, section 6.2) and durations.
- *
- * SHA-256 is written out here rather than taken from OpenSSL so that the
- * rule library keeps its one dependency (Lua); rule files are small and
- * hashed once per load, so a plain implementation is fast enough.
+/* SHA-256 (FIPS 180-4, section 6.2). Rule files are small and hashed
+ * once per load, so a plain implementation is fast enough.
  */
-#include "rule_util.h"
+#include "rule_sha256.h"
 
-#include <errno.h>
-#include <math.h>
-#include <stdbool.h>
-#include <stdlib.h>
 #include <string.h>
-
-/* ---- SHA-256 ------------------------------------------------------------ */
 
 static const uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -44,7 +35,8 @@ static void sha256_block(uint32_t h[8], const uint8_t *p)
     }
     a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
     for (int i = 0; i < 64; i++) {
-        uint32_t t1 = k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
+        uint32_t t1 =
+            k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
         uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
         k = g;
         g = f;
@@ -103,56 +95,4 @@ void rule_sha256_hex(const void *data, size_t len, char ret_hex[RULE_SHA256_HEX_
         ret_hex[2 * i + 1] = digits[digest[i] & 15];
     }
     ret_hex[RULE_SHA256_HEX_LEN] = '\0';
-}
-
-/* ---- durations ---------------------------------------------------------- */
-
-static double unit_seconds(char c)
-{
-    switch (c) {
-    case 's':
-        return 1;
-    case 'm':
-        return 60;
-    case 'h':
-        return 3600;
-    case 'd':
-        return 86400;
-    default:
-        return 0;
-    }
-}
-
-int rule_duration_parse(const char *text, double *ret_seconds)
-{
-    const char *p = text;
-    double total = 0;
-
-    if (!p || !*p)
-        return -EINVAL;
-    while (*p) {
-        double value = 0, scale = 1, unit;
-        bool digits = false;
-
-        /* Digits by hand: strtod would take signs, blanks, hex and "inf". */
-        for (; *p >= '0' && *p <= '9'; p++, digits = true)
-            value = value * 10 + (*p - '0');
-        if (*p == '.') {
-            for (p++; *p >= '0' && *p <= '9'; p++, digits = true) {
-                scale /= 10;
-                value += (*p - '0') * scale;
-            }
-        }
-        unit = unit_seconds(*p);
-        if (!digits || unit == 0)
-            return -EINVAL;
-        p++;
-        total += value * unit;
-        if (!isfinite(total) || total > RULE_DURATION_MAX_S)
-            return -ERANGE;
-    }
-    if (total <= 0)
-        return -ERANGE;
-    *ret_seconds = total;
-    return 0;
 }
