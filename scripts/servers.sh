@@ -48,12 +48,49 @@ gg_stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
-# gg_start_mosquitto DIR PORT: sets MOSQUITTO_PID; log in DIR/mosquitto.log.
-gg_start_mosquitto() {
+# gg_started PID PORT LOG: waits (bounded) until PID listens on PORT;
+# returns 0 when it does, 2 when the port was taken (try another), 1 else.
+gg_started() {
+    local pid=$1 port=$2 log=$3 deadline=$((SECONDS + 30))
+    while [ $SECONDS -lt $deadline ]; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            grep -qi "address already in use" "$log" && return 2
+            return 1
+        fi
+        gg_port_in_use "$port" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# gg_start_with_port NAME START DIR [PORT]: runs "START DIR PORT" (a
+# function that starts the server in the background and sets GG_PID), on
+# PORT, or on a free port, retried with another when a concurrent start
+# took it first. Sets GG_PORT.
+gg_start_with_port() {
+    local name=$1 start=$2 dir=$3 port=${4:-0} tries=5 rc
+    for _ in $(seq 1 $tries); do
+        local p=$port
+        [ "$p" != 0 ] || p=$(gg_free_port) || return 1
+        "$start" "$dir" "$p"
+        gg_started "$GG_PID" "$p" "$dir/$name.log"
+        rc=$?
+        if [ $rc = 0 ]; then
+            GG_PORT=$p
+            return 0
+        fi
+        gg_stop_pid "$GG_PID"
+        [ $rc = 2 ] && [ "$port" = 0 ] && continue
+        echo "$name did not start on 127.0.0.1:$p; its log ($dir/$name.log):" >&2
+        tail -n 20 "$dir/$name.log" >&2
+        return 1
+    done
+    echo "$name: no free port after $tries tries" >&2
+    return 1
+}
+
+gg_run_mosquitto() {
     local dir=$1 port=$2
-    mkdir -p "$dir"
-    # Run as root, mosquitto drops to user "mosquitto", which must read this.
-    chmod 755 "$dir"
     cat >"$dir/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
 allow_anonymous true
@@ -66,19 +103,24 @@ max_queued_messages 100000
 CONF
     chmod 644 "$dir/mosquitto.conf"
     "$(gg_mosquitto_bin)" -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
-    MOSQUITTO_PID=$!
-    if ! gg_wait_until 10 gg_port_in_use "$port" || ! kill -0 "$MOSQUITTO_PID" 2>/dev/null; then
-        echo "mosquitto did not start on 127.0.0.1:$port; its log ($dir/mosquitto.log):" >&2
-        cat "$dir/mosquitto.log" >&2
-        return 1
-    fi
+    GG_PID=$!
 }
 
-# gg_start_influxd DIR PORT: sets INFLUXD_PID; log in DIR/influxd.log.
-gg_start_influxd() {
+# gg_start_mosquitto DIR [PORT]: sets MOSQUITTO_PID and MOSQUITTO_PORT (a
+# free port when none is given); log in DIR/mosquitto.log.
+gg_start_mosquitto() {
+    local dir=$1
+    mkdir -p "$dir"
+    # Run as root, mosquitto drops to user "mosquitto", which must read this.
+    chmod 755 "$dir"
+    gg_start_with_port mosquitto gg_run_mosquitto "$dir" "${2:-0}" || return 1
+    MOSQUITTO_PID=$GG_PID
+    MOSQUITTO_PORT=$GG_PORT
+}
+
+gg_run_influxd() {
     local dir=$1 port=$2 rpc_port
     rpc_port=$(gg_free_port) || return 1
-    mkdir -p "$dir/meta" "$dir/data" "$dir/wal"
     cat >"$dir/influxdb.conf" <<CONF
 reporting-enabled = false
 bind-address = "127.0.0.1:$rpc_port"
@@ -95,11 +137,19 @@ bind-address = "127.0.0.1:$rpc_port"
   log-enabled = false
 CONF
     "$(gg_influxd_bin)" -config "$dir/influxdb.conf" >"$dir/influxd.log" 2>&1 &
-    INFLUXD_PID=$!
-    if ! gg_wait_until 30 curl -sf "http://127.0.0.1:$port/ping" ||
-        ! kill -0 "$INFLUXD_PID" 2>/dev/null; then
-        echo "influxd did not start on 127.0.0.1:$port; its log ($dir/influxd.log):" >&2
-        tail -n 20 "$dir/influxd.log" >&2
+    GG_PID=$!
+}
+
+# gg_start_influxd DIR [PORT]: sets INFLUXD_PID and INFLUXD_PORT (a free
+# port when none is given); ready when /ping answers; log in DIR/influxd.log.
+gg_start_influxd() {
+    local dir=$1
+    mkdir -p "$dir/meta" "$dir/data" "$dir/wal"
+    gg_start_with_port influxd gg_run_influxd "$dir" "${2:-0}" || return 1
+    INFLUXD_PID=$GG_PID
+    INFLUXD_PORT=$GG_PORT
+    if ! gg_wait_until 30 curl -sf "http://127.0.0.1:$INFLUXD_PORT/ping"; then
+        echo "influxd on 127.0.0.1:$INFLUXD_PORT does not answer /ping" >&2
         return 1
     fi
 }
@@ -124,10 +174,8 @@ gg_servers_main() {
         local mqtt_port=${3:-0} influx_port=${4:-0}
         mkdir -p "$dir"
         dir=$(cd "$dir" && pwd)
-        [ "$mqtt_port" != 0 ] || mqtt_port=$(gg_free_port) || return 1
-        [ "$influx_port" != 0 ] || influx_port=$(gg_free_port) || return 1
         for port in "$mqtt_port" "$influx_port"; do
-            if gg_port_in_use "$port"; then
+            if [ "$port" != 0 ] && gg_port_in_use "$port"; then
                 echo "port $port on 127.0.0.1 is already in use (a system mosquitto or influxdb?)" >&2
                 return 1
             fi
@@ -137,6 +185,8 @@ gg_servers_main() {
             gg_stop_pid "$MOSQUITTO_PID"
             return 1
         fi
+        mqtt_port=$MOSQUITTO_PORT
+        influx_port=$INFLUXD_PORT
         gg_influx_create_db "$influx_port" gridgate
         cat >"$dir/servers.env" <<ENV
 MQTT_PORT=$mqtt_port

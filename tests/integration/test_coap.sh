@@ -49,10 +49,10 @@ free_udp_port() {
     return 1
 }
 
-mqtt_port=$(gg_free_port)
-gg_start_mosquitto "$work/mosquitto" "$mqtt_port"
-influx_port=$(gg_free_port)
-gg_start_influxd "$work/influxdb" "$influx_port"
+gg_start_mosquitto "$work/mosquitto"
+mqtt_port=$MOSQUITTO_PORT
+gg_start_influxd "$work/influxdb"
+influx_port=$INFLUXD_PORT
 gg_influx_create_db "$influx_port" gridgate
 coap_port=$(free_udp_port)
 dtls_port=$(free_udp_port)

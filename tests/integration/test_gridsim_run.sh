@@ -56,8 +56,8 @@ aq-001,air_quality,,39.9206,116.4206,Street
 EOF
 N_DEVICES=8
 
-PORT=$(gg_free_port)
-gg_start_mosquitto "$WORK" "$PORT" || fail "mosquitto did not start"
+gg_start_mosquitto "$WORK" || fail "mosquitto did not start"
+PORT=$MOSQUITTO_PORT
 BROKER="tcp://127.0.0.1:$PORT"
 
 # A persistent subscription registered first (-c, -E) makes the collector

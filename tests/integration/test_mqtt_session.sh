@@ -48,8 +48,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-influx_port=$(gg_free_port)
-gg_start_influxd "$work/influxdb" "$influx_port"
+gg_start_influxd "$work/influxdb"
+influx_port=$INFLUXD_PORT
 
 # start_broker DIR PORT [CONFIG_LINES]: mosquitto with DIR/mosquitto.conf
 # (listener PORT on 127.0.0.1, anonymous access unless CONFIG_LINES say
