@@ -93,6 +93,24 @@ static int check_unbuilt_features(const struct gw_config *cfg)
     return 0;
 }
 
+/* What the MQTT adapter would refuse at start (bad topic filters or
+ * shared group), found by `check` already. */
+static int check_mqtt(const struct gw_config *cfg)
+{
+    char **filters = NULL, *error = NULL;
+    int n = 0;
+
+    if (!cfg->mqtt.enabled)
+        return 0;
+    if (mqtt_build_filters(cfg->mqtt.topics, cfg->mqtt.shared_group, &filters, &n, &error) < 0) {
+        fprintf(stderr, "%s: %s\n", cfg->path, error ? error : "out of memory");
+        free(error);
+        return -EINVAL;
+    }
+    mqtt_free_filters(filters, n);
+    return 0;
+}
+
 /* Loads config and district, the parts every command needs. Errors are
  * printed as file:line: message. */
 static int load_world(const char *path, struct gw_config **ret_cfg, struct gw_registry **ret_reg)
@@ -107,9 +125,9 @@ static int load_world(const char *path, struct gw_config **ret_cfg, struct gw_re
         free(error);
         return -EINVAL;
     }
-    if (check_unbuilt_features(cfg) < 0) {
+    if (check_unbuilt_features(cfg) < 0 || check_mqtt(cfg) < 0) {
         gw_config_free(cfg);
-        return -ENOTSUP;
+        return -EINVAL;
     }
     reg = gw_registry_load(cfg->district.grids, cfg->district.devices, &error);
     if (!reg) {

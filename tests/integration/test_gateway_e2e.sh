@@ -45,6 +45,16 @@ gateway:  { stats_interval_s: 1 }
 YAML
 mkdir -p "$work/var"
 
+echo "gridgate check: the config is good; a bad topic filter is named before any start"
+"$gridgate" check -c "$work/gridgate.yaml" >"$work/check.out" 2>&1 ||
+    fail "gridgate check refused a good config" "$work/check.out"
+sed 's|qos: 1 }|qos: 1, topics: "devices/#/telemetry" }|' "$work/gridgate.yaml" >"$work/bad.yaml"
+if "$gridgate" check -c "$work/bad.yaml" >"$work/check.out" 2>&1; then
+    fail "gridgate check took a bad topic filter" "$work/check.out"
+fi
+grep -q 'mqtt.topics: "devices/#/telemetry"' "$work/check.out" ||
+    fail "gridgate check did not name the bad filter" "$work/check.out"
+
 "$gridgate" run -c "$work/gridgate.yaml" >"$work/gridgate.log" 2>&1 &
 gateway_pid=$!
 gg_wait_until 15 grep -q "subscribed to" "$work/gridgate.log" ||
