@@ -385,19 +385,6 @@ static void emit_line(struct rule_worker *w, const struct rule_action *a)
                        a->file, a->measurement);
 }
 
-static const char *action_name(enum rule_action_kind kind)
-{
-    switch (kind) {
-    case RULE_ACTION_OPEN_CASE:
-        return "open_case";
-    case RULE_ACTION_CLEAR_CASE:
-        return "clear_case";
-    case RULE_ACTION_EMIT:
-        return "emit";
-    }
-    return "?";
-}
-
 /* Carries out what the rules asked for: cases into the store, emits and
  * case events towards InfluxDB. A shadow rule's actions are only logged
  * and counted, so a liaison can watch a new rule on live traffic. */
@@ -413,7 +400,7 @@ static void apply_actions(struct rule_worker *w, const struct gw_reading *readin
 
         if (a->shadow) {
             count(&p->stats.shadow_actions, 1);
-            gw_info("shadow", "rule %s would %s for %s: %s", a->rule, action_name(a->kind),
+            gw_info("shadow", "rule %s would %s for %s: %s", a->rule, rule_action_kind_name(a->kind),
                     a->subject ? a->subject : reading->device_id,
                     a->title ? a->title : a->measurement ? a->measurement : "");
             continue;

@@ -21,6 +21,19 @@
 
 /* ---- actions list ------------------------------------------------------- */
 
+const char *rule_action_kind_name(enum rule_action_kind kind)
+{
+    switch (kind) {
+    case RULE_ACTION_OPEN_CASE:
+        return "open_case";
+    case RULE_ACTION_CLEAR_CASE:
+        return "clear_case";
+    case RULE_ACTION_EMIT:
+        return "emit";
+    }
+    return "?";
+}
+
 void rule__action_clear(struct rule_action *a)
 {
     free(a->rule);

@@ -622,48 +622,71 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static bool is_rule_file(const char *name)
+static bool is_test_name(const char *name, size_t len)
+{
+    return len >= 9 && strcmp(name + len - 9, "_test.lua") == 0;
+}
+
+static bool wanted(const char *name, enum rule_file_kind kind)
 {
     size_t len = strlen(name);
 
     if (name[0] == '.' || len <= 4 || strcmp(name + len - 4, ".lua") != 0)
         return false;
-    return !(len >= 9 && strcmp(name + len - 9, "_test.lua") == 0);
+    return kind == RULE_FILES_TESTS ? is_test_name(name, len) && len > 9
+                                    : !is_test_name(name, len);
 }
 
-int rule_engine_load_dir(struct rule_engine *engine, const char *dir, char **ret_error)
+void rule_files_free(char **names, size_t n)
+{
+    free_names(names, n);
+}
+
+int rule_files_list(const char *dir, enum rule_file_kind kind, char ***ret_names, size_t *ret_n)
 {
     DIR *d = opendir(dir);
     struct dirent *de;
     char **names = NULL;
     size_t n = 0, cap = 0;
-    int r = 0;
 
     if (!d)
-        return set_error(ret_error, dir, -errno, "cannot open rules directory", true);
+        return -errno;
     while ((de = readdir(d))) {
-        if (!is_rule_file(de->d_name))
+        if (!wanted(de->d_name, kind))
             continue;
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
             char **nn = realloc(names, ncap * sizeof(*nn));
-            if (!nn) {
-                r = set_error(ret_error, dir, -ENOMEM, "cannot list", true);
-                goto out;
-            }
+            if (!nn)
+                goto nomem;
             names = nn;
             cap = ncap;
         }
         names[n] = strdup(de->d_name);
-        if (!names[n]) {
-            r = set_error(ret_error, dir, -ENOMEM, "cannot list", true);
-            goto out;
-        }
+        if (!names[n])
+            goto nomem;
         n++;
     }
-    /* Name order (bytes, as `ls` in the C locale), so loading is the same
-     * on every machine. */
-    qsort(names, n, sizeof(*names), cmp_names);
+    closedir(d);
+    if (n > 1)
+        qsort(names, n, sizeof(*names), cmp_names);
+    *ret_names = names;
+    *ret_n = n;
+    return 0;
+nomem:
+    closedir(d);
+    free_names(names, n);
+    return -ENOMEM;
+}
+
+int rule_engine_load_dir(struct rule_engine *engine, const char *dir, char **ret_error)
+{
+    char **names = NULL;
+    size_t n = 0;
+    int r = rule_files_list(dir, RULE_FILES_RULES, &names, &n);
+
+    if (r < 0)
+        return set_error(ret_error, dir, r, "cannot open rules directory", true);
     for (size_t i = 0; i < n && r == 0; i++) {
         char *path;
         if (asprintf(&path, "%s/%s", dir, names[i]) < 0) {
@@ -673,8 +696,6 @@ int rule_engine_load_dir(struct rule_engine *engine, const char *dir, char **ret
         r = rule_engine_load_file(engine, path, ret_error);
         free(path);
     }
-out:
-    closedir(d);
     free_names(names, n);
     return r;
 }

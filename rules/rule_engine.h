@@ -59,6 +59,9 @@ struct rule_actions {
     size_t cap;
 };
 
+/* "open_case", "clear_case" or "emit": for logs and tools. */
+const char *rule_action_kind_name(enum rule_action_kind kind);
+
 /* Frees every action's contents and empties the list (keeps capacity). */
 void rule_actions_clear(struct rule_actions *actions);
 void rule_actions_free(struct rule_actions *actions);
@@ -94,6 +97,14 @@ struct rule_engine;
 
 struct rule_engine *rule_engine_new(const struct rule_limits *limits);
 void rule_engine_free(struct rule_engine *engine);
+
+/* The file names in DIR that are rules (*.lua but *_test.lua) or rule
+ * tests (*_test.lua), hidden files left out, in byte order (as `ls` in the
+ * C locale), so every machine loads them alike. Names are malloc'd; free
+ * them with rule_files_free(). Returns 0 or a negative errno. */
+enum rule_file_kind { RULE_FILES_RULES, RULE_FILES_TESTS };
+int rule_files_list(const char *dir, enum rule_file_kind kind, char ***ret_names, size_t *ret_n);
+void rule_files_free(char **names, size_t n);
 
 /* Loads every *.lua in DIR except *_test.lua, in name order. On error
  * returns a negative errno and sets *ret_error to a malloc'd

@@ -2033,47 +2033,6 @@ static void run_file(struct harness *h, const char *path)
     fflush(h->out);
 }
 
-static bool is_test_file(const char *name)
-{
-    size_t len = strlen(name), suffix = strlen("_test.lua");
-
-    return name[0] != '.' && len > suffix && strcmp(name + len - suffix, "_test.lua") == 0;
-}
-
-/* The *_test.lua names of dir, sorted. */
-static int list_tests(const char *dir, char ***ret_names, size_t *ret_n)
-{
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    int r = 0;
-
-    if (!d)
-        return -errno;
-    while ((de = readdir(d))) {
-        if (!is_test_file(de->d_name))
-            continue;
-        if (grow(&names, &cap, n, sizeof(*names)) < 0 || !(names[n] = strdup(de->d_name))) {
-            r = -ENOMEM;
-            break;
-        }
-        n++;
-    }
-    closedir(d);
-    if (r < 0) {
-        for (size_t i = 0; i < n; i++)
-            free(names[i]);
-        free(names);
-        return r;
-    }
-    if (n > 1)
-        qsort(names, n, sizeof(*names), cmp_str);
-    *ret_names = names;
-    *ret_n = n;
-    return 0;
-}
-
 int rule_tools_test(const struct rule_tools_test_options *opts,
                     struct rule_tools_test_result *ret_result)
 {
@@ -2107,7 +2066,7 @@ int rule_tools_test(const struct rule_tools_test_options *opts,
         r = r == -ENOMEM ? r : -EINVAL;
         goto out;
     }
-    r = list_tests(h.dir, &names, &n_names);
+    r = rule_files_list(h.dir, RULE_FILES_TESTS, &names, &n_names);
     if (r < 0) {
         fprintf(h.err, "%s: %s\n", h.dir, strerror(-r));
         goto out;
@@ -2130,9 +2089,7 @@ int rule_tools_test(const struct rule_tools_test_options *opts,
     ret_result->passed = h.passed;
     ret_result->failed = h.failed;
 out:
-    for (size_t i = 0; i < n_names; i++)
-        free(names[i]);
-    free(names);
+    rule_files_free(names, n_names);
     gw_duration_table_free(h.heartbeats);
     return r;
 }
@@ -2159,19 +2116,6 @@ static int64_t replay_clock(void *ud)
     return ((const struct replay *)ud)->clock_ns;
 }
 
-static const char *action_name(enum rule_action_kind kind)
-{
-    switch (kind) {
-    case RULE_ACTION_OPEN_CASE:
-        return "open_case";
-    case RULE_ACTION_CLEAR_CASE:
-        return "clear_case";
-    case RULE_ACTION_EMIT:
-        return "emit";
-    }
-    return "?";
-}
-
 static void out_kv(struct gw_buf *b, const char *key, const char *value)
 {
     gw_buf_printf(b, " %s=", key);
@@ -2190,7 +2134,7 @@ static void print_action(struct replay *rp, const struct rule_action *a,
     buf_value(b, reading->device_id);
     gw_buf_putc(b, ' ');
     buf_value(b, a->rule ? a->rule : "?");
-    gw_buf_printf(b, " %s", action_name(a->kind));
+    gw_buf_printf(b, " %s", rule_action_kind_name(a->kind));
     switch (a->kind) {
     case RULE_ACTION_OPEN_CASE:
         out_kv(b, "category", a->category);
@@ -2621,34 +2565,29 @@ out:
 int rule_tools_check_dir(const char *dir, const struct rule_limits *limits, char **ret_errors)
 {
     struct gw_buf errors = GW_BUF_INIT;
-    struct dirent **names = NULL;
     struct rule_engine *all;
-    char *error = NULL;
-    int n = scandir(dir, &names, NULL, alphasort);
+    char *error = NULL, **names = NULL;
+    size_t n = 0;
+    int r = rule_files_list(dir, RULE_FILES_RULES, &names, &n);
 
-    if (n < 0) {
-        gw_buf_printf(&errors, "%s: %s\n", dir, strerror(errno));
+    if (r < 0) {
+        gw_buf_printf(&errors, "%s: %s\n", dir, strerror(-r));
         goto out;
     }
-    for (int i = 0; i < n; i++) {
-        const char *name = names[i]->d_name;
-        size_t len = strlen(name);
+    for (size_t i = 0; i < n; i++) {
         char path[4096];
         struct rule_engine *one;
 
-        if (len > 4 && strcmp(name + len - 4, ".lua") == 0 &&
-            !(len > 9 && strcmp(name + len - 9, "_test.lua") == 0) &&
-            (size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) < sizeof(path)) {
-            one = rule_engine_new(limits);
-            if (!one || rule_engine_load_file(one, path, &error) < 0)
-                gw_buf_printf(&errors, "%s\n", error ? error : "out of memory");
-            free(error);
-            error = NULL;
-            rule_engine_free(one);
-        }
-        free(names[i]);
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, names[i]) >= sizeof(path))
+            continue;
+        one = rule_engine_new(limits);
+        if (!one || rule_engine_load_file(one, path, &error) < 0)
+            gw_buf_printf(&errors, "%s\n", error ? error : "out of memory");
+        free(error);
+        error = NULL;
+        rule_engine_free(one);
     }
-    free(names);
+    rule_files_free(names, n);
     if (errors.len == 0) {
         all = rule_engine_new(limits);
         if (!all || rule_engine_load_dir(all, dir, &error) < 0)
