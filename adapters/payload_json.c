@@ -134,6 +134,21 @@ static int parse_ts(const cJSON *item, int64_t *ret_ns, bool *ret_have, char *re
     return 0;
 }
 
+/* The payload as a JSON object, or NULL with the reason (not JSON, or
+ * JSON but not an object). */
+static cJSON *parse_object(const char *data, size_t len, char *reason, size_t reason_len)
+{
+    cJSON *root = payload__json_parse(data, len, reason, reason_len);
+
+    if (root && !cJSON_IsObject(root)) {
+        payload__reason(reason, reason_len, "expected a JSON object, got %s",
+                        payload__json_type_name(root));
+        cJSON_Delete(root);
+        root = NULL;
+    }
+    return root;
+}
+
 int payload__decode_json(const char *data, size_t len, const struct payload_limits *limits,
                          struct gw_reading *reading, char *reason, size_t reason_len)
 {
@@ -145,15 +160,9 @@ int payload__decode_json(const char *data, size_t len, const struct payload_limi
     cJSON *root;
     int err = 0;
 
-    root = payload__json_parse(data, len, reason, reason_len);
+    root = parse_object(data, len, reason, reason_len);
     if (!root)
         return -EBADMSG;
-    if (!cJSON_IsObject(root)) {
-        payload__reason(reason, reason_len, "expected a JSON object, got %s",
-                        payload__json_type_name(root));
-        err = -EBADMSG;
-        goto out;
-    }
     cJSON_ArrayForEach(item, root)
     {
         const char *name = item->string;
@@ -217,15 +226,9 @@ int payload__decode_status_json(const char *data, size_t len, struct gw_reading 
     cJSON *root;
     int err = 0;
 
-    root = payload__json_parse(data, len, reason, reason_len);
+    root = parse_object(data, len, reason, reason_len);
     if (!root)
         return -EBADMSG;
-    if (!cJSON_IsObject(root)) {
-        payload__reason(reason, reason_len, "expected a JSON object, got %s",
-                        payload__json_type_name(root));
-        err = -EBADMSG;
-        goto out;
-    }
     cJSON_ArrayForEach(item, root)
     {
         if (strcmp(item->string, "status") == 0) {
