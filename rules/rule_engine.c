@@ -91,6 +91,7 @@ void rule_engine_free(struct rule_engine *engine)
     lua_close(engine->L);
     rule__state_free(engine);
     free(engine->msg_keys);
+    rule__sources_free(engine->sources, engine->n_sources);
     for (size_t i = 0; i < engine->n_rules; i++)
         rule_free(engine->rules[i]);
     free(engine->rules);
@@ -357,7 +358,9 @@ int rule__define(lua_State *L)
     if (!check_rule_name(name, name_len))
         return luaL_error(L, "rule{}: name must be 1 to %d bytes without control characters",
                           RULE_NAME_MAX);
-    for (size_t i = 0; i < e->n_rules; i++)
+    /* During an in-place reload the running rules keep their names until
+     * the new ones replace them. */
+    for (size_t i = e->reload_base; i < e->n_rules; i++)
         if (strcmp(e->rules[i]->name, name) == 0)
             return luaL_error(L, "rule{}: duplicate rule name '%s' (first defined at %s)", name,
                               e->rules[i]->where);
@@ -565,30 +568,63 @@ static int read_file(const char *path, char **ret_buf, size_t *ret_len, char **r
     return 0;
 }
 
-static void discard_uncommitted(struct rule_engine *e)
+void rule__rule_drop(struct rule_engine *e, struct rule *r)
 {
-    while (e->n_rules > e->n_committed) {
-        struct rule *r = e->rules[--e->n_rules];
-        luaL_unref(e->L, LUA_REGISTRYINDEX, r->ref);
-        rule_free(r);
-    }
+    luaL_unref(e->L, LUA_REGISTRYINDEX, r->ref);
+    rule_free(r);
 }
 
-int rule_engine_load_file(struct rule_engine *engine, const char *path, char **ret_error)
+static void discard_uncommitted(struct rule_engine *e)
 {
-    struct load_ctx ctx = { .e = engine, .path = path };
+    while (e->n_rules > e->n_committed)
+        rule__rule_drop(e, e->rules[--e->n_rules]);
+}
+
+static int keep_source(struct rule_engine *e, const char *path, char *buf, size_t len)
+{
+    struct rule_source *src;
+
+    if (e->n_sources == e->cap_sources) {
+        size_t cap = e->cap_sources ? e->cap_sources * 2 : 8;
+        struct rule_source *grown = realloc(e->sources, cap * sizeof(*grown));
+        if (!grown)
+            return -ENOMEM;
+        e->sources = grown;
+        e->cap_sources = cap;
+    }
+    src = &e->sources[e->n_sources];
+    src->path = strdup(path);
+    if (!src->path)
+        return -ENOMEM;
+    src->buf = buf;
+    src->len = len;
+    e->n_sources++;
+    return 0;
+}
+
+void rule__sources_free(struct rule_source *sources, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(sources[i].path);
+        free(sources[i].buf);
+    }
+    free(sources);
+}
+
+/* Runs one rule file's bytes. On success the file's rules are committed
+ * and, when keep is set, the bytes are kept in engine->sources (owned
+ * from then on) so another engine can load exactly these. */
+static int load_buffer(struct rule_engine *engine, const char *path, char *buf, size_t len,
+                       bool keep, char **ret_error)
+{
+    struct load_ctx ctx = { .e = engine, .path = path, .buf = buf, .len = len };
     char hash[RULE_SHA256_HEX_LEN + 1];
-    char *buf = NULL;
-    int status, r;
+    int status;
     enum rule_trip trip;
 
-    r = read_file(path, &buf, &ctx.len, ret_error);
-    if (r < 0)
-        return r;
-    ctx.buf = buf;
     /* Of the bytes as read (a byte-order mark included): the hash names
      * the file exactly as it was on disk. */
-    rule_sha256_hex(buf, ctx.len, hash);
+    rule_sha256_hex(buf, len, hash);
     engine->loading_path = path;
     engine->loading_hash = hash;
     lua_pushcfunction(engine->L, load_chunk);
@@ -598,9 +634,12 @@ int rule_engine_load_file(struct rule_engine *engine, const char *path, char **r
     rule__limits_end(engine);
     engine->loading_path = NULL;
     engine->loading_hash = NULL;
-    free(buf);
 
     if (status == LUA_OK && trip == RULE_TRIP_NONE) {
+        if (keep && keep_source(engine, path, buf, len) < 0) {
+            discard_uncommitted(engine);
+            return set_error(ret_error, path, -ENOMEM, "cannot load", true);
+        }
         engine->n_committed = engine->n_rules;
         return 0;
     }
@@ -615,6 +654,62 @@ int rule_engine_load_file(struct rule_engine *engine, const char *path, char **r
     if (status != LUA_OK)
         lua_pop(engine->L, 1);
     return status == LUA_ERRMEM || trip == RULE_TRIP_MEMORY ? -ENOMEM : -EINVAL;
+}
+
+int rule_engine_load_file(struct rule_engine *engine, const char *path, char **ret_error)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    int r = read_file(path, &buf, &len, ret_error);
+
+    if (r < 0)
+        return r;
+    r = load_buffer(engine, path, buf, len, true, ret_error);
+    if (r < 0)
+        free(buf);
+    return r;
+}
+
+int rule_engine_reload_like(struct rule_engine *engine, const struct rule_engine *model,
+                            char **ret_error)
+{
+    size_t old_n = engine->n_committed;
+    struct rule_source *old_sources = engine->sources;
+    size_t old_n_sources = engine->n_sources, old_cap = engine->cap_sources;
+    int r = 0;
+
+    if (engine == model || engine->in_call || engine->n_rules != engine->n_committed)
+        return -EINVAL;
+    engine->sources = NULL;
+    engine->n_sources = engine->cap_sources = 0;
+    engine->reload_base = old_n;
+    for (size_t i = 0; i < model->n_sources && r == 0; i++) {
+        const struct rule_source *src = &model->sources[i];
+        char *copy = malloc(src->len ? src->len : 1);
+
+        if (!copy) {
+            r = set_error(ret_error, src->path, -ENOMEM, "cannot load", true);
+            break;
+        }
+        memcpy(copy, src->buf, src->len);
+        r = load_buffer(engine, src->path, copy, src->len, true, ret_error);
+        if (r < 0)
+            free(copy);
+    }
+    engine->reload_base = 0;
+    if (r == 0)
+        r = rule__hand_over(engine, old_n);
+    if (r < 0) {
+        engine->n_committed = old_n;
+        discard_uncommitted(engine);
+        rule__sources_free(engine->sources, engine->n_sources);
+        engine->sources = old_sources;
+        engine->n_sources = old_n_sources;
+        engine->cap_sources = old_cap;
+        return r;
+    }
+    rule__sources_free(old_sources, old_n_sources);
+    return 0;
 }
 
 static int cmp_names(const void *a, const void *b)

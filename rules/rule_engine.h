@@ -62,6 +62,9 @@ struct rule_actions {
 /* "open_case", "clear_case" or "emit": for logs and tools. */
 const char *rule_action_kind_name(enum rule_action_kind kind);
 
+/* Frees one action's strings and arrays and zeroes it (the action itself
+ * is the caller's); a zeroed action is fine. */
+void rule_action_free_contents(struct rule_action *action);
 /* Frees every action's contents and empties the list (keeps capacity). */
 void rule_actions_clear(struct rule_actions *actions);
 void rule_actions_free(struct rule_actions *actions);
@@ -162,6 +165,18 @@ int rule_engine_on_silence(struct rule_engine *engine, const struct gw_device *d
  * counts are not carried over. The old engine is only read. Returns 0 or
  * a negative errno (the fresh engine is then unusable). */
 int rule_engine_adopt_state(struct rule_engine *fresh, struct rule_engine *old);
+
+/* Reload in place, the worker's way: loads into engine the very bytes of
+ * the rule files model was loaded from (model only read: several workers
+ * may reload from one model at once), next to the running rules. On
+ * success the new rules replace the old ones, each new rule taking over
+ * the per-device maps (state, windows, held timers) and silence episodes
+ * of the old rule of its name by reference: nothing is copied, so the
+ * pause does not grow with the number of devices. Quarantines and failure
+ * counts end. On failure (*ret_error "file:line: message") the running
+ * rules are untouched. Not during a run. Returns 0 or a negative errno. */
+int rule_engine_reload_like(struct rule_engine *engine, const struct rule_engine *model,
+                            char **ret_error);
 
 /* One loaded rule, for logs, metrics and the API. Strings stay valid as
  * long as the engine. */

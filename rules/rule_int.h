@@ -140,6 +140,14 @@ struct rule_dev {
     char id[];
 };
 
+/* A rule file's bytes as loaded, kept so that other engines (the other
+ * workers, reloading in place) run exactly what was checked. */
+struct rule_source {
+    char *path;
+    char *buf;
+    size_t len;
+};
+
 struct rule_engine {
     lua_State *L;
     struct rule_limits limits;
@@ -151,6 +159,9 @@ struct rule_engine {
     size_t n_committed;       /* rules of files that loaded completely */
     const char *loading_path; /* set while a rule file's chunk runs */
     const char *loading_hash; /* and that file's SHA-256 */
+    size_t reload_base;       /* rules below this index are the ones a reload replaces */
+    struct rule_source *sources; /* the files the committed rules came from */
+    size_t n_sources, cap_sources;
 
     /* The call in progress (a rule's handler or a file's chunk). */
     bool in_call;
@@ -188,6 +199,15 @@ static inline struct rule_engine *rule__engine(lua_State *L)
 {
     return *(struct rule_engine **)lua_getextraspace(L);
 }
+
+void rule__sources_free(struct rule_source *sources, size_t n);
+/* Releases a rule's registry table and the rule. */
+void rule__rule_drop(struct rule_engine *e, struct rule *r);
+
+/* rule_state.c: an in-place reload's handover. The rules [0, old_n) are
+ * replaced by [old_n, n_rules): each new rule takes the per-device maps of
+ * the old rule of its name, and the silence episodes move with them. */
+int rule__hand_over(struct rule_engine *e, size_t old_n);
 
 /* rule_sandbox.c */
 /* Creates the sandboxed state for e (e->limits set). NULL on failure. */

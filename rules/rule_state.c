@@ -611,19 +611,20 @@ static int adopt_episodes(struct rule_engine *fresh, const struct rule_engine *o
     return 0;
 }
 
-/* One line per rule whose quarantine the reload ends. */
-static void log_reload_ends(const struct rule_engine *old)
+/* One line per rule (of the first n_old) whose quarantine the reload
+ * ends. */
+static void log_reload_ends(const struct rule_engine *old, size_t n_old)
 {
     struct rule_info *info;
     size_t n;
 
-    if (!old->n_quarantines || !old->n_committed)
+    if (!old->n_quarantines || !n_old)
         return;
     info = calloc(old->n_committed, sizeof(*info));
     if (!info)
         return;
     n = rule_engine_rules(old, info, old->n_committed);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && i < n_old; i++) {
         if (info[i].quarantined)
             gw_info(old->rules[i]->module, "the reload ends its quarantine as a whole");
         else if (info[i].quarantined_devices)
@@ -660,6 +661,134 @@ int rule_engine_adopt_state(struct rule_engine *fresh, struct rule_engine *old)
                 "reload: %zu value(s) of rule state not carried over (functions, userdata, "
                 "or tables nested deeper than %d)",
                 c.dropped, RULE_ADOPT_DEPTH);
-    log_reload_ends(old);
+    log_reload_ends(old, old->n_committed);
+    return 0;
+}
+
+/* ---- in-place reload ------------------------------------------------------ */
+
+struct hand_over {
+    struct rule_engine *e;
+    size_t old_n;
+    long *from; /* for each new rule (index - old_n): the old rule's index, or -1 */
+};
+
+/* Protected: each new rule's device maps become the old rule's tables,
+ * by reference. The old rules still hold them too, so an error half-way
+ * leaves the running rules as they were. */
+static int link_maps(lua_State *L)
+{
+    static const int slots[] = { RULE_SLOT_STATES, RULE_SLOT_WINDOWS, RULE_SLOT_HELD };
+    struct hand_over *h = lua_touserdata(L, 1);
+
+    for (size_t j = h->old_n; j < h->e->n_rules; j++) {
+        long from = h->from[j - h->old_n];
+        if (from < 0)
+            continue;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->e->rules[j]->ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->e->rules[from]->ref);
+        for (size_t k = 0; k < sizeof(slots) / sizeof(slots[0]); k++) {
+            lua_rawgeti(L, -1, slots[k]);
+            lua_rawseti(L, -3, slots[k]);
+        }
+        lua_pop(L, 2);
+    }
+    return 0;
+}
+
+/* The silence episodes of the old rules, as pairs of the new ones: every
+ * array allocated first, so a failure changes nothing. */
+static int remap_pairs(struct rule_engine *e, const struct hand_over *h, struct rule_pair ***ret)
+{
+    size_t n_new = e->n_rules - h->old_n, k = 0;
+    struct rule_pair **arrays = calloc(e->n_devs ? e->n_devs : 1, sizeof(*arrays));
+
+    if (!arrays)
+        return -ENOMEM;
+    for (size_t i = 0; i < e->n_dev_slots; i++)
+        for (const struct rule_dev *d = e->devs[i]; d; d = d->next, k++) {
+            arrays[k] = calloc(n_new ? n_new : 1, sizeof(**arrays));
+            if (!arrays[k]) {
+                while (k > 0)
+                    free(arrays[--k]);
+                free(arrays);
+                return -ENOMEM;
+            }
+            for (size_t j = 0; j < n_new; j++) {
+                long from = h->from[j];
+                if (from >= 0 && (size_t)from < d->n_pairs && d->pairs[from].fired) {
+                    arrays[k][j].fired = true;
+                    arrays[k][j].fired_last_seen = d->pairs[from].fired_last_seen;
+                }
+            }
+        }
+    *ret = arrays;
+    return 0;
+}
+
+/* Drops the old rules and renumbers the new ones from 0. */
+static void drop_old_rules(struct rule_engine *e, size_t old_n)
+{
+    for (size_t i = 0; i < old_n; i++)
+        rule__rule_drop(e, e->rules[i]);
+    memmove(e->rules, e->rules + old_n, (e->n_rules - old_n) * sizeof(*e->rules));
+    e->n_rules -= old_n;
+    e->n_committed = e->n_rules;
+    for (size_t i = 0; i < e->n_rules; i++)
+        e->rules[i]->idx = i;
+}
+
+int rule__hand_over(struct rule_engine *e, size_t old_n)
+{
+    struct hand_over h = { .e = e, .old_n = old_n };
+    struct rule_pair **arrays = NULL;
+    size_t n_new = e->n_rules - old_n, k = 0;
+    int status, r;
+
+    h.from = calloc(n_new ? n_new : 1, sizeof(*h.from));
+    if (!h.from)
+        return -ENOMEM;
+    for (size_t j = old_n; j < e->n_rules; j++) {
+        h.from[j - old_n] = -1;
+        for (size_t i = 0; i < old_n; i++)
+            if (strcmp(e->rules[i]->name, e->rules[j]->name) == 0)
+                h.from[j - old_n] = (long)i;
+    }
+    lua_pushcfunction(e->L, link_maps);
+    lua_pushlightuserdata(e->L, &h);
+    status = lua_pcall(e->L, 1, 0, 0);
+    if (status != LUA_OK) {
+        lua_pop(e->L, 1);
+        free(h.from);
+        return status == LUA_ERRMEM ? -ENOMEM : -EINVAL;
+    }
+    r = remap_pairs(e, &h, &arrays);
+    free(h.from);
+    if (r < 0)
+        return r;
+
+    /* From here nothing can fail. Quarantines and failure counts end with
+     * the reload; episodes move to the new rules. */
+    log_reload_ends(e, old_n);
+    e->n_fired = 0;
+    for (size_t i = 0; i < e->n_dev_slots; i++)
+        for (struct rule_dev *d = e->devs[i]; d; d = d->next, k++) {
+            free(d->pairs);
+            d->pairs = arrays[k];
+            d->n_pairs = n_new;
+            for (size_t j = 0; j < n_new; j++)
+                e->n_fired += d->pairs[j].fired;
+        }
+    free(arrays);
+    e->n_quarantines = 0;
+    e->next_expiry_ns = 0;
+    drop_old_rules(e, old_n);
+    for (size_t i = 0; i < e->n_dev_slots; i++) {
+        struct rule_dev *d = e->devs[i], *next;
+        for (; d; d = next) {
+            next = d->next;
+            dev_tidy(e, d->id);
+        }
+    }
     return 0;
 }

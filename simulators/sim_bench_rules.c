@@ -184,18 +184,32 @@ int sim_bench_rules(int argc, char **argv)
            (unsigned long long)actions);
     printf("  target 300000/s per worker: %s\n", rate >= 300000 ? "met" : "NOT met");
 
-    /* A reload: a fresh engine takes over the per-device state built up. */
+    /* A reload as the workers make it: the running engine loads the
+     * checked files next to its rules and hands their state over by
+     * reference. For comparison, the old way: a fresh engine copying the
+     * state across. */
     fresh = load(cfg, true);
     if (!fresh)
         goto out;
     int64_t t0 = gw_monotonic_ns();
-    int r = rule_engine_adopt_state(fresh, engine);
+    int r = rule_engine_reload_like(engine, fresh, &error);
     double pause_ms = (double)(gw_monotonic_ns() - t0) / 1e6;
+    if (r < 0) {
+        fprintf(stderr, "gridsim bench rules: reload: %s\n", error ? error : strerror(-r));
+        goto out;
+    }
+    t0 = gw_monotonic_ns();
+    r = rule_engine_adopt_state(fresh, engine);
+    double copy_ms = (double)(gw_monotonic_ns() - t0) / 1e6;
     if (r < 0) {
         fprintf(stderr, "gridsim bench rules: adopt_state: %s\n", strerror(-r));
         goto out;
     }
-    printf("  reload: state handover paused the worker %.2f ms (target < 50 ms)\n", pause_ms);
+    double after = run(engine, readings, n, seconds / 3, &none);
+    printf("  reload in place paused the worker %.2f ms (target < 50 ms); copying the state "
+           "to a fresh engine instead: %.1f ms\n",
+           pause_ms, copy_ms);
+    printf("  after the reload                 %12.0f readings/s\n", after);
     status = 0;
     goto out;
 fail:

@@ -1754,6 +1754,64 @@ static void test_adopt_state(void **state)
     rule_engine_free(fresh);
 }
 
+/* A worker's reload: the same engine loads the model's files and the new
+ * rules take the old ones' maps by reference, so even what a copy would
+ * drop (functions, deep nesting) goes on. */
+static void test_reload_in_place(void **state)
+{
+    struct rule_engine *e = engine_with(adopt_source);
+    struct rule_engine *model, *tight;
+    struct rule_limits tight_limits = test_limits;
+    char *source, *error = NULL;
+
+    (void)state;
+    adopt_reading(e, &dev_smoke, 0, 10);
+    adopt_reading(e, &dev_smoke, 30, 20);
+    adopt_reading(e, &dev_door, 30, 5);
+    assert_string_equal(silence_details(e, &dev_smoke, TS_NS + 100 * SEC, TS_NS + 30 * SEC, 0),
+                        "silent");
+    assert_true(asprintf(&source, "%s%s", adopt_source,
+                         "rule{ name = 'new', on_reading = function(r, state)\n"
+                         "  state.x = (state.x or 0) + 1\n"
+                         "end }\n") > 0);
+    model = engine_with(source);
+    free(source);
+
+    /* A file that cannot load here (a lower memory cap than the model's)
+     * leaves the running rules as they were. */
+    tight_limits.memory_bytes = 2 * 1024 * 1024;
+    tight = engine_with_limits("rule{ name = 'keep', on_reading = function() end }\n", &tight_limits);
+    {
+        struct rule_engine *big = engine_with("local big = {}\n"
+                                              "for i = 1, 4 do big[i] = string.rep('x', 1048576) .. i end\n"
+                                              "rule{ name = 'keep', on_reading = function() end }\n");
+        assert_int_equal(rule_engine_reload_like(tight, big, &error), -ENOMEM);
+        assert_non_null(error);
+        free(error);
+        error = NULL;
+        assert_int_equal(rule_engine_rule_count(tight), 1);
+        rule_engine_free(big);
+    }
+    rule_engine_free(tight);
+    assert_int_equal(rule_engine_reload_like(e, e, &error), -EINVAL);
+
+    assert_int_equal(rule_engine_reload_like(e, model, &error), 0);
+    rule_engine_free(model);
+    assert_int_equal(rule_engine_rule_count(e), 2);
+    /* The episode goes on; state, windows and held timers, functions and
+     * deep tables included, go on. */
+    assert_string_equal(silence_details(e, &dev_smoke, TS_NS + 200 * SEC, TS_NS + 30 * SEC, 0), "");
+    assert_string_equal(adopt_reading(e, &dev_smoke, 60, 30),
+                        "3 deep false 3 integer true ok 3 20.0 true true true true 40");
+    assert_string_equal(adopt_reading(e, &dev_door, 60, 7),
+                        "2 deep false 3 integer true ok 2 6.0 false true true true 40");
+    assert_string_equal(silence_details(e, &dev_smoke, TS_NS + 300 * SEC, TS_NS + 60 * SEC, 0),
+                        "silent");
+    assert_int_equal(info_of(e, "new")->calls, 2);
+    assert_int_equal(stats_of(e).errors, 0);
+    rule_engine_free(e);
+}
+
 /* The tables behind r are reused from reading to reading: nothing of one
  * reading shows in the next, and an r kept past its call is refused. */
 static void test_r_reuse(void **state)
@@ -1996,6 +2054,7 @@ int main(void)
         cmocka_unit_test(test_quarantine_device),
         cmocka_unit_test(test_quarantine_rule),
         cmocka_unit_test(test_adopt_state),
+        cmocka_unit_test(test_reload_in_place),
         cmocka_unit_test(test_shipped_rules),
     };
 
