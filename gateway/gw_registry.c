@@ -15,10 +15,12 @@
 #include <unistd.h>
 
 #include "gw_buf.h"
+#include "gw_duration.h"
 #include "gw_map.h"
 
 #define CSV_HEADER "device_id,type,grid_id,lat,lon,label"
-#define CSV_FIELDS 6
+#define CSV_FIELDS 6     /* DESIGN.md's columns */
+#define CSV_FIELDS_MAX 7 /* and an optional heartbeat, overriding the type's */
 #define UTF8_BOM "\xef\xbb\xbf"
 
 /* Largest file we read whole: far above any district (the full Dongcheng
@@ -889,8 +891,8 @@ static bool has_control_char(const char *s)
 static int load_devices(struct gw_registry *reg, const char *path, char **ret_error)
 {
     struct csv c;
-    char *fields[CSV_FIELDS];
-    size_t len, n, rows = 1, *lines = NULL;
+    char *fields[CSV_FIELDS_MAX];
+    size_t len, n, n_columns, rows = 1, *lines = NULL;
     const char *what;
     int r;
 
@@ -917,15 +919,17 @@ static int load_devices(struct gw_registry *reg, const char *path, char **ret_er
         goto out;
     }
 
-    r = csv_record(&c, fields, CSV_FIELDS, &n, &what);
-    if (r <= 0 || n != CSV_FIELDS || strcmp(fields[0], "device_id") != 0 ||
+    r = csv_record(&c, fields, CSV_FIELDS_MAX, &n, &what);
+    if (r <= 0 || n < CSV_FIELDS || n > CSV_FIELDS_MAX || strcmp(fields[0], "device_id") != 0 ||
         strcmp(fields[1], "type") != 0 || strcmp(fields[2], "grid_id") != 0 ||
         strcmp(fields[3], "lat") != 0 || strcmp(fields[4], "lon") != 0 ||
-        strcmp(fields[5], "label") != 0) {
-        set_error(ret_error, path, 1, "bad header: expected \"" CSV_HEADER "\"");
+        strcmp(fields[5], "label") != 0 || (n == CSV_FIELDS_MAX && strcmp(fields[6], "heartbeat") != 0)) {
+        set_error(ret_error, path, 1,
+                  "bad header: expected \"" CSV_HEADER "\" or \"" CSV_HEADER ",heartbeat\"");
         r = -EINVAL;
         goto out;
     }
+    n_columns = n;
 
     for (;;) {
         size_t line = c.line;
@@ -933,7 +937,7 @@ static int load_devices(struct gw_registry *reg, const char *path, char **ret_er
         const char *grid_id, *lat, *lon, *bad;
         const struct gw_device *dup;
 
-        r = csv_record(&c, fields, CSV_FIELDS, &n, &what);
+        r = csv_record(&c, fields, CSV_FIELDS_MAX, &n, &what);
         if (r == 0)
             break;
         if (r < 0) {
@@ -942,8 +946,8 @@ static int load_devices(struct gw_registry *reg, const char *path, char **ret_er
         }
         if (n == 1 && fields[0][0] == '\0')
             continue; /* blank line */
-        if (n != CSV_FIELDS) {
-            set_error(ret_error, path, line, "expected %d fields, found %zu", CSV_FIELDS, n);
+        if (n != n_columns) {
+            set_error(ret_error, path, line, "expected %zu fields, found %zu", n_columns, n);
             r = -EINVAL;
             goto out;
         }
@@ -971,6 +975,15 @@ static int load_devices(struct gw_registry *reg, const char *path, char **ret_er
         }
         if (has_control_char(d->type)) {
             set_error(ret_error, path, line, "device %s: type contains a control character", d->id);
+            r = -EINVAL;
+            goto out;
+        }
+        d->heartbeat_ns = 0;
+        if (n_columns == CSV_FIELDS_MAX && fields[6][0] != '\0' &&
+            (gw_duration_parse(fields[6], &d->heartbeat_ns) < 0 || d->heartbeat_ns <= 0)) {
+            set_error(ret_error, path, line,
+                      "device %s: bad heartbeat \"%s\" (a duration such as 90s, 15m, 12h)", d->id,
+                      fields[6]);
             r = -EINVAL;
             goto out;
         }

@@ -51,6 +51,7 @@ struct gw_device {
     const struct gw_grid *grid;
     double lat, lon; /* NAN when the CSV left them empty */
     char *label;
+    int64_t heartbeat_ns; /* the devices file's heartbeat column; 0: the type's */
     bool quarantined; /* not in the devices file; in the "unassigned" grid */
     /* Live state, written only through gw_device_touch() and
      * gw_device_set_online() (atomics: any thread may call them) and read

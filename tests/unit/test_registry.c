@@ -388,7 +388,36 @@ static const struct bad_case bad_cases[] = {
     { GRIDS, DEV_OK "a/b,smoke,G-A,,,\n", "devices.csv:3: device_id \"a/b\" contains '/'" },
     { GRIDS, DEV_OK "a#b,smoke,G-A,,,\n", "devices.csv:3: device_id \"a#b\" contains '#'" },
     { GRIDS, DEV_OK "x-1,,G-A,,,\n", "devices.csv:3: device x-1: empty type" },
+    /* the optional heartbeat column */
+    { GRIDS, "device_id,type,grid_id,lat,lon,label,beat\n", "devices.csv:1: bad header" },
+    { GRIDS, "device_id,type,grid_id,lat,lon,label,heartbeat,x\n", "devices.csv:1: bad header" },
+    { GRIDS, "device_id,type,grid_id,lat,lon,label,heartbeat\nx-1,smoke,G-A,,,\n",
+      "devices.csv:2: expected 7 fields, found 6" },
+    { GRIDS, "device_id,type,grid_id,lat,lon,label,heartbeat\nx-1,smoke,G-A,,,,5x\n",
+      "devices.csv:2: device x-1: bad heartbeat \"5x\"" },
+    { GRIDS, "device_id,type,grid_id,lat,lon,label,heartbeat\nx-1,smoke,G-A,,,,0s\n",
+      "devices.csv:2: device x-1: bad heartbeat \"0s\"" },
 };
+
+/* A heartbeat in the devices file overrides the type's; empty keeps it. */
+static void reads_heartbeat_column(void **state)
+{
+    struct gw_registry *reg;
+    char *error = NULL;
+
+    (void)state;
+    write_text("grids.geojson", GRIDS);
+    write_text("devices.csv", "device_id,type,grid_id,lat,lon,label,heartbeat\n"
+                              "smoke-1,smoke,G-A,,,kitchen,30m\n"
+                              "smoke-2,smoke,G-A,,,hall,\n");
+    reg = load_tmp(&error);
+    if (!reg)
+        fail_msg("%s", error);
+    assert_int_equal(gw_registry_device(reg, "smoke-1")->heartbeat_ns, 1800LL * 1000000000);
+    assert_int_equal(gw_registry_device(reg, "smoke-2")->heartbeat_ns, 0);
+    assert_string_equal(gw_registry_device(reg, "smoke-1")->label, "kitchen");
+    gw_registry_free(reg);
+}
 
 static void reports_every_error(void **state)
 {
@@ -779,6 +808,7 @@ int main(void)
         cmocka_unit_test(locates_points),
         cmocka_unit_test(accepts_bom_crlf_and_blank_lines),
         cmocka_unit_test(reports_every_error),
+        cmocka_unit_test(reads_heartbeat_column),
         cmocka_unit_test(reports_missing_files),
         cmocka_unit_test(loads_the_sample_district),
         cmocka_unit_test(quarantines_unknown_devices_up_to_a_bound),
