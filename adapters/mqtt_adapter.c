@@ -29,12 +29,36 @@
 #define DISCONNECT_WAIT_MS 5000
 #define SYSTEM_CA_PATH "/etc/ssl/certs"
 #define MAX_ATTEMPT 1000 /* the backoff is capped long before; keeps the counter bounded */
+#define NOTICE_CONTENT_TYPE "application/json"
+/* Case notices: a burst of case events must not outrun Paho, which refuses
+ * sends past maxBufferedMessages (-12) even while connected. They wait in
+ * our own queue, bounded so an outage cannot eat memory (when it is full
+ * the oldest is dropped: a terminal wants the latest state), and go out
+ * with at most
+ * NOTICE_WINDOW QoS 1 messages unacknowledged: mosquitto's default
+ * max_inflight_messages, which kept QoS 1 at ~14k msg/s (STACK-NOTES,
+ * gotcha 2). */
+#define NOTICE_QUEUE_MAX 10000
+#define NOTICE_WINDOW 20
+/* stop lets queued notices go out for this long while still connected. */
+#define NOTICE_DRAIN_NS ((int64_t)2000000000)
+/* After Paho refused a send, the publisher sleeps until a send completes or
+ * the connection changes, and at most this long, so it never polls. */
+#define NOTICE_RETRY_NS ((int64_t)100000000)
 
 enum conn_state {
     CONN_IDLE,       /* not started, or stopped */
     CONN_WAITING,    /* a (re)connect is due at due_ns */
     CONN_CONNECTING, /* MQTTAsync_connect issued, no answer yet */
     CONN_CONNECTED,
+};
+
+/* One case notice, copied at publish: the caller's buffers are its own. */
+struct notice {
+    struct notice *next;
+    char *topic; /* points into data, after the payload */
+    size_t len;
+    char data[];
 };
 
 struct mqtt_impl {
@@ -62,15 +86,21 @@ struct mqtt_impl {
     bool tls_verify;
 
     /* Owned by the thread that calls init, start, stop and destroy. */
-    bool sync_ready; /* lock and wake are initialised */
+    bool sync_ready; /* lock, wake and pub_wake are initialised */
     pthread_t reconnector;
     bool reconnector_running;
+    pthread_t publisher;
+    bool publisher_running;
 
-    /* Connection state, shared by Paho's threads, the reconnect thread and
-     * stop: the fields from `stopping` to `random` are under `lock`, and
-     * `wake` (CLOCK_MONOTONIC) is broadcast on every change of state. */
+    /* Connection state, shared by Paho's threads, the reconnect thread, the
+     * publisher thread, publish and stop: the fields from `stopping` to
+     * `pub_closed` are under `lock`. `wake` (CLOCK_MONOTONIC) is broadcast
+     * on every change of state, for the reconnect thread; `pub_wake` on
+     * every change of state too and whenever a notice is queued or
+     * completes, for the publisher and a stop that drains. */
     pthread_mutex_t lock;
     pthread_cond_t wake;
+    pthread_cond_t pub_wake;
     bool stopping;
     enum conn_state state;
     int attempt;         /* the backoff's exponent: reconnects since the last success */
@@ -78,6 +108,13 @@ struct mqtt_impl {
     int64_t due_ns;      /* CONN_WAITING: when to try */
     int64_t deadline_ns; /* CONN_CONNECTING: when to give up on Paho */
     uint32_t random;     /* xorshift32 state for the jitter */
+    /* Notices not yet handed to Paho, oldest first. */
+    struct notice *q_head, *q_tail;
+    size_t q_len;
+    int inflight;         /* handed to Paho, no PUBACK or failure yet */
+    int window;           /* at most this many in flight */
+    uint64_t completions; /* PUBACKs and failures so far: what a refused send waits for */
+    bool pub_closed;      /* stop has counted what was left: late answers are not counted */
 
     struct gw_log_limit conn_log_limit; /* connect attempts and losses */
     struct gw_adapter_stats stats;      /* __atomic builtins */
@@ -87,6 +124,8 @@ struct mqtt_impl {
  * OpenSSL's own error lines, which repeat on every failed attempt. */
 static struct gw_log_limit topic_log_limit = GW_LOG_LIMIT_INIT(0.2, 5.0);
 static struct gw_log_limit paho_log_limit = GW_LOG_LIMIT_INIT(0.5, 10.0);
+/* Notices refused or lost: one line per failure would flood in an outage. */
+static struct gw_log_limit publish_log_limit = GW_LOG_LIMIT_INIT(0.2, 5.0);
 
 static void count(uint64_t *counter)
 {
@@ -482,6 +521,14 @@ static struct timespec monotonic_timespec(int64_t ns)
     return (struct timespec){ .tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000 };
 }
 
+/* Under m->lock, after the state (or `stopping`) changed: both the
+ * reconnect thread and the publisher act on it. */
+static void state_changed(struct mqtt_impl *m)
+{
+    pthread_cond_broadcast(&m->wake);
+    pthread_cond_broadcast(&m->pub_wake);
+}
+
 /* The one way out of FROM after a failed connect or a lost connection:
  * arms the reconnect thread with the next backoff delay. Does nothing when
  * the state is no longer FROM (another callback already handled this
@@ -498,7 +545,7 @@ static void schedule_reconnect(struct mqtt_impl *m, enum conn_state from, const 
     }
     if (m->stopping) {
         m->state = CONN_IDLE;
-        pthread_cond_broadcast(&m->wake);
+        state_changed(m);
         pthread_mutex_unlock(&m->lock);
         return;
     }
@@ -511,7 +558,7 @@ static void schedule_reconnect(struct mqtt_impl *m, enum conn_state from, const 
     delay = mqtt_backoff_ms(attempt, m->reconnect_min_ms, m->reconnect_max_ms, next_random(m));
     m->due_ns = gw_monotonic_ns() + (int64_t)delay * 1000000;
     m->state = CONN_WAITING;
-    pthread_cond_broadcast(&m->wake);
+    state_changed(m);
     pthread_mutex_unlock(&m->lock);
 
     if (from == CONN_CONNECTED) {
@@ -525,7 +572,9 @@ static void schedule_reconnect(struct mqtt_impl *m, enum conn_state from, const 
     }
 }
 
-static void on_connect_success(struct mqtt_impl *m, int session_present)
+/* RECEIVE_MAX: the broker's Receive Maximum (MQTT 5), 0 when it sent none;
+ * the notice window never exceeds it. */
+static void on_connect_success(struct mqtt_impl *m, int session_present, int receive_max)
 {
     bool stopping;
 
@@ -533,8 +582,9 @@ static void on_connect_success(struct mqtt_impl *m, int session_present)
     m->state = CONN_CONNECTED;
     m->attempt = 0;
     m->failures = 0;
+    m->window = receive_max > 0 && receive_max < NOTICE_WINDOW ? receive_max : NOTICE_WINDOW;
     stopping = m->stopping;
-    pthread_cond_broadcast(&m->wake);
+    state_changed(m);
     pthread_mutex_unlock(&m->lock);
 
     count(&m->stats.connects);
@@ -547,12 +597,16 @@ static void on_connect_success(struct mqtt_impl *m, int session_present)
 
 static void on_connected5(void *context, MQTTAsync_successData5 *response)
 {
-    on_connect_success(context, response->alt.connect.sessionPresent);
+    int receive_max =
+        MQTTProperties_getNumericValue(&response->properties, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM);
+
+    on_connect_success(context, response->alt.connect.sessionPresent,
+                       receive_max > 0 ? receive_max : 0);
 }
 
 static void on_connected(void *context, MQTTAsync_successData *response)
 {
-    on_connect_success(context, response->alt.connect.sessionPresent);
+    on_connect_success(context, response->alt.connect.sessionPresent, 0);
 }
 
 /* MQTT 3.1.1 CONNACK return codes, which Paho passes as the failure code. */
@@ -761,6 +815,338 @@ static void *reconnect_main(void *arg)
     return NULL;
 }
 
+/* ---- publishing (case notices) ------------------------------------------ */
+
+/* Paho answers each notice here: onSuccess once the PUBACK came, onFailure
+ * when the broker refused it or Paho gave it up (a session cleaned at
+ * reconnect, the client destroyed). Either frees a slot of the window.
+ * After stop has counted what was left (pub_closed), only the window is
+ * settled, so no notice is counted twice. */
+static void notice_done(struct mqtt_impl *m, bool acked, const char *why)
+{
+    bool counted_failure = false;
+
+    pthread_mutex_lock(&m->lock);
+    if (m->inflight > 0)
+        m->inflight--;
+    m->completions++;
+    if (!m->pub_closed) {
+        if (acked)
+            count(&m->stats.published);
+        else
+            counted_failure = true;
+    }
+    pthread_cond_broadcast(&m->pub_wake);
+    pthread_mutex_unlock(&m->lock);
+    if (counted_failure) {
+        count(&m->stats.publish_failed);
+        gw_log_limited(&publish_log_limit, GW_LOG_WARN, "mqtt", "a notice was not delivered: %s",
+                       why);
+    }
+}
+
+static void on_notice_acked5(void *context, MQTTAsync_successData5 *response)
+{
+    (void)response;
+    notice_done(context, true, NULL);
+}
+
+static void on_notice_acked(void *context, MQTTAsync_successData *response)
+{
+    (void)response;
+    notice_done(context, true, NULL);
+}
+
+static void on_notice_failed5(void *context, MQTTAsync_failureData5 *response)
+{
+    const char *why = response->message ? response->message : MQTTAsync_strerror(response->code);
+
+    if (response->reasonCode >= MQTTREASONCODE_UNSPECIFIED_ERROR)
+        why = MQTTReasonCode_toString(response->reasonCode);
+    notice_done(context, false, why);
+}
+
+static void on_notice_failed(void *context, MQTTAsync_failureData *response)
+{
+    notice_done(context, false,
+                response->message ? response->message : MQTTAsync_strerror(response->code));
+}
+
+/* Takes a copy of topic and payload in one allocation; NULL without memory. */
+static struct notice *notice_new(const char *topic, const void *payload, size_t len)
+{
+    size_t topic_size = strlen(topic) + 1;
+    struct notice *n = malloc(sizeof(*n) + len + topic_size);
+
+    if (!n)
+        return NULL;
+    n->next = NULL;
+    n->len = len;
+    if (len > 0)
+        memcpy(n->data, payload, len);
+    n->topic = n->data + len;
+    memcpy(n->topic, topic, topic_size);
+    return n;
+}
+
+/* Under m->lock. */
+static struct notice *queue_pop(struct mqtt_impl *m)
+{
+    struct notice *n = m->q_head;
+
+    if (!n)
+        return NULL;
+    m->q_head = n->next;
+    if (!m->q_head)
+        m->q_tail = NULL;
+    m->q_len--;
+    n->next = NULL;
+    return n;
+}
+
+/* Under m->lock. Appends N; when the queue is full, takes the oldest off
+ * and returns it for the caller to count and free (NULL otherwise). */
+static struct notice *queue_append(struct mqtt_impl *m, struct notice *n)
+{
+    struct notice *dropped = m->q_len >= NOTICE_QUEUE_MAX ? queue_pop(m) : NULL;
+
+    if (m->q_tail)
+        m->q_tail->next = n;
+    else
+        m->q_head = n;
+    m->q_tail = n;
+    m->q_len++;
+    pthread_cond_broadcast(&m->pub_wake);
+    return dropped;
+}
+
+/* Under m->lock. Puts back a notice Paho refused, first in line to keep
+ * the order; when the queue filled meanwhile it is the oldest, and is
+ * returned to be dropped instead (NULL otherwise). */
+static struct notice *queue_push_front(struct mqtt_impl *m, struct notice *n)
+{
+    if (m->q_len >= NOTICE_QUEUE_MAX)
+        return n;
+    n->next = m->q_head;
+    m->q_head = n;
+    if (!m->q_tail)
+        m->q_tail = n;
+    m->q_len++;
+    return NULL;
+}
+
+static void drop_notice(struct mqtt_impl *m, struct notice *n)
+{
+    count(&m->stats.publish_failed);
+    gw_log_limited(&publish_log_limit, GW_LOG_WARN, "mqtt",
+                   "%d case notices queued (the most kept): dropped the oldest, on %s",
+                   NOTICE_QUEUE_MAX, n->topic);
+    free(n);
+}
+
+/* Under m->lock. Waits until a notice may go out (one is queued, the
+ * connection is up, the window has room), takes it and its slot of the
+ * window. NULL once stop has begun. */
+static struct notice *take_next(struct mqtt_impl *m)
+{
+    while (!m->stopping) {
+        if (m->q_head && m->state == CONN_CONNECTED && m->inflight < m->window) {
+            m->inflight++;
+            return queue_pop(m);
+        }
+        pthread_cond_wait(&m->pub_wake, &m->lock);
+    }
+    return NULL;
+}
+
+/* Under m->lock. After Paho refused a send for want of room (-12) or of
+ * a connection: sleeps until a send completes or the state changes, at
+ * most NOTICE_RETRY_NS, so a full buffer is never polled in a loop
+ * (busy-retrying -12 collapses throughput: STACK-NOTES, gotcha 2). */
+static void wait_for_room(struct mqtt_impl *m)
+{
+    uint64_t seen = m->completions;
+    enum conn_state state = m->state;
+    struct timespec until = monotonic_timespec(gw_monotonic_ns() + NOTICE_RETRY_NS);
+
+    while (m->completions == seen && m->state == state && !m->stopping &&
+           pthread_cond_timedwait(&m->pub_wake, &m->lock, &until) != ETIMEDOUT)
+        ;
+}
+
+/* QoS 1, not retained, with a completion callback for the window. Paho
+ * copies topic, payload and properties. Returns Paho's code. */
+static int send_notice(struct mqtt_impl *m, const struct notice *n)
+{
+    MQTTAsync_message msg = MQTTAsync_message_initializer;
+    MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
+    MQTTProperties props = MQTTProperties_initializer;
+    MQTTProperty content_type = {
+        .identifier = MQTTPROPERTY_CODE_CONTENT_TYPE,
+        .value.data = { .len = (int)sizeof(NOTICE_CONTENT_TYPE) - 1,
+                        .data = (char *)NOTICE_CONTENT_TYPE },
+    };
+    int r;
+
+    msg.payload = (void *)n->data;
+    msg.payloadlen = (int)n->len;
+    msg.qos = 1;
+    msg.retained = 0;
+    opts.context = m;
+    if (m->protocol == 5) {
+        /* Terminals read the notice like a device's JSON: say what it is. */
+        if (MQTTProperties_add(&props, &content_type) == 0)
+            msg.properties = props;
+        opts.onSuccess5 = on_notice_acked5;
+        opts.onFailure5 = on_notice_failed5;
+    } else {
+        opts.onSuccess = on_notice_acked;
+        opts.onFailure = on_notice_failed;
+    }
+    r = MQTTAsync_sendMessage(m->client, n->topic, &msg, &opts);
+    MQTTProperties_free(&props);
+    return r;
+}
+
+static bool retry_later(int rc)
+{
+    return rc == MQTTASYNC_MAX_BUFFERED_MESSAGES || rc == MQTTASYNC_MAX_MESSAGES_INFLIGHT ||
+           rc == MQTTASYNC_NO_MORE_MSGIDS || rc == MQTTASYNC_DISCONNECTED;
+}
+
+/* Paho refused N for good (a topic it cannot send, say). */
+static void give_up(struct mqtt_impl *m, struct notice *n, int rc)
+{
+    count(&m->stats.publish_failed);
+    gw_log_limited(&publish_log_limit, GW_LOG_WARN, "mqtt", "cannot publish on %s: %s", n->topic,
+                   MQTTAsync_strerror(rc));
+    free(n);
+}
+
+/* Under m->lock. Paho refused N for want of room or of a connection: it
+ * goes back first in line, to keep the order, and the publisher sleeps
+ * until that may have changed. */
+static void send_later(struct mqtt_impl *m, struct notice *n)
+{
+    struct notice *dropped = queue_push_front(m, n);
+
+    if (dropped) {
+        pthread_mutex_unlock(&m->lock);
+        drop_notice(m, dropped);
+        pthread_mutex_lock(&m->lock);
+    }
+    wait_for_room(m);
+}
+
+/* The publisher thread: the only one that hands notices to Paho, oldest
+ * first, so they go out in the order the case service published them. */
+static void *publisher_main(void *arg)
+{
+    struct mqtt_impl *m = arg;
+    struct notice *n;
+
+    pthread_mutex_lock(&m->lock);
+    while ((n = take_next(m))) {
+        int rc;
+
+        pthread_mutex_unlock(&m->lock);
+        rc = send_notice(m, n);
+        if (rc == MQTTASYNC_SUCCESS)
+            free(n); /* Paho has its copy; the answer comes to notice_done */
+        else if (!retry_later(rc))
+            give_up(m, n, rc);
+        pthread_mutex_lock(&m->lock);
+        if (rc == MQTTASYNC_SUCCESS)
+            continue;
+        m->inflight--; /* no answer comes for a refused send */
+        pthread_cond_broadcast(&m->pub_wake);
+        if (retry_later(rc))
+            send_later(m, n);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+/* Queues a copy and returns at once: the publisher thread sends it once
+ * connected (before the first connect and during an outage it waits in
+ * the queue). Refused only without memory, for a payload MQTT cannot
+ * carry, or once stop has begun. */
+static int mqtt_publish(struct gw_adapter *a, const char *topic, const void *payload, size_t len)
+{
+    struct mqtt_impl *m = a->impl;
+    struct notice *n, *dropped;
+
+    if (!m || !m->sync_ready)
+        return -ENOTCONN;
+    if (len > INT_MAX) {
+        count(&m->stats.publish_failed);
+        return -EMSGSIZE;
+    }
+    n = notice_new(topic, payload, len);
+    if (!n) {
+        count(&m->stats.publish_failed);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&m->lock);
+    if (m->stopping || m->pub_closed) {
+        pthread_mutex_unlock(&m->lock);
+        free(n);
+        count(&m->stats.publish_failed);
+        return -ESHUTDOWN;
+    }
+    dropped = queue_append(m, n);
+    pthread_mutex_unlock(&m->lock);
+    if (dropped)
+        drop_notice(m, dropped);
+    return 0;
+}
+
+/* stop, while the connection is still up: lets the publisher send what is
+ * queued and the broker acknowledge it, for at most NOTICE_DRAIN_NS. */
+static void drain_notices(struct mqtt_impl *m)
+{
+    struct timespec until = monotonic_timespec(gw_monotonic_ns() + NOTICE_DRAIN_NS);
+
+    pthread_mutex_lock(&m->lock);
+    while ((m->q_len > 0 || m->inflight > 0) && m->state == CONN_CONNECTED &&
+           m->publisher_running &&
+           pthread_cond_timedwait(&m->pub_wake, &m->lock, &until) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* stop, once the publisher has ended: frees what is still queued and
+ * counts it, with what Paho never answered, as given up. */
+static void close_notices(struct mqtt_impl *m)
+{
+    size_t queued;
+    int unanswered;
+    uint64_t acked, failed;
+    struct notice *n;
+
+    pthread_mutex_lock(&m->lock);
+    if (m->pub_closed) {
+        pthread_mutex_unlock(&m->lock);
+        return;
+    }
+    m->pub_closed = true;
+    queued = m->q_len;
+    unanswered = m->inflight;
+    while ((n = queue_pop(m)))
+        free(n);
+    pthread_mutex_unlock(&m->lock);
+
+    __atomic_add_fetch(&m->stats.publish_failed, queued + (size_t)unanswered, __ATOMIC_RELAXED);
+    if (queued > 0 || unanswered > 0)
+        gw_warn("mqtt", "stopping: %zu case notices not sent and %d not acknowledged: given up",
+                queued, unanswered);
+    acked = __atomic_load_n(&m->stats.published, __ATOMIC_RELAXED);
+    failed = __atomic_load_n(&m->stats.publish_failed, __ATOMIC_RELAXED);
+    if (acked > 0 || failed > 0)
+        gw_info("mqtt", "case notices: %llu acknowledged by the broker, %llu given up",
+                (unsigned long long)acked, (unsigned long long)failed);
+}
+
 /* ---- adapter interface ------------------------------------------------- */
 
 static void trace_to_log(enum MQTTASYNC_TRACE_LEVELS level, char *message)
@@ -790,8 +1176,15 @@ static void mqtt_destroy(struct gw_adapter *a)
     if (m->client)
         MQTTAsync_destroy(&m->client);
     if (m->sync_ready) {
+        pthread_cond_destroy(&m->pub_wake);
         pthread_cond_destroy(&m->wake);
         pthread_mutex_destroy(&m->lock);
+    }
+    /* Notices left when stop never ran (a start that failed early). */
+    while (m->q_head) {
+        struct notice *n = m->q_head;
+        m->q_head = n->next;
+        free(n);
     }
     mqtt_free_filters(m->filters, m->n_filters);
     free(m->filter_qos);
@@ -938,6 +1331,11 @@ static int mqtt_init(struct gw_adapter *a, const struct gw_config *cfg)
     }
     pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
     r = pthread_cond_init(&m->wake, &cattr);
+    if (r == 0) {
+        r = pthread_cond_init(&m->pub_wake, &cattr);
+        if (r != 0)
+            pthread_cond_destroy(&m->wake);
+    }
     pthread_condattr_destroy(&cattr);
     if (r != 0) {
         mqtt_destroy(a);
@@ -945,11 +1343,13 @@ static int mqtt_init(struct gw_adapter *a, const struct gw_config *cfg)
     }
     r = pthread_mutex_init(&m->lock, NULL);
     if (r != 0) {
+        pthread_cond_destroy(&m->pub_wake);
         pthread_cond_destroy(&m->wake);
         mqtt_destroy(a);
         return -r;
     }
     m->sync_ready = true;
+    m->window = NOTICE_WINDOW;
 
     if (m->protocol == 5 && m->session_expiry_s == 0)
         gw_warn("mqtt", "mqtt.session_expiry_s is 0: the broker ends the session whenever the "
@@ -990,6 +1390,12 @@ static int mqtt_start(struct gw_adapter *a)
     const char *why;
     int r;
 
+    r = pthread_create(&m->publisher, NULL, publisher_main, m);
+    if (r != 0) {
+        gw_error("mqtt", "cannot start the publisher thread: %s", strerror(r));
+        return -r;
+    }
+    m->publisher_running = true;
     r = pthread_create(&m->reconnector, NULL, reconnect_main, m);
     if (r != 0) {
         gw_error("mqtt", "cannot start the reconnect thread: %s", strerror(r));
@@ -999,7 +1405,7 @@ static int mqtt_start(struct gw_adapter *a)
     pthread_mutex_lock(&m->lock);
     m->state = CONN_CONNECTING;
     m->deadline_ns = gw_monotonic_ns() + CONNECT_WATCHDOG_NS;
-    pthread_cond_broadcast(&m->wake);
+    state_changed(m);
     pthread_mutex_unlock(&m->lock);
     gw_info("mqtt", "connecting to %s as %s%s", m->uri, m->client_id,
             m->tls ? (m->ca_file ? " (TLS, CA file)" : " (TLS, system CAs)") : "");
@@ -1023,15 +1429,20 @@ static void mqtt_stop(struct gw_adapter *a)
 
     if (!m || !m->sync_ready)
         return;
+    drain_notices(m);
     pthread_mutex_lock(&m->lock);
     m->stopping = true;
     if (m->state == CONN_WAITING)
         m->state = CONN_IDLE;
-    pthread_cond_broadcast(&m->wake);
+    state_changed(m);
     pthread_mutex_unlock(&m->lock);
     if (m->reconnector_running) {
         pthread_join(m->reconnector, NULL);
         m->reconnector_running = false;
+    }
+    if (m->publisher_running) {
+        pthread_join(m->publisher, NULL);
+        m->publisher_running = false;
     }
 
     /* A connect in flight could still succeed and bring messages after
@@ -1058,8 +1469,10 @@ static void mqtt_stop(struct gw_adapter *a)
     pthread_mutex_lock(&m->lock);
     m->state = CONN_IDLE;
     pthread_mutex_unlock(&m->lock);
+    close_notices(m);
     /* MQTTAsync_destroy (in destroy) stops Paho's threads; a message
-     * callback still running finishes before that returns. */
+     * callback still running finishes before that returns. Paho answers
+     * the notices it still holds there (onFailure), uncounted. */
 }
 
 static void mqtt_stats(struct gw_adapter *a, struct gw_adapter_stats *ret)
@@ -1071,6 +1484,8 @@ static void mqtt_stats(struct gw_adapter *a, struct gw_adapter_stats *ret)
     ret->rejected = __atomic_load_n(&m->stats.rejected, __ATOMIC_RELAXED);
     ret->connects = __atomic_load_n(&m->stats.connects, __ATOMIC_RELAXED);
     ret->connection_losses = __atomic_load_n(&m->stats.connection_losses, __ATOMIC_RELAXED);
+    ret->published = __atomic_load_n(&m->stats.published, __ATOMIC_RELAXED);
+    ret->publish_failed = __atomic_load_n(&m->stats.publish_failed, __ATOMIC_RELAXED);
 }
 
 const struct gw_adapter_ops mqtt_adapter_ops = {
@@ -1080,5 +1495,6 @@ const struct gw_adapter_ops mqtt_adapter_ops = {
     .start = mqtt_start,
     .stop = mqtt_stop,
     .stats = mqtt_stats,
+    .publish = mqtt_publish,
     .destroy = mqtt_destroy,
 };

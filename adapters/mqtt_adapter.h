@@ -8,8 +8,13 @@
  * thread. The message is acknowledged (PUBACK) only after the core has
  * taken it, because Paho acks a QoS 1 message when messageArrived returns
  * 1; the callback never returns 0 (DESIGN.md, "Facts to design around").
- * Does not decode payloads or know devices: that is the core's job; it
- * only tells the core which format a payload is in.
+ * Also sends the case notices (the publish op): a bounded queue of copies
+ * (10,000; the oldest dropped when full, counted) and a publisher thread,
+ * the only one that calls Paho to publish, sending them in order with at
+ * most 20 QoS 1 messages unacknowledged (or the broker's Receive Maximum),
+ * holding them while the broker is away. Does not decode payloads or know
+ * devices: that is the core's job; it only tells the core which format a
+ * payload is in.
  */
 #ifndef MQTT_ADAPTER_H
 #define MQTT_ADAPTER_H

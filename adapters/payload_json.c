@@ -5,11 +5,11 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "gw_json.h"
 #include "gw_reading.h"
 #include "payload_int.h"
 
@@ -20,13 +20,6 @@
 #define TS_MIN_MS 946684800000.0
 #define TS_END_MS 4133980800000.0
 #define NS_PER_MS INT64_C(1000000)
-
-/* cJSON 1.7 writes the position of the last error into a process-wide
- * variable on every parse, success or not: the MQTT and CoAP threads
- * decoding at once would race on it. The lock is held for the parse only;
- * the error position is taken from return_parse_end, never from
- * cJSON_GetErrorPtr(), which another thread may have overwritten. */
-static pthread_mutex_t parse_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static bool is_json_space(char c)
 {
@@ -75,9 +68,7 @@ cJSON *payload__json_parse(const char *data, size_t len, char *reason, size_t re
     /* Not NUL-terminated: cJSON reads no further than len, and since
      * require_null_terminated would look for a NUL inside len, trailing
      * bytes are checked here instead. */
-    pthread_mutex_lock(&parse_lock);
-    root = cJSON_ParseWithLengthOpts(data, len, &end, false);
-    pthread_mutex_unlock(&parse_lock);
+    root = gw_json_parse(data, len, &end, false);
     if (!root) {
         if (end && end >= data && end < data + len)
             payload__reason(reason, reason_len, "not valid JSON (error at byte %zu)",

@@ -51,6 +51,8 @@ struct gw_adapter_stats {
     uint64_t rejected;
     uint64_t connects; /* sessions (re)established with a broker or peer */
     uint64_t connection_losses;
+    uint64_t published;      /* messages the peer acknowledged */
+    uint64_t publish_failed; /* messages refused, dropped from a full queue or given up */
 };
 
 struct gw_adapter_ops {
@@ -65,6 +67,13 @@ struct gw_adapter_ops {
     /* Stops receiving; once it returns, ingest is never called again. */
     void (*stop)(struct gw_adapter *a);
     void (*stats)(struct gw_adapter *a, struct gw_adapter_stats *ret_stats); /* optional */
+    /* Sends a message out (MQTT: the case notices on grids/{grid}/cases,
+     * QoS 1, not retained); optional. Queues a copy and returns without
+     * waiting for the peer, also while disconnected (the queue is bounded:
+     * when full the oldest is dropped, counted); may be called from any
+     * thread while the adapter runs. Returns 0 or a negative errno (out of
+     * memory, too large, stopping). */
+    int (*publish)(struct gw_adapter *a, const char *topic, const void *payload, size_t len);
     void (*destroy)(struct gw_adapter *a);
 };
 

@@ -77,6 +77,102 @@ int gw_buf_printf(struct gw_buf *b, const char *fmt, ...)
     return r;
 }
 
+/* ---- JSON strings (RFC 8259) ---- */
+
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), 0 if there is none. p
+ * is NUL-terminated and a NUL never passes as a continuation byte, so
+ * this stops at the end of the string. */
+static size_t utf8_length(const unsigned char *p)
+{
+    unsigned char lo = 0x80, hi = 0xbf;
+    size_t n;
+
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        n = 2;
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        n = 3;
+        if (p[0] == 0xe0)
+            lo = 0xa0; /* overlong */
+        else if (p[0] == 0xed)
+            hi = 0x9f; /* surrogates */
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        n = 4;
+        if (p[0] == 0xf0)
+            lo = 0x90; /* overlong */
+        else if (p[0] == 0xf4)
+            hi = 0x8f; /* above U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+/* Copies runs of bytes that need no escape in one append each. */
+int gw_buf_json_string(struct gw_buf *b, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *run = p;
+    size_t start = b->len;
+    const char *esc;
+    char u[8];
+
+    if (gw_buf_putc(b, '"') < 0)
+        return -ENOMEM;
+    while (*p) {
+        size_t n = utf8_length(p);
+
+        if (n > 1 || (n == 1 && *p >= 0x20 && *p != '"' && *p != '\\')) {
+            p += n;
+            continue;
+        }
+        switch (*p) {
+        case '"':
+            esc = "\\\"";
+            break;
+        case '\\':
+            esc = "\\\\";
+            break;
+        case '\b':
+            esc = "\\b";
+            break;
+        case '\f':
+            esc = "\\f";
+            break;
+        case '\n':
+            esc = "\\n";
+            break;
+        case '\r':
+            esc = "\\r";
+            break;
+        case '\t':
+            esc = "\\t";
+            break;
+        default:
+            /* A control character, or a byte that starts no UTF-8 sequence. */
+            snprintf(u, sizeof(u), "\\u%04x", n == 1 ? (unsigned)*p : 0xfffdu);
+            esc = u;
+            break;
+        }
+        if (gw_buf_append(b, run, (size_t)(p - run)) < 0 || gw_buf_puts(b, esc) < 0)
+            goto nomem;
+        run = ++p;
+    }
+    if (gw_buf_append(b, run, (size_t)(p - run)) < 0 || gw_buf_putc(b, '"') < 0)
+        goto nomem;
+    return 0;
+nomem:
+    gw_buf_truncate(b, start);
+    return -ENOMEM;
+}
+
 void gw_buf_truncate(struct gw_buf *b, size_t len)
 {
     if (len < b->len) {

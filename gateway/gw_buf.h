@@ -25,6 +25,12 @@ int gw_buf_putc(struct gw_buf *b, char c);
 int gw_buf_printf(struct gw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int gw_buf_vprintf(struct gw_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
+/* Appends s as a JSON string, quotes included, escaped as RFC 8259 asks
+ * (quote, backslash, control characters); well-formed UTF-8 is copied as
+ * it is and any other byte becomes U+FFFD, so the result is always valid
+ * JSON whatever s holds (a title from a device or a citizen). */
+int gw_buf_json_string(struct gw_buf *b, const char *s);
+
 /* Reads the whole file at path into an empty buffer (NUL-terminated, so
  * text parsers may rely on it). Grows as it reads rather than trusting
  * st_size, so pipes and files that grow work too. Returns 0, a negative

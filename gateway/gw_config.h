@@ -102,10 +102,23 @@ struct gw_config {
         char *listen;
         int port;
         char *tokens;
+        int threads;
+        int max_body_kb;
+        int auth_failures; /* per minute and address, then 429 */
     } api;
 
     struct {
         bool auto_dispatch; /* send new cases to the role the rule names */
+        char *limits_critical; /* "step=duration,...": time limits by severity */
+        char *limits_major;
+        char *limits_minor;
+        char *limits_info;
+        char *self_closing;     /* categories whose clear_case closes */
+        char *group_categories; /* categories grouped into incidents */
+        int group_window_s;
+        int timer_interval_ms;
+        int batch_max;
+        char *notify_topic; /* "" or NULL: no MQTT notices */
     } cases;
 
     struct {

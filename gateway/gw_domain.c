@@ -29,6 +29,10 @@ static const char *const case_states[GW_CASE_STATE_COUNT] = {
     "reported", "dispatched", "handled", "verified", "evaluated", "closed", "cancelled", "deferred",
 };
 
+static const char *const actor_roles[GW_ACTOR_ROLE_COUNT] = {
+    "operator", "commander", "staff", "supervisor", "liaison", "readonly",
+};
+
 static int lookup(const char *const *names, size_t count, const char *name)
 {
     for (size_t i = 0; i < count; i++)
@@ -54,3 +58,5 @@ int gw_grid_level_parse(const char *name) { return lookup(grid_levels, COUNT_OF(
 int gw_role_parse(const char *name) { return lookup(roles, COUNT_OF(roles), name); }
 int gw_severity_parse(const char *name) { return lookup(severities, COUNT_OF(severities), name); }
 int gw_case_state_parse(const char *name) { return lookup(case_states, COUNT_OF(case_states), name); }
+const char *gw_actor_role_name(enum gw_actor_role r) { return name_of(actor_roles, COUNT_OF(actor_roles), (int)r); }
+int gw_actor_role_parse(const char *name) { return lookup(actor_roles, COUNT_OF(actor_roles), name); }

@@ -54,6 +54,18 @@ enum gw_case_state {
     GW_CASE_STATE_COUNT,
 };
 
+/* Who calls the HTTP API (a token's role). What each may do to a case is
+ * the case loop's decision (gw_cases). */
+enum gw_actor_role {
+    GW_ACTOR_OPERATOR,   /* runs the gateway: health, metrics, rule reloads, reads cases */
+    GW_ACTOR_COMMANDER,  /* a command centre: dispatch, verify, evaluate, close, cancel, defer */
+    GW_ACTOR_STAFF,      /* grid staff: report, feedback, return */
+    GW_ACTOR_SUPERVISOR, /* the grid's supervisor: report, verify */
+    GW_ACTOR_LIAISON,    /* fire or police liaison: rule reloads, reads cases */
+    GW_ACTOR_READONLY,
+    GW_ACTOR_ROLE_COUNT,
+};
+
 /* Canonical English names as DESIGN.md spells them ("residential",
  * "firefighter", "critical", "dispatched"...), and their Chinese labels. */
 const char *gw_grid_type_name(enum gw_grid_type type);
@@ -62,6 +74,7 @@ const char *gw_role_name(enum gw_role role);
 const char *gw_role_label_zh(enum gw_role role);
 const char *gw_severity_name(enum gw_severity severity);
 const char *gw_case_state_name(enum gw_case_state state);
+const char *gw_actor_role_name(enum gw_actor_role role);
 
 /* Each returns the enum value (>= 0) or -EINVAL for an unknown name. */
 int gw_grid_type_parse(const char *name);
@@ -69,5 +82,6 @@ int gw_grid_level_parse(const char *name);
 int gw_role_parse(const char *name);
 int gw_severity_parse(const char *name);
 int gw_case_state_parse(const char *name);
+int gw_actor_role_parse(const char *name);
 
 #endif

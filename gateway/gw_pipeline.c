@@ -9,11 +9,14 @@
 #include <unistd.h>
 
 #include "gw_buf.h"
+#include "gw_case_json.h"
 #include "gw_cases.h"
+#include "gw_casesvc.h"
 #include "gw_config.h"
 #include "gw_duration.h"
 #include "gw_journal.h"
 #include "gw_log.h"
+#include "gw_map.h"
 #include "gw_queue.h"
 #include "gw_reading.h"
 #include "gw_registry.h"
@@ -39,21 +42,38 @@
 #define SILENCE_SCAN_MS 5000
 static const char *const CONSUMER_INFLUX = "influx";
 
-/* One rule worker: its own Lua state and store connection, the devices of
- * its shard, and its own journal position. */
+/* The last telemetry reading of one device (gw_pipeline_last_reading). */
+struct last_slot {
+    struct last_slot *next; /* every slot of the shard, to free them */
+    struct gw_reading *reading;
+};
+
+/* One rule worker: its own Lua state, the devices of its shard, and its
+ * own journal position. Its case actions go to the case service. */
 struct rule_worker {
     struct gw_pipeline *p;
     unsigned index;
     char consumer[24];
     struct gw_journal_cursor *cursor;
     struct rule_engine *engine;
-    struct rule_engine *pending; /* a reload's engine, taken between readings */
-    struct gw_cases *cases;
+    struct rule_model *pending; /* a reload's checked rules, taken between readings */
     struct rule_actions actions;
     struct gw_buf lines;
     const struct gw_device **devices; /* this shard's, for deadman scans */
     size_t n_devices;
     int64_t next_scan_ns;
+    /* Journal positions: the last record read, the last committed, and
+     * the record of the last action handed to the case service. */
+    uint64_t read_seq;
+    uint64_t committed_seq;
+    uint64_t submitted_seq;
+    /* Last readings of this shard's devices: written by this worker alone,
+     * read by the API's threads, so under last_lock. Keys are the
+     * registry's device ids, which outlive the pipeline. */
+    pthread_mutex_t last_lock;
+    bool last_lock_ready;
+    struct gw_map *last;
+    struct last_slot *last_slots;
     pthread_t thread;
     bool running;
 };
@@ -82,6 +102,19 @@ struct gw_pipeline {
     pthread_mutex_t reload_lock;
     /* The main thread's own store connection: devices' last-seen times. */
     struct gw_cases *seen_store;
+
+    /* The one writer of cases. Its events (on its own thread) become
+     * case_event lines, MQTT notices and log lines through the buffers
+     * below, which only that thread touches. */
+    struct gw_casesvc *casesvc;
+    struct gw_buf event_lines;
+    struct gw_buf notice;
+    struct gw_buf notice_topic;
+    /* The adapter that publishes notices: set once the adapters run,
+     * cleared before they stop; notify_lock keeps a publish from racing
+     * the adapter's stop. */
+    pthread_mutex_t notify_lock;
+    struct gw_adapter *notifier;
 
     /* The InfluxDB feeder: journal cursor "influx" and the side queue ->
      * line protocol -> writer; it commits what InfluxDB has answered. */
@@ -313,62 +346,159 @@ static int next_reading(struct gw_pipeline *p, struct gw_journal_cursor *cursor,
 
 /* ---- the rule worker ---------------------------------------------------- */
 
-/* Lines for InfluxDB that are not journal records (case events, health)
- * go through the feeder too, so that it alone talks to the writer and can
- * tell which journal records InfluxDB has answered. */
+/* Lines for InfluxDB that are not journal records (case events, emits,
+ * health) go through the feeder too, so that it alone talks to the writer
+ * and can tell which journal records InfluxDB has answered. They never
+ * wait for it: while InfluxDB is down and the side queue is full, they are
+ * dropped and counted, so an outage cannot stall the rules or the case
+ * service (the journal's readings are not affected: the feeder replays
+ * them). */
 static void send_side_lines(struct gw_pipeline *p, struct gw_buf *lines)
 {
     char *copy;
+    int r;
 
-    if (!p->influx || lines->len == 0)
+    if (!p->influx || lines->len == 0) {
+        gw_buf_reset(lines); /* InfluxDB off: nothing may pile up */
         return;
+    }
     copy = strdup(lines->data);
-    if (!copy || gw_queue_push(p->side_lines, copy) < 0) {
+    r = copy ? gw_queue_try_push(p->side_lines, copy) : -ENOMEM;
+    if (r < 0) {
         free(copy);
         count(&p->stats.lines_lost, 1);
         gw_log_limited(&worker_log_limit, GW_LOG_WARN, "pipeline",
-                       "lines for InfluxDB lost: out of memory or stopping");
+                       "lines for InfluxDB lost: %s",
+                       r == -EAGAIN ? "InfluxDB is behind and the side queue is full"
+                                    : r == -ENOMEM ? "out of memory" : "stopping");
     }
     gw_buf_reset(lines);
 }
 
-/* DESIGN.md's case_event point: tags grid, community, street, rule,
- * category, severity, state; fields case_id, title, escalation, plus the
- * kind of change and the count so a dashboard can tell them apart. */
-static void on_case_event(const struct gw_case_event *ev, void *userdata)
+/* ---- case events: the case service's thread ----------------------------- */
+
+static bool kind_is(const struct gw_case_event *ev, const char *kind)
 {
-    struct rule_worker *w = userdata;
-    struct gw_pipeline *p = w->p;
+    return strcmp(ev->kind, kind) == 0;
+}
+
+static void log_case_event(const struct gw_case_event *ev)
+{
+    const struct store_case *c = ev->c;
+
+    gw_info("cases", "case %lld %s by %s: %s (%s, %s) grid %s, state %s%s%s%s", (long long)c->id,
+            ev->kind, ev->actor ? ev->actor : "?", c->title ? c->title : "",
+            c->category ? c->category : "", gw_severity_name(c->severity),
+            c->grid_id ? c->grid_id : "?", gw_case_state_name(c->state),
+            c->has_assignee_role ? ", to " : "",
+            c->has_assignee_role ? gw_role_name(c->assignee_role) : "",
+            c->overdue ? ", overdue" : "");
+}
+
+/* The case_event point (issue 5 spec, "InfluxDB case_event"): tags grid,
+ * community, street, rule ("report" for a staff or citizen report),
+ * category, severity, state; fields case_id, title, escalation, event,
+ * count, actor, role (when assigned), overdue. */
+static void case_event_line(struct gw_pipeline *p, const struct gw_case_event *ev)
+{
+    const struct store_case *c = ev->c;
     struct influx_line line;
 
-    count(&p->stats.case_events, 1);
-    if (strcmp(ev->kind, "opened") == 0)
-        count(&p->stats.cases_opened, 1);
-    gw_info("cases", "case %lld %s: %s (%s, %s) grid %s, state %s%s%s", (long long)ev->case_id,
-            ev->kind, ev->title, ev->category, gw_severity_name(ev->severity), ev->grid->id,
-            gw_case_state_name(ev->state), ev->assignee_role ? ", to " : "",
-            ev->assignee_role ? ev->assignee_role : "");
-
-    influx_line_begin(&line, &w->lines, "case_event");
-    influx_line_tag(&line, "category", ev->category);
-    influx_line_tag(&line, "community", ev->grid->community_id);
-    influx_line_tag(&line, "grid", ev->grid->id);
-    influx_line_tag(&line, "rule", ev->rule);
-    influx_line_tag(&line, "severity", gw_severity_name(ev->severity));
-    influx_line_tag(&line, "state", gw_case_state_name(ev->state));
-    influx_line_tag(&line, "street", ev->grid->street_id);
-    influx_line_field_int(&line, "case_id", ev->case_id);
-    influx_line_field_string(&line, "title", ev->title);
-    influx_line_field_int(&line, "escalation", ev->escalation);
+    if (!p->influx)
+        return;
+    influx_line_begin(&line, &p->event_lines, "case_event");
+    influx_line_tag(&line, "category", c->category);
+    influx_line_tag(&line, "community", c->community_id);
+    influx_line_tag(&line, "grid", c->grid_id);
+    influx_line_tag(&line, "rule", c->rule ? c->rule : "report");
+    influx_line_tag(&line, "severity", gw_severity_name(c->severity));
+    influx_line_tag(&line, "state", gw_case_state_name(c->state));
+    influx_line_tag(&line, "street", c->street_id);
+    influx_line_field_int(&line, "case_id", c->id);
+    influx_line_field_string(&line, "title", c->title ? c->title : "");
+    influx_line_field_int(&line, "escalation", c->escalation);
     influx_line_field_string(&line, "event", ev->kind);
-    influx_line_field_int(&line, "count", ev->count);
-    if (ev->assignee_role)
-        influx_line_field_string(&line, "role", ev->assignee_role);
+    influx_line_field_int(&line, "count", c->count);
+    influx_line_field_string(&line, "actor", ev->actor ? ev->actor : "");
+    if (c->has_assignee_role)
+        influx_line_field_string(&line, "role", gw_role_name(c->assignee_role));
+    influx_line_field_bool(&line, "overdue", c->overdue);
     if (influx_line_end(&line, ev->ts_ns) < 0)
         gw_log_limited(&worker_log_limit, GW_LOG_WARN, "pipeline",
-                       "case %lld: event could not be written as line protocol",
-                       (long long)ev->case_id);
+                       "case %lld: event could not be written as line protocol", (long long)c->id);
+    send_side_lines(p, &p->event_lines);
 }
+
+/* cases.notify_topic with every "{grid_id}" replaced. Returns 0, or
+ * -EINVAL for a grid id that cannot be part of a topic name. */
+static int notice_topic(struct gw_buf *out, const char *pattern, const char *grid_id)
+{
+    static const char placeholder[] = "{grid_id}";
+    const char *at;
+
+    /* Wildcards in a PUBLISH topic make the broker drop the connection. */
+    if (strpbrk(grid_id, "+#"))
+        return -EINVAL;
+    gw_buf_reset(out);
+    while ((at = strstr(pattern, placeholder))) {
+        if (gw_buf_append(out, pattern, (size_t)(at - pattern)) < 0 ||
+            gw_buf_puts(out, grid_id) < 0)
+            return -ENOMEM;
+        pattern = at + sizeof(placeholder) - 1;
+    }
+    return gw_buf_puts(out, pattern);
+}
+
+/* The MQTT notice on the case's grid topic (QoS 1, not retained), for the
+ * grid's handheld terminals. Skipped when notices are off or no adapter
+ * publishes (before the adapters start, after they stop). */
+static void send_notice(struct gw_pipeline *p, const struct gw_case_event *ev)
+{
+    const char *pattern = p->cfg->cases.notify_topic;
+    int r;
+
+    if (!pattern || !*pattern || !ev->c->grid_id)
+        return;
+    r = notice_topic(&p->notice_topic, pattern, ev->c->grid_id);
+    if (r == 0) {
+        gw_buf_reset(&p->notice);
+        r = gw_case_event_json(&p->notice, ev);
+    }
+    if (r == 0) {
+        pthread_mutex_lock(&p->notify_lock);
+        if (!p->notifier)
+            r = 1; /* nobody to publish through: not a failure */
+        else
+            r = p->notifier->ops->publish(p->notifier, p->notice_topic.data, p->notice.data,
+                                          p->notice.len);
+        pthread_mutex_unlock(&p->notify_lock);
+    }
+    if (r == 0) {
+        count(&p->stats.notices, 1);
+    } else if (r < 0) {
+        count(&p->stats.notice_failures, 1);
+        gw_log_limited(&worker_log_limit, GW_LOG_WARN, "pipeline",
+                       "case %lld: %s notice for grid %s not published: %s", (long long)ev->c->id,
+                       ev->kind, ev->c->grid_id, strerror(-r));
+    }
+}
+
+/* The case service's listener: every change, once durable, in order. */
+static void on_case_event(const struct gw_case_event *ev, void *userdata)
+{
+    struct gw_pipeline *p = userdata;
+
+    count(&p->stats.case_events, 1);
+    if (kind_is(ev, "opened"))
+        count(&p->stats.cases_opened, 1);
+    else if (kind_is(ev, "escalated"))
+        count(&p->stats.cases_escalated, 1);
+    log_case_event(ev);
+    case_event_line(p, ev);
+    send_notice(p, ev);
+}
+
+/* ---- the rule worker (continued) ----------------------------------------- */
 
 static void emit_line(struct rule_worker *w, const struct rule_action *a)
 {
@@ -385,18 +515,38 @@ static void emit_line(struct rule_worker *w, const struct rule_action *a)
                        a->file, a->measurement);
 }
 
-/* Carries out what the rules asked for: cases into the store, emits and
- * case events towards InfluxDB. A shadow rule's actions are only logged
- * and counted, so a liaison can watch a new rule on live traffic. */
-static void apply_actions(struct rule_worker *w, const struct gw_reading *reading, int failed)
+/* Hands a case action to the case service, which takes its contents and
+ * a reference on the reading; seq is the journal record it came from. */
+static void submit_case_action(struct rule_worker *w, struct rule_action *a,
+                               struct gw_reading *reading, uint64_t seq)
+{
+    struct gw_pipeline *p = w->p;
+    int r = gw_casesvc_submit(p->casesvc, w->index, seq, a, reading);
+
+    if (r == 0) {
+        w->submitted_seq = seq;
+        return;
+    }
+    count(&p->stats.store_errors, 1);
+    gw_log_limited(&worker_log_limit, GW_LOG_ERROR, "pipeline",
+                   "rule %s, device %s: the case service refused the action: %s", a->rule,
+                   reading->device_id, strerror(-r));
+}
+
+/* Carries out what the rules asked for: case actions to the case service,
+ * emits towards InfluxDB. A shadow rule's actions are only logged and
+ * counted, so a liaison can watch a new rule on live traffic. seq is the
+ * journal record the actions come from (for the deadman, the last one
+ * read). */
+static void apply_actions(struct rule_worker *w, struct gw_reading *reading, uint64_t seq,
+                          int failed)
 {
     struct gw_pipeline *p = w->p;
 
     if (failed > 0)
         count(&p->stats.rule_errors, (uint64_t)failed);
     for (size_t i = 0; i < w->actions.n; i++) {
-        const struct rule_action *a = &w->actions.items[i];
-        int r;
+        struct rule_action *a = &w->actions.items[i];
 
         if (a->shadow) {
             count(&p->stats.shadow_actions, 1);
@@ -409,25 +559,51 @@ static void apply_actions(struct rule_worker *w, const struct gw_reading *readin
             emit_line(w, a);
             continue;
         }
-        r = gw_cases_apply(w->cases, a, reading, on_case_event, w);
-        if (r < 0) {
-            count(&p->stats.store_errors, 1);
-            gw_log_limited(&worker_log_limit, GW_LOG_ERROR, "pipeline",
-                           "rule %s, device %s: case store refused the action: %s", a->rule,
-                           reading->device_id, strerror(-r));
-        }
+        submit_case_action(w, a, reading, seq);
     }
+    /* Submitted actions are left zeroed: clearing frees only the rest. */
     rule_actions_clear(&w->actions);
     send_side_lines(p, &w->lines);
 }
 
-static void run_rules(struct rule_worker *w, struct gw_reading *reading)
+/* Keeps the device's newest telemetry reading for the API
+ * (gw_pipeline_last_reading): one per device, so memory is bounded by the
+ * devices the registry admits. */
+static void keep_last_reading(struct rule_worker *w, struct gw_reading *reading)
 {
-    int failed = reading->channel == GW_CHANNEL_TELEMETRY
-                     ? rule_engine_on_reading(w->engine, reading, &w->actions)
-                     : rule_engine_on_event(w->engine, reading, &w->actions);
+    struct last_slot *slot;
+    struct gw_reading *old;
 
-    apply_actions(w, reading, failed);
+    pthread_mutex_lock(&w->last_lock);
+    slot = gw_map_get(w->last, reading->device->id);
+    if (!slot) {
+        slot = calloc(1, sizeof(*slot));
+        if (!slot || gw_map_put(w->last, reading->device->id, slot) < 0) {
+            pthread_mutex_unlock(&w->last_lock);
+            free(slot);
+            return; /* out of memory: the API shows no last reading */
+        }
+        slot->next = w->last_slots;
+        w->last_slots = slot;
+    }
+    old = slot->reading;
+    gw_reading_ref(reading);
+    slot->reading = reading;
+    pthread_mutex_unlock(&w->last_lock);
+    gw_reading_unref(old);
+}
+
+static void run_rules(struct rule_worker *w, struct gw_reading *reading, uint64_t seq)
+{
+    int failed;
+
+    if (reading->channel == GW_CHANNEL_TELEMETRY) {
+        keep_last_reading(w, reading);
+        failed = rule_engine_on_reading(w->engine, reading, &w->actions);
+    } else {
+        failed = rule_engine_on_event(w->engine, reading, &w->actions);
+    }
+    apply_actions(w, reading, seq, failed);
     count(&w->p->stats.rule_runs, 1);
 }
 
@@ -476,7 +652,8 @@ static void scan_silence(struct rule_worker *w, int64_t now)
         silence.last_seen_ns = st.last_seen_ns;
         /* Never heard from: silent since the gateway started knowing it. */
         silence.silent_ns = now - (st.last_seen_ns ? st.last_seen_ns : p->started_ns);
-        silence.heartbeat_ns = gw_duration_table_get(p->heartbeats, d->type);
+        silence.heartbeat_ns =
+            d->heartbeat_ns > 0 ? d->heartbeat_ns : gw_duration_table_get(p->heartbeats, d->type);
         threshold = rule_engine_silence_threshold(w->engine, d, silence.heartbeat_ns);
         if (threshold == 0 || silence.silent_ns < threshold)
             continue;
@@ -484,39 +661,92 @@ static void scan_silence(struct rule_worker *w, int64_t now)
         if (!reading)
             continue;
         reading->device = d;
-        apply_actions(w, reading, rule_engine_on_silence(w->engine, d, &silence, &w->actions));
+        /* A deadman's action comes from no record: it holds back the last
+         * one read, and a crash before it is durable fires it again. */
+        apply_actions(w, reading, w->read_seq,
+                      rule_engine_on_silence(w->engine, d, &silence, &w->actions));
         gw_reading_unref(reading);
     }
 }
 
-/* A reload hands each worker a fresh engine; the worker takes it between
- * two readings and carries the per-device state over. */
+/* A reload's rules, loaded once and checked: each worker loads the same
+ * bytes into its own engine (rule_engine_reload_like), and the last one
+ * to take them frees the model. */
+struct rule_model {
+    struct rule_engine *engine;
+    unsigned refs;
+};
+
+static void model_release(struct rule_model *m)
+{
+    if (m && __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        rule_engine_free(m->engine);
+        free(m);
+    }
+}
+
+/* The worker takes a reload between two readings: its engine loads the
+ * new rules next to the running ones and hands the per-device state over
+ * by reference, so the pause does not grow with the devices. */
 static void take_new_rules(struct rule_worker *w)
 {
-    struct rule_engine *fresh = __atomic_exchange_n(&w->pending, NULL, __ATOMIC_ACQ_REL);
+    struct rule_model *model = __atomic_exchange_n(&w->pending, NULL, __ATOMIC_ACQ_REL);
+    char *error = NULL;
     int64_t t0;
     int r;
 
-    if (!fresh)
+    if (!model)
         return;
     t0 = gw_monotonic_ns();
-    r = rule_engine_adopt_state(fresh, w->engine);
-    if (r < 0) {
-        gw_error("rules", "worker %u: cannot carry state over to the reloaded rules (%s); "
-                          "keeping the old ones",
-                 w->index, strerror(-r));
-        rule_engine_free(fresh);
+    r = rule_engine_reload_like(w->engine, model->engine, &error);
+    if (r < 0)
+        gw_error("rules", "worker %u: cannot take the reloaded rules (%s); keeping the old ones",
+                 w->index, error ? error : strerror(-r));
+    else
+        gw_info("rules", "worker %u: reloaded rules in use after a %.2f ms pause", w->index,
+                (double)(gw_monotonic_ns() - t0) / 1e6);
+    free(error);
+    model_release(model);
+}
+
+/* The position the worker may commit: what it has read, but while the
+ * case service still holds an action of it, no further than what the
+ * service has made durable, so a case action is in the store before its
+ * record counts as done. */
+static uint64_t committable(struct rule_worker *w)
+{
+    uint64_t durable;
+
+    if (w->submitted_seq == 0)
+        return w->read_seq;
+    durable = gw_casesvc_durable(w->p->casesvc, w->index);
+    return durable >= w->submitted_seq ? w->read_seq : durable;
+}
+
+static void commit_durable(struct rule_worker *w)
+{
+    uint64_t seq = committable(w);
+
+    if (seq <= w->committed_seq)
         return;
-    }
-    rule_engine_free(w->engine);
-    w->engine = fresh;
-    gw_info("rules", "worker %u: reloaded rules in use after a %.1f ms pause", w->index,
-            (double)(gw_monotonic_ns() - t0) / 1e6);
+    commit(w->cursor, seq, w->consumer);
+    w->committed_seq = seq;
+}
+
+/* How long to wait for the next record: not at all while records read
+ * since the last commit wait for it, briefly while their case actions
+ * wait for the case service, else long enough to idle. */
+static int read_timeout_ms(const struct rule_worker *w, uint64_t uncommitted)
+{
+    if (uncommitted)
+        return 0;
+    return w->committed_seq < w->read_seq ? 10 : 200;
 }
 
 /* Reads the journal from its committed position until shutdown, handling
- * the devices of its shard; a case action is in the store (committed)
- * before its record's position is. */
+ * the devices of its shard. Positions it cannot commit yet (actions not
+ * durable) are committed by gw_pipeline_free once the case service has
+ * drained. */
 static void *rule_worker_main(void *arg)
 {
     struct rule_worker *w = arg;
@@ -527,16 +757,16 @@ static void *rule_worker_main(void *arg)
         const void *data;
         size_t len, id_len;
         const char *id;
-        /* Block only when nothing is left to commit. */
-        int r = gw_journal_read(w->cursor, uncommitted ? 0 : 200, &data, &len, &seq);
+        int r = gw_journal_read(w->cursor, read_timeout_ms(w, uncommitted), &data, &len, &seq);
 
         take_new_rules(w);
         if (r == 0) {
+            w->read_seq = seq;
             if (gw_reading_record_device(data, len, &id, &id_len) < 0 ||
                 shard_of(id, id_len, p->n_workers) == w->index) {
                 struct gw_reading *reading = resolve_record(p, data, len, seq);
                 if (reading)
-                    run_rules(w, reading);
+                    run_rules(w, reading, seq);
                 gw_reading_unref(reading);
             }
             if (++uncommitted < COMMIT_EVERY)
@@ -546,10 +776,8 @@ static void *rule_worker_main(void *arg)
                            "%s: cannot read the journal: %s", w->consumer, strerror(-r));
             usleep(100 * 1000);
         }
-        if (uncommitted) {
-            commit(w->cursor, seq, w->consumer);
-            uncommitted = 0;
-        }
+        commit_durable(w);
+        uncommitted = 0;
         if (r == -ESHUTDOWN)
             break;
         scan_silence(w, gw_now_ns());
@@ -813,14 +1041,10 @@ static struct rule_engine *load_rules(const struct gw_pipeline *p, char **ret_er
     return engine;
 }
 
-/* Each worker gets an engine, a store connection and the devices of its
- * shard. */
+/* Each worker gets an engine, the devices of its shard and a map for
+ * their last readings. */
 static int build_workers(struct gw_pipeline *p, char **ret_error)
 {
-    struct gw_cases_options case_options = {
-        .db_path = p->cfg->store.path,
-        .auto_dispatch = p->cfg->cases.auto_dispatch,
-    };
     size_t n_devices = gw_registry_device_count(p->reg);
 
     p->workers = calloc(p->n_workers, sizeof(*p->workers));
@@ -838,9 +1062,10 @@ static int build_workers(struct gw_pipeline *p, char **ret_error)
         w->engine = load_rules(p, ret_error);
         if (!w->engine)
             return -EINVAL;
-        w->cases = gw_cases_open(&case_options, ret_error);
-        if (!w->cases)
-            return -EIO;
+        w->last = gw_map_new(n_devices / p->n_workers + 1);
+        if (!w->last || pthread_mutex_init(&w->last_lock, NULL) != 0)
+            goto nomem;
+        w->last_lock_ready = true;
     }
     for (size_t d = 0; d < n_devices; d++) {
         const struct gw_device *device = gw_registry_device_at(p->reg, d);
@@ -855,6 +1080,39 @@ nomem:
     return -ENOMEM;
 }
 
+/* The one writer of cases, configured from cases.* (limits, self-closing
+ * and grouped categories, the timer, batches). */
+static int build_casesvc(struct gw_pipeline *p, char **ret_error)
+{
+    const struct gw_config *cfg = p->cfg;
+    struct gw_casesvc_options options = {
+        .cases = {
+            .db_path = cfg->store.path,
+            .auto_dispatch = cfg->cases.auto_dispatch,
+            .reg = p->reg,
+            .self_closing = cfg->cases.self_closing,
+            .group_categories = cfg->cases.group_categories,
+            .group_window_ns = (int64_t)cfg->cases.group_window_s * 1000000000,
+        },
+        .n_workers = p->n_workers,
+        .batch_max = cfg->cases.batch_max,
+        .timer_interval_ms = cfg->cases.timer_interval_ms,
+        .on_event = on_case_event,
+        .userdata = p,
+    };
+    char *why = NULL;
+    int r = gw_case_limits_from_config(cfg, &options.cases.limits, &why);
+
+    if (r < 0) {
+        if (asprintf(ret_error, "%s: %s", cfg->path, why ? why : "cases.limits_*: invalid") < 0)
+            *ret_error = NULL;
+        free(why);
+        return r;
+    }
+    p->casesvc = gw_casesvc_new(&options, ret_error);
+    return p->casesvc ? 0 : -EIO;
+}
+
 struct gw_pipeline *gw_pipeline_new(const struct gw_config *cfg, struct gw_registry *reg,
                                     char **ret_error)
 {
@@ -867,6 +1125,7 @@ struct gw_pipeline *gw_pipeline_new(const struct gw_config *cfg, struct gw_regis
     p->cfg = cfg;
     p->reg = reg;
     pthread_mutex_init(&p->reload_lock, NULL);
+    pthread_mutex_init(&p->notify_lock, NULL);
     p->limits = (struct payload_limits){
         .max_bytes = (size_t)cfg->payload.max_bytes,
         .max_fields = (size_t)cfg->payload.max_fields,
@@ -895,7 +1154,8 @@ struct gw_pipeline *gw_pipeline_new(const struct gw_config *cfg, struct gw_regis
     p->side_lines = gw_queue_new(SIDE_QUEUE_LINES);
     if (!p->side_lines)
         goto nomem;
-    if (build_workers(p, &error) < 0 || open_journal(p, &error) < 0)
+    if (build_workers(p, &error) < 0 || open_journal(p, &error) < 0 ||
+        build_casesvc(p, &error) < 0)
         goto fail;
     if (load_last_seen(p, &error) < 0)
         goto fail;
@@ -911,35 +1171,33 @@ fail:
 
 int gw_pipeline_reload(struct gw_pipeline *p)
 {
-    struct rule_engine **fresh = calloc(p->n_workers, sizeof(*fresh));
+    struct rule_model *model = calloc(1, sizeof(*model));
     char *error = NULL;
-    int r = 0;
+    int r;
 
-    if (!fresh)
+    if (!model)
         return -ENOMEM;
     pthread_mutex_lock(&p->reload_lock);
     r = rule_tools_check_dir(p->cfg->rules.dir, &p->rule_limits, &error);
-    for (unsigned i = 0; r == 0 && i < p->n_workers; i++) {
-        fresh[i] = load_rules(p, &error);
-        if (!fresh[i])
+    if (r == 0) {
+        model->engine = load_rules(p, &error);
+        if (!model->engine)
             r = -EINVAL;
     }
     if (r < 0) {
         gw_error("rules", "reload refused, the running rules stay:\n%s", error ? error : "");
-        for (unsigned i = 0; i < p->n_workers; i++)
-            rule_engine_free(fresh[i]);
+        free(model);
         goto out;
     }
-    for (unsigned i = 0; i < p->n_workers; i++) {
-        /* A reload that was not taken yet is replaced by this one. */
-        rule_engine_free(__atomic_exchange_n(&p->workers[i].pending, fresh[i], __ATOMIC_ACQ_REL));
-    }
+    model->refs = p->n_workers;
     gw_info("rules", "reload: %zu rule(s) from %s handed to %u worker(s)",
-            rule_engine_rule_count(fresh[0]), p->cfg->rules.dir, p->n_workers);
+            rule_engine_rule_count(model->engine), p->cfg->rules.dir, p->n_workers);
+    /* A reload that was not taken yet is replaced by this one. */
+    for (unsigned i = 0; i < p->n_workers; i++)
+        model_release(__atomic_exchange_n(&p->workers[i].pending, model, __ATOMIC_ACQ_REL));
 out:
     pthread_mutex_unlock(&p->reload_lock);
     free(error);
-    free(fresh);
     return r;
 }
 
@@ -1010,6 +1268,33 @@ static int start_adapters(struct gw_pipeline *p)
     return 0;
 }
 
+/* Case notices go out through the first running adapter that publishes. */
+static void attach_notifier(struct gw_pipeline *p)
+{
+    const char *topic = p->cfg->cases.notify_topic;
+
+    if (!topic || !*topic)
+        return;
+    pthread_mutex_lock(&p->notify_lock);
+    for (size_t i = 0; i < p->n_adapters && !p->notifier; i++)
+        if (p->adapters[i].ops->publish)
+            p->notifier = &p->adapters[i];
+    pthread_mutex_unlock(&p->notify_lock);
+    if (p->notifier)
+        gw_info("pipeline", "case notices on %s through adapter %s", topic,
+                p->notifier->ops->name);
+    else
+        gw_warn("pipeline", "cases.notify_topic is set but no enabled adapter publishes: "
+                            "no case notices");
+}
+
+static void detach_notifier(struct gw_pipeline *p)
+{
+    pthread_mutex_lock(&p->notify_lock);
+    p->notifier = NULL;
+    pthread_mutex_unlock(&p->notify_lock);
+}
+
 int gw_pipeline_start(struct gw_pipeline *p)
 {
     struct gw_journal_stats js;
@@ -1017,6 +1302,12 @@ int gw_pipeline_start(struct gw_pipeline *p)
 
     if (r < 0)
         return r;
+    /* The case service before the workers that submit to it. */
+    r = gw_casesvc_start(p->casesvc);
+    if (r < 0) {
+        gw_error("pipeline", "cannot start the case service: %s", strerror(-r));
+        return r;
+    }
     p->started_ns = gw_now_ns();
     for (unsigned i = 0; i < p->n_workers; i++) {
         struct rule_worker *w = &p->workers[i];
@@ -1033,7 +1324,38 @@ int gw_pipeline_start(struct gw_pipeline *p)
             p->cfg->journal.dir, (unsigned long long)js.segments, (unsigned long long)js.bytes,
             (unsigned long long)rules_lag(p),
             (unsigned long long)(p->influx_cursor ? gw_journal_cursor_lag(p->influx_cursor) : 0));
-    return start_adapters(p);
+    r = start_adapters(p);
+    if (r == 0)
+        attach_notifier(p);
+    return r;
+}
+
+/* After the workers and the case service stopped: each worker's reading
+ * position is durable now (its actions committed or given up on). */
+static void commit_final_positions(struct gw_pipeline *p)
+{
+    for (unsigned i = 0; p->workers && i < p->n_workers; i++) {
+        struct rule_worker *w = &p->workers[i];
+
+        if (w->cursor && w->read_seq > w->committed_seq) {
+            commit(w->cursor, w->read_seq, w->consumer);
+            w->committed_seq = w->read_seq;
+        }
+    }
+}
+
+static void free_last_readings(struct rule_worker *w)
+{
+    while (w->last_slots) {
+        struct last_slot *slot = w->last_slots;
+
+        w->last_slots = slot->next;
+        gw_reading_unref(slot->reading);
+        free(slot);
+    }
+    gw_map_free(w->last);
+    if (w->last_lock_ready)
+        pthread_mutex_destroy(&w->last_lock);
 }
 
 void gw_pipeline_free(struct gw_pipeline *p)
@@ -1041,6 +1363,8 @@ void gw_pipeline_free(struct gw_pipeline *p)
     if (!p)
         return;
     __atomic_store_n(&p->stopping, 1, __ATOMIC_RELEASE);
+    /* No notice may be in an adapter's publish while it stops. */
+    detach_notifier(p);
     /* Inputs first: every message an adapter is handing in still reaches
      * the journal, and nothing arrives after. */
     for (size_t i = p->n_adapters; i-- > 0;) {
@@ -1054,6 +1378,11 @@ void gw_pipeline_free(struct gw_pipeline *p)
     for (unsigned i = 0; p->workers && i < p->n_workers; i++)
         if (p->workers[i].running)
             pthread_join(p->workers[i].thread, NULL);
+    /* The case service carries out what the workers handed it (its
+     * events still reach the feeder), then every position they read is
+     * durable. */
+    gw_casesvc_stop(p->casesvc);
+    commit_final_positions(p);
     if (p->side_lines)
         gw_queue_close(p->side_lines);
     if (p->feed_running)
@@ -1063,14 +1392,18 @@ void gw_pipeline_free(struct gw_pipeline *p)
         struct rule_worker *w = &p->workers[i];
 
         gw_journal_cursor_free(w->cursor);
-        gw_cases_close(w->cases);
+        free_last_readings(w);
         rule_engine_free(w->engine);
-        rule_engine_free(w->pending);
+        model_release(w->pending);
         rule_actions_free(&w->actions);
         gw_buf_free(&w->lines);
         free(w->devices);
     }
     free(p->workers);
+    gw_casesvc_free(p->casesvc);
+    gw_buf_free(&p->event_lines);
+    gw_buf_free(&p->notice);
+    gw_buf_free(&p->notice_topic);
     if (p->seen_store)
         save_last_seen(p);
     gw_cases_close(p->seen_store);
@@ -1078,6 +1411,7 @@ void gw_pipeline_free(struct gw_pipeline *p)
     gw_journal_close(p->journal);
     gw_duration_table_free(p->heartbeats);
     pthread_mutex_destroy(&p->reload_lock);
+    pthread_mutex_destroy(&p->notify_lock);
     gw_queue_free(p->side_lines, free);
     free(p->marks);
     free(p);
@@ -1098,6 +1432,19 @@ void gw_pipeline_stats(struct gw_pipeline *p, struct gw_pipeline_stats *ret)
     ret->rule_errors = load(&s->rule_errors);
     ret->case_events = load(&s->case_events);
     ret->cases_opened = load(&s->cases_opened);
+    ret->cases_escalated = load(&s->cases_escalated);
+    ret->notices = load(&s->notices);
+    ret->notice_failures = load(&s->notice_failures);
+    /* The adapter queues notices and knows what became of them: the
+     * broker's acknowledgements, and what it refused, dropped or gave up. */
+    pthread_mutex_lock(&p->notify_lock);
+    if (p->notifier && p->notifier->ops->stats) {
+        struct gw_adapter_stats as;
+        p->notifier->ops->stats(p->notifier, &as);
+        ret->notices = as.published;
+        ret->notice_failures = as.publish_failed;
+    }
+    pthread_mutex_unlock(&p->notify_lock);
     ret->store_errors = load(&s->store_errors);
     ret->journal_errors = load(&s->journal_errors);
     ret->records_skipped = load(&s->records_skipped);
@@ -1111,24 +1458,51 @@ void gw_pipeline_stats(struct gw_pipeline *p, struct gw_pipeline_stats *ret)
     ret->quarantined = gw_registry_quarantined_count(p->reg);
 }
 
+struct gw_casesvc *gw_pipeline_casesvc(struct gw_pipeline *p)
+{
+    return p->casesvc;
+}
+
+struct gw_reading *gw_pipeline_last_reading(struct gw_pipeline *p, const struct gw_device *device)
+{
+    struct rule_worker *w = &p->workers[shard_of(device->id, strlen(device->id), p->n_workers)];
+    struct last_slot *slot;
+    struct gw_reading *reading = NULL;
+
+    pthread_mutex_lock(&w->last_lock);
+    slot = gw_map_get(w->last, device->id);
+    if (slot && slot->reading) {
+        reading = slot->reading;
+        gw_reading_ref(reading);
+    }
+    pthread_mutex_unlock(&w->last_lock);
+    return reading;
+}
+
 void gw_pipeline_report(struct gw_pipeline *p)
 {
     struct gw_pipeline_stats s;
     struct influx_writer_stats w = { 0 };
+    struct gw_casesvc_stats cs;
     struct gw_buf buf = GW_BUF_INIT;
     struct influx_line line;
 
     save_last_seen(p);
     gw_pipeline_stats(p, &s);
+    gw_casesvc_stats(p->casesvc, &cs);
     if (p->influx)
         influx_writer_stats(p->influx, &w);
     gw_info("stats",
             "received %llu, accepted %llu, bad payload %llu, unknown device %llu, "
-            "rule errors %llu, cases opened %llu, journal %llu bytes (rules %llu, influx %llu "
-            "behind), points written %llu, influx errors %llu",
+            "rule errors %llu, cases opened %llu, escalated %llu, case commands failed %llu "
+            "(%llu queued), notices %llu (%llu failed), journal %llu bytes (rules %llu, "
+            "influx %llu behind), points written %llu, influx errors %llu",
             (unsigned long long)s.received, (unsigned long long)s.accepted,
             (unsigned long long)s.bad_payload, (unsigned long long)s.unknown_device,
             (unsigned long long)s.rule_errors, (unsigned long long)s.cases_opened,
+            (unsigned long long)s.cases_escalated, (unsigned long long)cs.failed,
+            (unsigned long long)cs.queued, (unsigned long long)s.notices,
+            (unsigned long long)s.notice_failures,
             (unsigned long long)s.journal_bytes, (unsigned long long)s.rules_lag,
             (unsigned long long)s.influx_lag, (unsigned long long)w.points_written,
             (unsigned long long)w.write_errors);
@@ -1148,6 +1522,11 @@ void gw_pipeline_report(struct gw_pipeline *p)
     influx_line_field_int(&line, "shadow_actions", (int64_t)s.shadow_actions);
     influx_line_field_int(&line, "cases_opened", (int64_t)s.cases_opened);
     influx_line_field_int(&line, "case_events", (int64_t)s.case_events);
+    influx_line_field_int(&line, "cases_escalated", (int64_t)s.cases_escalated);
+    influx_line_field_int(&line, "case_commands_failed", (int64_t)cs.failed);
+    influx_line_field_int(&line, "case_queue", (int64_t)cs.queued);
+    influx_line_field_int(&line, "notices", (int64_t)s.notices);
+    influx_line_field_int(&line, "notice_failures", (int64_t)s.notice_failures);
     influx_line_field_int(&line, "store_errors", (int64_t)s.store_errors);
     influx_line_field_int(&line, "journal_bytes", (int64_t)s.journal_bytes);
     influx_line_field_int(&line, "journal_dropped", (int64_t)s.journal_dropped);

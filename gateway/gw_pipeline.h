@@ -1,14 +1,16 @@
 /* gw_pipeline: the path of a reading through the gateway (DESIGN.md,
  * "Data flow"): adapters -> decode -> registry lookup -> journal, and from
- * the journal two consumers: the rule worker (Lua rules -> cases) and the
- * InfluxDB feeder (line protocol -> writer).
+ * the journal its consumers: the rule workers (Lua rules -> the case
+ * service) and the InfluxDB feeder (line protocol -> writer).
  *
- * Owns the adapters it starts, the journal and its two consumer threads,
- * the rule engine, the case store and the InfluxDB writer. An adapter's
- * ingest call returns once the reading is in the journal, so what an
- * adapter acknowledges survives a crash. Does not own the configuration
- * or the registry, which must outlive it (the registry is written only to
- * admit quarantined devices and to keep devices' live state).
+ * Owns the adapters it starts, the journal and its consumer threads, the
+ * rule engines, the case service (the one writer of cases, whose events
+ * it turns into case_event points and MQTT notices) and the InfluxDB
+ * writer. An adapter's ingest call returns once the reading is in the
+ * journal, so what an adapter acknowledges survives a crash. Does not own
+ * the configuration or the registry, which must outlive it (the registry
+ * is written only to admit quarantined devices and to keep devices' live
+ * state).
  */
 #ifndef GW_PIPELINE_H
 #define GW_PIPELINE_H
@@ -17,9 +19,12 @@
 
 #include "gw_adapter.h"
 
+struct gw_casesvc;
 struct gw_config;
-struct gw_registry;
+struct gw_device;
 struct gw_pipeline;
+struct gw_reading;
+struct gw_registry;
 
 struct gw_pipeline_stats {
     uint64_t received;       /* messages the adapters handed in */
@@ -31,8 +36,11 @@ struct gw_pipeline_stats {
     uint64_t rule_runs;      /* readings the rule worker finished */
     uint64_t rule_errors;    /* rule calls that failed */
     uint64_t shadow_actions; /* actions of shadow rules, logged instead of carried out */
-    uint64_t case_events;
+    uint64_t case_events;     /* changes the case service made durable */
     uint64_t cases_opened;
+    uint64_t cases_escalated; /* steps past their time limit, escalated by the timer */
+    uint64_t notices;         /* case notices the broker acknowledged */
+    uint64_t notice_failures; /* case notices refused, dropped (queue full) or given up */
     uint64_t store_errors;
     uint64_t journal_errors;  /* appends the file system refused (then retried) */
     uint64_t records_skipped; /* journal records no consumer could use */
@@ -68,6 +76,15 @@ enum gw_ingest_result gw_pipeline_ingest(void *pipeline, const struct gw_message
 int gw_pipeline_reload(struct gw_pipeline *p);
 
 void gw_pipeline_stats(struct gw_pipeline *p, struct gw_pipeline_stats *ret_stats);
+
+/* The case service (the one writer of cases) the API hands its writes
+ * to; valid from gw_pipeline_new to gw_pipeline_free. */
+struct gw_casesvc *gw_pipeline_casesvc(struct gw_pipeline *p);
+
+/* The last reading (telemetry) the rule workers handled from device, with
+ * a reference the caller drops with gw_reading_unref; NULL when none since
+ * the start. Thread-safe. */
+struct gw_reading *gw_pipeline_last_reading(struct gw_pipeline *p, const struct gw_device *device);
 /* Logs the gateway's health and writes it to InfluxDB as measurement
  * `gridgate`; called by the daemon every stats interval and at stop. */
 void gw_pipeline_report(struct gw_pipeline *p);

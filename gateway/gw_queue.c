@@ -1,6 +1,7 @@
 #include "gw_queue.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
@@ -59,15 +60,17 @@ void gw_queue_free(struct gw_queue *q, void (*free_item)(void *item))
     free(q);
 }
 
-int gw_queue_push(struct gw_queue *q, void *item)
+static int push(struct gw_queue *q, void *item, bool wait)
 {
     int r = 0;
 
     pthread_mutex_lock(&q->lock);
-    while (q->count == q->capacity && !q->closed)
+    while (wait && q->count == q->capacity && !q->closed)
         pthread_cond_wait(&q->not_full, &q->lock);
     if (q->closed) {
         r = -ESHUTDOWN;
+    } else if (q->count == q->capacity) {
+        r = -EAGAIN;
     } else {
         q->slots[(q->head + q->count) % q->capacity] = item;
         q->count++;
@@ -75,6 +78,16 @@ int gw_queue_push(struct gw_queue *q, void *item)
     }
     pthread_mutex_unlock(&q->lock);
     return r;
+}
+
+int gw_queue_push(struct gw_queue *q, void *item)
+{
+    return push(q, item, true);
+}
+
+int gw_queue_try_push(struct gw_queue *q, void *item)
+{
+    return push(q, item, false);
 }
 
 void *gw_queue_pop(struct gw_queue *q, int timeout_ms)

@@ -19,6 +19,8 @@ void gw_queue_free(struct gw_queue *q, void (*free_item)(void *item));
 /* Blocks while the queue is full. Returns 0, or -ESHUTDOWN once the queue
  * is closed (the item is then still the caller's). */
 int gw_queue_push(struct gw_queue *q, void *item);
+/* The same without waiting: -EAGAIN when the queue is full. */
+int gw_queue_try_push(struct gw_queue *q, void *item);
 /* Waits up to timeout_ms (negative: forever) for an item. Returns NULL on
  * timeout, or when the queue is closed and empty. */
 void *gw_queue_pop(struct gw_queue *q, int timeout_ms);

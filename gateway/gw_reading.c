@@ -330,96 +330,6 @@ int gw_reading_record_device(const void *data, size_t len, const char **ret_id, 
 
 /* ---- JSON (gw_reading_to_json) ---- */
 
-/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
- * forms, no surrogates, nothing above U+10FFFF), 0 if there is none. p
- * is NUL-terminated and a NUL never passes as a continuation byte, so
- * this stops at the end of the string. */
-static size_t utf8_length(const unsigned char *p)
-{
-    unsigned char lo = 0x80, hi = 0xbf;
-    size_t n;
-
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-        n = 2;
-    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-        n = 3;
-        if (p[0] == 0xe0)
-            lo = 0xa0; /* overlong */
-        else if (p[0] == 0xed)
-            hi = 0x9f; /* surrogates */
-    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-        n = 4;
-        if (p[0] == 0xf0)
-            lo = 0x90; /* overlong */
-        else if (p[0] == 0xf4)
-            hi = 0x8f; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    return n;
-}
-
-/* Copies runs of bytes that need no escape in one append each. */
-static int json_string(struct gw_buf *b, const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    const unsigned char *run = p;
-    const char *esc;
-    char u[8];
-
-    if (gw_buf_putc(b, '"') < 0)
-        return -ENOMEM;
-    while (*p) {
-        size_t n = utf8_length(p);
-
-        if (n > 1 || (n == 1 && *p >= 0x20 && *p != '"' && *p != '\\')) {
-            p += n;
-            continue;
-        }
-        switch (*p) {
-        case '"':
-            esc = "\\\"";
-            break;
-        case '\\':
-            esc = "\\\\";
-            break;
-        case '\b':
-            esc = "\\b";
-            break;
-        case '\f':
-            esc = "\\f";
-            break;
-        case '\n':
-            esc = "\\n";
-            break;
-        case '\r':
-            esc = "\\r";
-            break;
-        case '\t':
-            esc = "\\t";
-            break;
-        default:
-            /* A control character, or a byte that starts no UTF-8 sequence. */
-            snprintf(u, sizeof(u), "\\u%04x", n == 1 ? (unsigned)*p : 0xfffdu);
-            esc = u;
-            break;
-        }
-        if (gw_buf_append(b, run, (size_t)(p - run)) < 0 || gw_buf_puts(b, esc) < 0)
-            return -ENOMEM;
-        run = ++p;
-    }
-    if (gw_buf_append(b, run, (size_t)(p - run)) < 0 || gw_buf_putc(b, '"') < 0)
-        return -ENOMEM;
-    return 0;
-}
-
 static int json_number(struct gw_buf *b, double v)
 {
     char text[40];
@@ -445,7 +355,7 @@ static int json_value(struct gw_buf *b, const struct gw_value *v)
     case GW_VALUE_BOOL:
         return gw_buf_puts(b, v->u.boolean ? "true" : "false");
     case GW_VALUE_STRING:
-        return json_string(b, v->u.string);
+        return gw_buf_json_string(b, v->u.string);
     }
     return gw_buf_puts(b, "null");
 }
@@ -457,13 +367,13 @@ int gw_reading_to_json(const struct gw_reading *r, struct gw_buf *out)
     int64_t ms = r->ts_ns / 1000000 - (r->ts_ns % 1000000 < 0 ? 1 : 0);
     bool failed;
 
-    failed = gw_buf_puts(out, "{\"device\":") < 0 || json_string(out, r->device_id) < 0 ||
+    failed = gw_buf_puts(out, "{\"device\":") < 0 || gw_buf_json_string(out, r->device_id) < 0 ||
              gw_buf_printf(out, ",\"channel\":\"%s\",\"ts\":%" PRId64 ",\"fields\":{",
                            gw_channel_name(r->channel), ms) < 0;
     for (size_t i = 0; i < r->n_fields && !failed; i++) {
         const struct gw_field *f = &r->fields[i];
 
-        failed = (i > 0 && gw_buf_putc(out, ',') < 0) || json_string(out, f->name) < 0 ||
+        failed = (i > 0 && gw_buf_putc(out, ',') < 0) || gw_buf_json_string(out, f->name) < 0 ||
                  gw_buf_putc(out, ':') < 0 || json_value(out, &f->value) < 0;
     }
     if (failed || gw_buf_puts(out, "}}") < 0) {

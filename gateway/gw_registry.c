@@ -16,6 +16,7 @@
 
 #include "gw_buf.h"
 #include "gw_duration.h"
+#include "gw_json.h"
 #include "gw_map.h"
 
 #define CSV_HEADER "device_id,type,grid_id,lat,lon,label"
@@ -688,7 +689,7 @@ static int load_grids(struct gw_registry *reg, const char *path, char **ret_erro
     }
     /* len + 1 takes in the NUL read_file adds: cJSON's check for trailing
      * text wants to see it. */
-    root = cJSON_ParseWithLengthOpts(json, len + 1, &parse_end, true);
+    root = gw_json_parse(json, len + 1, &parse_end, true);
     if (!root) {
         if (!parse_end || parse_end < json || parse_end > json + len)
             set_error(ret_error, path, 0, "invalid JSON");

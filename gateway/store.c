@@ -3,12 +3,16 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
+#include "gw_buf.h"
+#include "gw_cases.h"
 #include "gw_log.h"
 
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
@@ -87,6 +91,35 @@ static const char *const migrations[] = {
     "  device_id    TEXT PRIMARY KEY,\n"
     "  last_seen_at INTEGER NOT NULL\n" /* gateway clock */
     ") STRICT, WITHOUT ROWID;\n",
+    /* 3: the full loop: optimistic locking (version), time limits passed
+     * (overdue, overdue_count), incidents, evaluation, returns, reports
+     * by people, the start of the clock and of the current state. Older
+     * rows start at version 1, in their state since their last update,
+     * their clock started at their dispatch. The indexes answer the API's
+     * pages, newest first, by each place, by state and by incident;
+     * cases_grid (grid_id, state) gives way to (grid_id, id). */
+    "ALTER TABLE cases ADD COLUMN version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1);\n"
+    "ALTER TABLE cases ADD COLUMN overdue INTEGER NOT NULL DEFAULT 0 CHECK (overdue IN (0, 1));\n"
+    "ALTER TABLE cases ADD COLUMN overdue_count INTEGER NOT NULL DEFAULT 0"
+    " CHECK (overdue_count >= 0);\n"
+    "ALTER TABLE cases ADD COLUMN incident_id INTEGER;\n"
+    "ALTER TABLE cases ADD COLUMN score INTEGER CHECK (score BETWEEN 1 AND 5);\n"
+    "ALTER TABLE cases ADD COLUMN return_count INTEGER NOT NULL DEFAULT 0"
+    " CHECK (return_count >= 0);\n"
+    "ALTER TABLE cases ADD COLUMN reporter TEXT;\n"
+    "ALTER TABLE cases ADD COLUMN reported_by TEXT;\n"
+    "ALTER TABLE cases ADD COLUMN lat REAL;\n"
+    "ALTER TABLE cases ADD COLUMN lon REAL;\n"
+    "ALTER TABLE cases ADD COLUMN first_dispatched_at INTEGER;\n"
+    "ALTER TABLE cases ADD COLUMN state_since INTEGER;\n"
+    "ALTER TABLE cases ADD COLUMN deferred_at INTEGER;\n"
+    "UPDATE cases SET state_since = updated_at, first_dispatched_at = dispatched_at;\n"
+    "DROP INDEX cases_grid;\n"
+    "CREATE INDEX cases_by_grid ON cases (grid_id, id);\n"
+    "CREATE INDEX cases_by_community ON cases (community_id, id);\n"
+    "CREATE INDEX cases_by_street ON cases (street_id, id);\n"
+    "CREATE INDEX cases_by_state ON cases (state, id);\n"
+    "CREATE INDEX cases_by_incident ON cases (incident_id) WHERE incident_id IS NOT NULL;\n",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
@@ -96,46 +129,84 @@ enum stmt_id {
     STMT_BEGIN,
     STMT_COMMIT,
     STMT_ROLLBACK,
+    STMT_SAVEPOINT,
+    STMT_RELEASE,
+    STMT_ROLLBACK_TO,
     STMT_FIND_OPEN,
+    STMT_GET,
+    STMT_GET_WITH_TRIGGER,
     STMT_INSERT,
-    STMT_REPEAT,
-    STMT_DISPATCH,
-    STMT_CLEARED,
+    STMT_UPDATE,
     STMT_HISTORY,
+    STMT_HISTORY_LIST,
+    STMT_LEAD,
+    STMT_DUE,
+    STMT_NEXT_DEADLINE,
     STMT_SEEN_PUT,
     STMT_SEEN_ALL,
     STMT_COUNT,
 };
 
-/* The column order read_case() expects; trigger_reading is left out (store.h). */
+/* The column order read_case() expects; trigger_reading is left out
+ * (store.h) but for STMT_GET_WITH_TRIGGER, which adds it last. */
 #define CASE_COLUMNS                                                                               \
     "id, rule, subject, category, severity, state, title, detail, grid_id, community_id, "         \
     "street_id, device_id, assignee_role, assignee, escalation, count, rework_count, "             \
     "first_seen_at, last_seen_at, opened_at, updated_at, dispatched_at, deadline_at, closed_at, "  \
-    "cleared_at, rule_file, rule_hash"
+    "cleared_at, rule_file, rule_hash, version, overdue, overdue_count, incident_id, score, "      \
+    "return_count, reporter, reported_by, lat, lon, first_dispatched_at, state_since, deferred_at"
+#define COL_TRIGGER 40
+
+/* What a case's creation fixes, then what may change (bind_mutable()'s
+ * order, shared by INSERT and UPDATE). */
+#define MUTABLE_SET                                                                                \
+    "category = ?, severity = ?, state = ?, title = ?, detail = ?, assignee_role = ?,"             \
+    " assignee = ?, escalation = ?, count = ?, rework_count = ?, first_seen_at = ?,"               \
+    " last_seen_at = ?, updated_at = ?, dispatched_at = ?, deadline_at = ?, closed_at = ?,"        \
+    " cleared_at = ?, version = ?, overdue = ?, overdue_count = ?, incident_id = ?, score = ?,"    \
+    " return_count = ?, first_dispatched_at = ?, state_since = ?, deferred_at = ?"
+#define MUTABLE_COLUMNS                                                                            \
+    "category, severity, state, title, detail, assignee_role, assignee, escalation, count,"        \
+    " rework_count, first_seen_at, last_seen_at, updated_at, dispatched_at, deadline_at,"          \
+    " closed_at, cleared_at, version, overdue, overdue_count, incident_id, score, return_count,"   \
+    " first_dispatched_at, state_since, deferred_at"
+#define FIXED_COLUMNS                                                                              \
+    "rule, subject, grid_id, community_id, street_id, device_id, opened_at, rule_file,"            \
+    " rule_hash, trigger_reading, reporter, reported_by, lat, lon"
+
+/* The condition of the partial indexes cases_one_open and cases_due: a
+ * query must repeat it word for word for the index to answer. */
+#define OPEN_STATE "state NOT IN ('closed', 'cancelled')"
 
 /* Parameters are plain '?' bound in order (struct binder). */
 static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
     [STMT_COMMIT] = "COMMIT",
     [STMT_ROLLBACK] = "ROLLBACK",
+    [STMT_SAVEPOINT] = "SAVEPOINT part",
+    [STMT_RELEASE] = "RELEASE part",
+    [STMT_ROLLBACK_TO] = "ROLLBACK TO part",
     /* Same condition as cases_one_open, so that index answers. */
     [STMT_FIND_OPEN] = "SELECT " CASE_COLUMNS " FROM cases"
-                       " WHERE rule = ? AND subject = ? AND state NOT IN ('closed', 'cancelled')",
+                       " WHERE rule = ? AND subject = ? AND " OPEN_STATE,
+    [STMT_GET] = "SELECT " CASE_COLUMNS " FROM cases WHERE id = ?",
+    [STMT_GET_WITH_TRIGGER] = "SELECT " CASE_COLUMNS ", trigger_reading FROM cases WHERE id = ?",
     [STMT_INSERT] =
-        "INSERT INTO cases (rule, subject, category, severity, state, title, detail,"
-        " grid_id, community_id, street_id, device_id, assignee_role, assignee,"
-        " escalation, count, rework_count, first_seen_at, last_seen_at, opened_at,"
-        " updated_at, dispatched_at, deadline_at, closed_at, cleared_at, rule_file, rule_hash,"
-        " trigger_reading)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    [STMT_REPEAT] = "UPDATE cases SET count = count + 1, last_seen_at = ?, severity = ?,"
-                    " cleared_at = NULL, updated_at = ? WHERE id = ?",
-    [STMT_DISPATCH] = "UPDATE cases SET state = 'dispatched', assignee_role = ?, assignee = ?,"
-                      " dispatched_at = ?, deadline_at = ?, updated_at = ? WHERE id = ?",
-    [STMT_CLEARED] = "UPDATE cases SET cleared_at = ?, updated_at = ? WHERE id = ?",
+        "INSERT INTO cases (" FIXED_COLUMNS ", " MUTABLE_COLUMNS ") VALUES"
+        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [STMT_UPDATE] = "UPDATE cases SET " MUTABLE_SET " WHERE id = ?",
     [STMT_HISTORY] = "INSERT INTO case_history (case_id, at, actor, from_state, to_state, note,"
                      " rule_hash, trigger_reading) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    [STMT_HISTORY_LIST] = "SELECT case_id, at, actor, from_state, to_state, note, rule_hash,"
+                          " trigger_reading FROM case_history WHERE case_id = ? ORDER BY id",
+    /* A grid holds few cases: its index, newest first, stops at the first. */
+    [STMT_LEAD] = "SELECT id FROM cases WHERE grid_id = ? AND category = ? AND incident_id = id"
+                  " AND opened_at >= ? AND " OPEN_STATE " ORDER BY id DESC LIMIT 1",
+    [STMT_DUE] = "SELECT id FROM cases WHERE deadline_at IS NOT NULL AND " OPEN_STATE
+                 " AND deadline_at <= ? ORDER BY deadline_at LIMIT ?",
+    [STMT_NEXT_DEADLINE] = "SELECT min(deadline_at) FROM cases"
+                           " WHERE deadline_at IS NOT NULL AND " OPEN_STATE,
     /* Never moves a time back: two savers, or a clock stepped back. */
     [STMT_SEEN_PUT] = "INSERT INTO device_seen (device_id, last_seen_at) VALUES (?, ?)"
                       " ON CONFLICT (device_id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
@@ -146,6 +217,7 @@ static const char *const stmt_sql[STMT_COUNT] = {
 struct store {
     sqlite3 *db;
     char *path;
+    bool read_only;
     sqlite3_stmt *stmts[STMT_COUNT];
     struct gw_log_limit log_limit; /* a failing disk fails every reading */
 };
@@ -355,43 +427,50 @@ static int column_enum(struct store *s, sqlite3_stmt *stmt, int col, int (*parse
     return 0;
 }
 
-static int read_case(struct store *s, sqlite3_stmt *stmt, struct store_case *ret_case)
+static double column_double(sqlite3_stmt *stmt, int col)
+{
+    return sqlite3_column_double(stmt, col);
+}
+
+/* The text columns of a case, by column index, in the order of
+ * CASE_COLUMNS. */
+static int read_case_strings(sqlite3_stmt *stmt, struct store_case *c, bool with_trigger)
+{
+    const struct {
+        int col;
+        char **field;
+    } texts[] = {
+        { 1, &c->rule },         { 2, &c->subject },      { 3, &c->category },
+        { 6, &c->title },        { 7, &c->detail },       { 8, &c->grid_id },
+        { 9, &c->community_id }, { 10, &c->street_id },   { 11, &c->device_id },
+        { 13, &c->assignee },    { 25, &c->rule_file },   { 26, &c->rule_hash },
+        { 33, &c->reporter },    { 34, &c->reported_by },
+    };
+    int r = 0;
+
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]) && r == 0; i++)
+        r = column_dup(stmt, texts[i].col, texts[i].field);
+    if (r == 0 && with_trigger)
+        r = column_dup(stmt, COL_TRIGGER, &c->trigger);
+    return r;
+}
+
+static int read_case(struct store *s, sqlite3_stmt *stmt, bool with_trigger,
+                     struct store_case *ret_case)
 {
     struct store_case c = { 0 };
     int severity = 0, state = 0, role = 0;
     int r;
 
     c.id = sqlite3_column_int64(stmt, 0);
-    r = column_dup(stmt, 1, &c.rule);
-    if (r >= 0)
-        r = column_dup(stmt, 2, &c.subject);
-    if (r >= 0)
-        r = column_dup(stmt, 3, &c.category);
+    r = read_case_strings(stmt, &c, with_trigger);
     if (r >= 0)
         r = column_enum(s, stmt, 4, gw_severity_parse, &severity);
     if (r >= 0)
         r = column_enum(s, stmt, 5, gw_case_state_parse, &state);
-    if (r >= 0)
-        r = column_dup(stmt, 6, &c.title);
-    if (r >= 0)
-        r = column_dup(stmt, 7, &c.detail);
-    if (r >= 0)
-        r = column_dup(stmt, 8, &c.grid_id);
-    if (r >= 0)
-        r = column_dup(stmt, 9, &c.community_id);
-    if (r >= 0)
-        r = column_dup(stmt, 10, &c.street_id);
-    if (r >= 0)
-        r = column_dup(stmt, 11, &c.device_id);
     c.has_assignee_role = sqlite3_column_type(stmt, 12) != SQLITE_NULL;
     if (r >= 0 && c.has_assignee_role)
         r = column_enum(s, stmt, 12, gw_role_parse, &role);
-    if (r >= 0)
-        r = column_dup(stmt, 13, &c.assignee);
-    if (r >= 0)
-        r = column_dup(stmt, 25, &c.rule_file);
-    if (r >= 0)
-        r = column_dup(stmt, 26, &c.rule_hash);
     if (r < 0) {
         store_case_free_contents(&c);
         return r;
@@ -410,28 +489,65 @@ static int read_case(struct store *s, sqlite3_stmt *stmt, struct store_case *ret
     c.deadline_at = column_time(stmt, 22);
     c.closed_at = column_time(stmt, 23);
     c.cleared_at = column_time(stmt, 24);
+    c.version = sqlite3_column_int64(stmt, 27);
+    c.overdue = sqlite3_column_int(stmt, 28) != 0;
+    c.overdue_count = sqlite3_column_int64(stmt, 29);
+    c.incident_id = column_time(stmt, 30);
+    c.score = sqlite3_column_int(stmt, 31);
+    c.return_count = sqlite3_column_int64(stmt, 32);
+    c.has_location = sqlite3_column_type(stmt, 35) != SQLITE_NULL;
+    c.lat = c.has_location ? column_double(stmt, 35) : 0;
+    c.lon = c.has_location ? column_double(stmt, 36) : 0;
+    c.first_dispatched_at = column_time(stmt, 37);
+    c.state_since = column_time(stmt, 38);
+    c.deferred_at = column_time(stmt, 39);
     *ret_case = c;
     return 0;
 }
 
+#define N_CASE_STRINGS 15
+
+/* Every string field of a case, for copying and freeing alike. */
+static void case_strings(struct store_case *c, char **ret[N_CASE_STRINGS])
+{
+    char **fields[N_CASE_STRINGS] = {
+        &c->rule,      &c->subject,      &c->category,  &c->title,     &c->detail,
+        &c->grid_id,   &c->community_id, &c->street_id, &c->device_id, &c->assignee,
+        &c->rule_file, &c->rule_hash,    &c->trigger,   &c->reporter,  &c->reported_by,
+    };
+
+    memcpy(ret, fields, sizeof(fields));
+}
+
 void store_case_free_contents(struct store_case *c)
 {
+    char **fields[N_CASE_STRINGS];
+
     if (!c)
         return;
-    free(c->rule);
-    free(c->subject);
-    free(c->category);
-    free(c->title);
-    free(c->detail);
-    free(c->grid_id);
-    free(c->community_id);
-    free(c->street_id);
-    free(c->device_id);
-    free(c->assignee);
-    free(c->rule_file);
-    free(c->rule_hash);
-    free(c->trigger);
+    case_strings(c, fields);
+    for (int i = 0; i < N_CASE_STRINGS; i++)
+        free(*fields[i]);
     *c = (struct store_case){ 0 };
+}
+
+int store_case_copy(struct store_case *dst, const struct store_case *src)
+{
+    struct store_case copy = *src, from = *src; /* from: src's pointers, to read */
+    char **to_fields[N_CASE_STRINGS], **from_fields[N_CASE_STRINGS];
+
+    case_strings(&copy, to_fields);
+    case_strings(&from, from_fields);
+    for (int i = 0; i < N_CASE_STRINGS; i++)
+        *to_fields[i] = NULL;
+    for (int i = 0; i < N_CASE_STRINGS; i++) {
+        if (*from_fields[i] && !(*to_fields[i] = strdup(*from_fields[i]))) {
+            store_case_free_contents(&copy);
+            return -ENOMEM;
+        }
+    }
+    *dst = copy;
+    return 0;
 }
 
 /* ---- opening and migrating ---- */
@@ -511,6 +627,9 @@ static int configure(struct store *s, int busy_timeout_ms, char **error)
     int r;
 
     sqlite3_busy_timeout(s->db, busy_timeout_ms > 0 ? busy_timeout_ms : DEFAULT_BUSY_TIMEOUT_MS);
+    /* A reader takes the file as its writer made it. */
+    if (s->read_only)
+        return 0;
     r = pragma_text(s, "PRAGMA journal_mode = WAL", mode, sizeof(mode), error);
     if (r < 0)
         return r;
@@ -535,6 +654,24 @@ static int configure(struct store *s, int busy_timeout_ms, char **error)
 /* Brings the schema to STORE_SCHEMA_VERSION. BEGIN IMMEDIATE serialises
  * two gateways (or workers) opening a new file at once: the second one
  * reads the version only after the first has committed. */
+/* A reader cannot migrate: it needs the file at this build's version. */
+static int check_version(struct store *s, char **error)
+{
+    int version = 0;
+    int r = pragma_int(s, "PRAGMA user_version", &version, error);
+
+    if (r < 0)
+        return r;
+    if (version != STORE_SCHEMA_VERSION) {
+        set_error(error,
+                  "%s: schema version %d, this gridgate reads %d (a writer opening it first "
+                  "migrates it)",
+                  s->path, version, STORE_SCHEMA_VERSION);
+        return -EPROTONOSUPPORT;
+    }
+    return 0;
+}
+
 static int migrate(struct store *s, char **error)
 {
     char sql[64];
@@ -627,11 +764,21 @@ struct store *store_open(const struct store_options *options, char **ret_error)
         goto fail;
     }
     s->log_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(1.0, 10.0);
+    s->read_only = options->read_only;
+    /* SQLite would create an empty file that no writer has given a schema. */
+    if (s->read_only && access(s->path, F_OK) != 0) {
+        set_error(&error,
+                  "%s: no case store there yet (a reader opens only what the gateway "
+                  "created): %s",
+                  s->path, strerror(errno));
+        goto fail;
+    }
     /* NOMUTEX: one thread at a time per store (see store.h). */
-    rc = sqlite3_open_v2(s->path, &s->db,
-                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
-                             SQLITE_OPEN_EXRESCODE,
-                         NULL);
+    rc = sqlite3_open_v2(
+        s->path, &s->db,
+        (s->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+            SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
+        NULL);
     if (rc != SQLITE_OK) {
         if (s->db)
             set_sqlite_error(&error, s, "cannot open");
@@ -639,7 +786,8 @@ struct store *store_open(const struct store_options *options, char **ret_error)
             set_error(&error, "%s: cannot open: %s", s->path, sqlite3_errstr(rc));
         goto fail;
     }
-    if (configure(s, options->busy_timeout_ms, &error) < 0 || migrate(s, &error) < 0 ||
+    if (configure(s, options->busy_timeout_ms, &error) < 0 ||
+        (s->read_only ? check_version(s, &error) : migrate(s, &error)) < 0 ||
         prepare(s, &error) < 0)
         goto fail;
     return s;
@@ -653,7 +801,7 @@ fail:
     return NULL;
 }
 
-void store_close(struct store *store) { destroy(store, true); }
+void store_close(struct store *store) { destroy(store, store && !store->read_only); }
 
 int store_schema_version(struct store *store)
 {
@@ -669,7 +817,7 @@ int store_schema_version(struct store *store)
     return version;
 }
 
-/* ---- the hot path ---- */
+/* ---- transactions ---- */
 
 int store_begin(struct store *store)
 {
@@ -689,25 +837,47 @@ void store_rollback(struct store *store)
         (void)run(store, store->stmts[STMT_ROLLBACK], SQLITE_OK, "rollback");
 }
 
-int store_case_find_open(struct store *store, const char *rule, const char *subject,
-                         struct store_case *ret_case)
-{
-    sqlite3_stmt *stmt = store->stmts[STMT_FIND_OPEN];
-    struct binder b = { stmt, 0, SQLITE_OK };
-    struct store_case c;
-    int rc, r;
+bool store_in_transaction(struct store *store) { return !sqlite3_get_autocommit(store->db); }
 
-    bind_text(&b, rule);
-    bind_text(&b, subject);
-    rc = b.rc == SQLITE_OK ? sqlite3_step(stmt) : b.rc;
+int store_part_begin(struct store *store)
+{
+    return run(store, store->stmts[STMT_SAVEPOINT], SQLITE_OK, "savepoint");
+}
+
+int store_part_commit(struct store *store)
+{
+    return run(store, store->stmts[STMT_RELEASE], SQLITE_OK, "release savepoint");
+}
+
+void store_part_rollback(struct store *store)
+{
+    /* Rolling back to a savepoint keeps it open: release it too. When a
+     * failure already ended the whole transaction there is none left, and
+     * the caller learns it from store_in_transaction. */
+    if (!sqlite3_get_autocommit(store->db) &&
+        run(store, store->stmts[STMT_ROLLBACK_TO], SQLITE_OK, "rollback to savepoint") == 0)
+        (void)run(store, store->stmts[STMT_RELEASE], SQLITE_OK, "release savepoint");
+}
+
+/* ---- cases ---- */
+
+/* Steps a statement that answers at most one case. Returns 1 and fills
+ * *ret_case, 0 when none, or a negative errno; resets the statement. */
+static int step_case(struct store *s, sqlite3_stmt *stmt, int bind_rc, bool with_trigger,
+                     struct store_case *ret_case, const char *what)
+{
+    struct store_case c;
+    int rc = bind_rc == SQLITE_OK ? sqlite3_step(stmt) : bind_rc;
+    int r;
+
     if (rc == SQLITE_ROW) {
-        r = read_case(store, stmt, &c);
+        r = read_case(s, stmt, with_trigger, &c);
         if (r == 0)
             r = 1;
     } else if (rc == SQLITE_DONE) {
         r = 0;
     } else {
-        r = fail(store, rc, "find open case");
+        r = fail(s, rc, what);
     }
     release(stmt);
     if (r == 1)
@@ -715,79 +885,98 @@ int store_case_find_open(struct store *store, const char *rule, const char *subj
     return r;
 }
 
+int store_case_find_open(struct store *store, const char *rule, const char *subject,
+                         struct store_case *ret_case)
+{
+    struct binder b = { store->stmts[STMT_FIND_OPEN], 0, SQLITE_OK };
+
+    bind_text(&b, rule);
+    bind_text(&b, subject);
+    return step_case(store, b.stmt, b.rc, false, ret_case, "find open case");
+}
+
+int store_case_get(struct store *store, int64_t id, bool with_trigger, struct store_case *ret_case)
+{
+    struct binder b = { store->stmts[with_trigger ? STMT_GET_WITH_TRIGGER : STMT_GET], 0,
+                        SQLITE_OK };
+
+    bind_int64(&b, id);
+    return step_case(store, b.stmt, b.rc, with_trigger, ret_case, "get case");
+}
+
+static void bind_double_or_null(struct binder *b, bool has, double v)
+{
+    b->index++;
+    if (b->rc == SQLITE_OK)
+        b->rc =
+            has ? sqlite3_bind_double(b->stmt, b->index, v) : sqlite3_bind_null(b->stmt, b->index);
+}
+
+/* In MUTABLE_COLUMNS' order. */
+static void bind_mutable(struct binder *b, const struct store_case *c)
+{
+    bind_text(b, c->category);
+    bind_text(b, gw_severity_name(c->severity));
+    bind_text(b, gw_case_state_name(c->state));
+    bind_text(b, c->title);
+    bind_text(b, c->detail);
+    bind_text(b, c->has_assignee_role ? gw_role_name(c->assignee_role) : NULL);
+    bind_text(b, c->assignee);
+    bind_int64(b, c->escalation);
+    bind_int64(b, c->count);
+    bind_int64(b, c->rework_count);
+    bind_time(b, c->first_seen_at);
+    bind_time(b, c->last_seen_at);
+    bind_time(b, c->updated_at);
+    bind_time(b, c->dispatched_at);
+    bind_time(b, c->deadline_at);
+    bind_time(b, c->closed_at);
+    bind_time(b, c->cleared_at);
+    bind_int64(b, c->version);
+    bind_int64(b, c->overdue ? 1 : 0);
+    bind_int64(b, c->overdue_count);
+    bind_time(b, c->incident_id);
+    bind_time(b, c->score);
+    bind_int64(b, c->return_count);
+    bind_time(b, c->first_dispatched_at);
+    bind_time(b, c->state_since);
+    bind_time(b, c->deferred_at);
+}
+
 int store_case_insert(struct store *store, const struct store_case *c, int64_t *ret_id)
 {
-    sqlite3_stmt *stmt = store->stmts[STMT_INSERT];
-    struct binder b = { stmt, 0, SQLITE_OK };
+    struct binder b = { store->stmts[STMT_INSERT], 0, SQLITE_OK };
     int r;
 
+    /* FIXED_COLUMNS, then the rest. */
     bind_text(&b, c->rule);
     bind_text(&b, c->subject);
-    bind_text(&b, c->category);
-    bind_text(&b, gw_severity_name(c->severity));
-    bind_text(&b, gw_case_state_name(c->state));
-    bind_text(&b, c->title);
-    bind_text(&b, c->detail);
     bind_text(&b, c->grid_id);
     bind_text(&b, c->community_id);
     bind_text(&b, c->street_id);
     bind_text(&b, c->device_id);
-    bind_text(&b, c->has_assignee_role ? gw_role_name(c->assignee_role) : NULL);
-    bind_text(&b, c->assignee);
-    bind_int64(&b, c->escalation);
-    bind_int64(&b, c->count);
-    bind_int64(&b, c->rework_count);
-    bind_time(&b, c->first_seen_at);
-    bind_time(&b, c->last_seen_at);
     bind_time(&b, c->opened_at);
-    bind_time(&b, c->updated_at);
-    bind_time(&b, c->dispatched_at);
-    bind_time(&b, c->deadline_at);
-    bind_time(&b, c->closed_at);
-    bind_time(&b, c->cleared_at);
     bind_text(&b, c->rule_file);
     bind_text(&b, c->rule_hash);
     bind_text(&b, c->trigger);
-    r = run(store, stmt, b.rc, "insert case");
+    bind_text(&b, c->reporter);
+    bind_text(&b, c->reported_by);
+    bind_double_or_null(&b, c->has_location, c->lat);
+    bind_double_or_null(&b, c->has_location, c->lon);
+    bind_mutable(&b, c);
+    r = run(store, b.stmt, b.rc, "insert case");
     if (r == 0)
         *ret_id = sqlite3_last_insert_rowid(store->db);
     return r;
 }
 
-int store_case_record_repeat(struct store *store, int64_t id, int64_t last_seen_at,
-                             enum gw_severity severity, int64_t at)
+int store_case_update(struct store *store, const struct store_case *c)
 {
-    struct binder b = { store->stmts[STMT_REPEAT], 0, SQLITE_OK };
+    struct binder b = { store->stmts[STMT_UPDATE], 0, SQLITE_OK };
 
-    bind_time(&b, last_seen_at);
-    bind_text(&b, gw_severity_name(severity));
-    bind_time(&b, at);
-    bind_int64(&b, id);
+    bind_mutable(&b, c);
+    bind_int64(&b, c->id);
     return run_update(store, b.stmt, b.rc, "update case");
-}
-
-int store_case_dispatch(struct store *store, int64_t id, enum gw_role role, const char *assignee,
-                        int64_t deadline_at, int64_t at)
-{
-    struct binder b = { store->stmts[STMT_DISPATCH], 0, SQLITE_OK };
-
-    bind_text(&b, gw_role_name(role));
-    bind_text(&b, assignee);
-    bind_time(&b, at);
-    bind_time(&b, deadline_at);
-    bind_time(&b, at);
-    bind_int64(&b, id);
-    return run_update(store, b.stmt, b.rc, "dispatch case");
-}
-
-int store_case_mark_cleared(struct store *store, int64_t id, int64_t at)
-{
-    struct binder b = { store->stmts[STMT_CLEARED], 0, SQLITE_OK };
-
-    bind_time(&b, at);
-    bind_time(&b, at);
-    bind_int64(&b, id);
-    return run_update(store, b.stmt, b.rc, "mark case cleared");
 }
 
 int store_history_append(struct store *store, const struct store_history *h)
@@ -803,6 +992,57 @@ int store_history_append(struct store *store, const struct store_history *h)
     bind_text(&b, h->rule_hash);
     bind_text(&b, h->trigger);
     return run(store, b.stmt, b.rc, "append history");
+}
+
+/* Steps a statement that answers one integer (NULL: 0). */
+static int64_t step_int(struct store *s, sqlite3_stmt *stmt, int bind_rc, const char *what)
+{
+    int rc = bind_rc == SQLITE_OK ? sqlite3_step(stmt) : bind_rc;
+    int64_t v;
+
+    if (rc == SQLITE_ROW)
+        v = column_time(stmt, 0);
+    else if (rc == SQLITE_DONE)
+        v = 0;
+    else
+        v = fail(s, rc, what);
+    release(stmt);
+    return v;
+}
+
+int64_t store_incident_lead(struct store *store, const char *grid_id, const char *category,
+                            int64_t since)
+{
+    struct binder b = { store->stmts[STMT_LEAD], 0, SQLITE_OK };
+
+    bind_text(&b, grid_id);
+    bind_text(&b, category);
+    bind_int64(&b, since);
+    return step_int(store, b.stmt, b.rc, "find incident lead");
+}
+
+int store_cases_due(struct store *store, int64_t now, int64_t *ret_ids, int max)
+{
+    struct binder b = { store->stmts[STMT_DUE], 0, SQLITE_OK };
+    int rc, n = 0;
+
+    bind_int64(&b, now);
+    bind_int64(&b, max);
+    rc = b.rc;
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+        rc = sqlite3_step(b.stmt);
+        if (rc == SQLITE_ROW && n < max)
+            ret_ids[n++] = sqlite3_column_int64(b.stmt, 0);
+    }
+    if (rc != SQLITE_DONE)
+        n = fail(store, rc, "find cases due");
+    release(b.stmt);
+    return n;
+}
+
+int64_t store_next_deadline(struct store *store)
+{
+    return step_int(store, store->stmts[STMT_NEXT_DEADLINE], SQLITE_OK, "next deadline");
 }
 
 /* ---- devices' last-seen times ---- */
@@ -836,4 +1076,497 @@ int store_seen_each(struct store *store, store_seen_fn fn, void *userdata)
         r = fail(store, rc, "load last seen");
     release(stmt);
     return r;
+}
+
+/* ---- reads built per call ---- */
+
+#define MAX_PARAMS 16
+
+/* An SQL text and its '?' parameters, text or integer, in order. */
+struct sql {
+    struct gw_buf text;
+    int n;
+    struct {
+        const char *text; /* NULL: the integer */
+        int64_t i;
+    } params[MAX_PARAMS];
+    int r; /* the first failure: -ENOMEM */
+};
+
+static void sql_add(struct sql *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sql_add(struct sql *q, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (q->r < 0)
+        return;
+    va_start(ap, fmt);
+    if (gw_buf_vprintf(&q->text, fmt, ap) < 0)
+        q->r = -ENOMEM;
+    va_end(ap);
+}
+
+/* Appends " AND cond" whose one '?' takes text. */
+static void sql_text(struct sql *q, const char *cond, const char *v)
+{
+    if (q->n == MAX_PARAMS) {
+        q->r = -E2BIG; /* cannot happen: no query has that many */
+        return;
+    }
+    sql_add(q, " AND %s", cond);
+    q->params[q->n].text = v;
+    q->params[q->n++].i = 0;
+}
+
+static void sql_int(struct sql *q, const char *cond, int64_t v)
+{
+    if (q->n == MAX_PARAMS) {
+        q->r = -E2BIG;
+        return;
+    }
+    sql_add(q, " AND %s", cond);
+    q->params[q->n].text = NULL;
+    q->params[q->n++].i = v;
+}
+
+/* Prepares q (not cached: reads are not the hot path) and binds it. */
+static int sql_prepare(struct store *s, struct sql *q, sqlite3_stmt **ret_stmt)
+{
+    sqlite3_stmt *stmt = NULL;
+    struct binder b;
+    int rc;
+
+    if (q->r < 0)
+        return q->r;
+    rc = sqlite3_prepare_v2(s->db, q->text.data, -1, &stmt, NULL);
+    if (rc != SQLITE_OK)
+        return fail(s, rc, "prepare a read");
+    b = (struct binder){ stmt, 0, SQLITE_OK };
+    for (int i = 0; i < q->n; i++) {
+        if (q->params[i].text)
+            bind_text(&b, q->params[i].text);
+        else
+            bind_int64(&b, q->params[i].i);
+    }
+    if (b.rc != SQLITE_OK) {
+        rc = fail(s, b.rc, "bind a read");
+        sqlite3_finalize(stmt);
+        return rc;
+    }
+    *ret_stmt = stmt;
+    return 0;
+}
+
+/* The scope's one condition, answered by that place's index. */
+static void sql_scope(struct sql *q, const struct store_place *scope)
+{
+    if (scope->grid_id)
+        sql_text(q, "grid_id = ?", scope->grid_id);
+    else if (scope->community_id)
+        sql_text(q, "community_id = ?", scope->community_id);
+    else if (scope->street_id)
+        sql_text(q, "street_id = ?", scope->street_id);
+}
+
+/* The place conditions of a list at one level (the scope's value, the
+ * filter's). Only the narrowest level may use its index, and once: a
+ * unary + keeps SQLite from picking a wider place's index (a street's
+ * thousands of cases) over the grid's. */
+static void sql_place(struct sql *q, const char *column, const char *scope_v, const char *filter_v,
+                      const char *indexed)
+{
+    const char *values[2] = { scope_v, filter_v };
+    bool use_index = strcmp(column, indexed) == 0;
+    char cond[48];
+
+    for (int i = 0; i < 2; i++) {
+        if (!values[i])
+            continue;
+        snprintf(cond, sizeof(cond), "%s%s = ?", use_index ? "" : "+", column);
+        use_index = false;
+        sql_text(q, cond, values[i]);
+    }
+}
+
+static const char *first_of(const char *a, const char *b) { return a ? a : b; }
+
+/* Which index answers the list: the incident's, else the narrowest place
+ * given, else the state's; "" for none (newest first by id). */
+static const char *list_index(const struct store_query *q)
+{
+    if (q->incident_id > 0)
+        return "incident_id";
+    if (first_of(q->scope.grid_id, q->grid_id))
+        return "grid_id";
+    if (first_of(q->scope.community_id, q->community_id))
+        return "community_id";
+    if (first_of(q->scope.street_id, q->street_id))
+        return "street_id";
+    return q->has_state ? "state" : "";
+}
+
+static void build_list(struct sql *sql, const struct store_query *q)
+{
+    const char *indexed = list_index(q);
+
+    sql_add(sql, "SELECT " CASE_COLUMNS " FROM cases WHERE 1");
+    if (q->incident_id > 0)
+        sql_int(sql, "incident_id = ?", q->incident_id);
+    sql_place(sql, "grid_id", q->scope.grid_id, q->grid_id, indexed);
+    sql_place(sql, "community_id", q->scope.community_id, q->community_id, indexed);
+    sql_place(sql, "street_id", q->scope.street_id, q->street_id, indexed);
+    if (q->has_state)
+        sql_text(sql, strcmp(indexed, "state") == 0 ? "state = ?" : "+state = ?",
+                 gw_case_state_name(q->state));
+    if (q->has_severity)
+        sql_text(sql, "+severity = ?", gw_severity_name(q->severity));
+    if (q->category)
+        sql_text(sql, "+category = ?", q->category);
+    if (q->overdue >= 0)
+        sql_int(sql, "+overdue = ?", q->overdue ? 1 : 0);
+    if (q->before_id > 0)
+        sql_int(sql, "id < ?", q->before_id);
+    sql_add(sql, " ORDER BY id DESC LIMIT %d", q->limit > 0 ? q->limit : 1);
+}
+
+int store_case_list(struct store *store, const struct store_query *q, struct store_case **ret_cases)
+{
+    struct sql sql = { .text = GW_BUF_INIT };
+    sqlite3_stmt *stmt = NULL;
+    struct store_case *rows = NULL;
+    int n = 0, rc, r;
+
+    build_list(&sql, q);
+    r = sql_prepare(store, &sql, &stmt);
+    if (r < 0)
+        goto out;
+    /* LIMIT bounds the rows: one allocation. */
+    rows = calloc(q->limit > 0 ? (size_t)q->limit : 1, sizeof(*rows));
+    if (!rows) {
+        r = -ENOMEM;
+        goto out;
+    }
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && n < q->limit) {
+        r = read_case(store, stmt, false, &rows[n]);
+        if (r < 0)
+            goto out;
+        n++;
+    }
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        r = fail(store, rc, "list cases");
+out:
+    sqlite3_finalize(stmt);
+    gw_buf_free(&sql.text);
+    if (r < 0) {
+        for (int i = 0; i < n; i++)
+            store_case_free_contents(&rows[i]);
+        free(rows);
+        return r;
+    }
+    *ret_cases = rows;
+    return n;
+}
+
+static int read_history(struct store *s, sqlite3_stmt *stmt, struct store_history *h)
+{
+    char *texts[4] = { NULL, NULL, NULL, NULL }; /* actor, note, rule_hash, trigger */
+    const int cols[4] = { 2, 5, 6, 7 };
+    int from = 0, to = 0;
+    int r = 0;
+
+    for (int i = 0; i < 4 && r == 0; i++)
+        r = column_dup(stmt, cols[i], &texts[i]);
+    h->has_from = sqlite3_column_type(stmt, 3) != SQLITE_NULL;
+    if (r == 0 && h->has_from)
+        r = column_enum(s, stmt, 3, gw_case_state_parse, &from);
+    if (r == 0)
+        r = column_enum(s, stmt, 4, gw_case_state_parse, &to);
+    if (r < 0) {
+        for (int i = 0; i < 4; i++)
+            free(texts[i]);
+        return r;
+    }
+    h->case_id = sqlite3_column_int64(stmt, 0);
+    h->at = column_time(stmt, 1);
+    h->from_state = (enum gw_case_state)from;
+    h->to_state = (enum gw_case_state)to;
+    h->actor = texts[0];
+    h->note = texts[1];
+    h->rule_hash = texts[2];
+    h->trigger = texts[3];
+    return 0;
+}
+
+int store_history_list(struct store *store, int64_t case_id, struct store_history **ret_rows,
+                       size_t *ret_n)
+{
+    struct binder b = { store->stmts[STMT_HISTORY_LIST], 0, SQLITE_OK };
+    struct store_history *rows = NULL;
+    size_t n = 0, cap = 0;
+    int rc, r = 0;
+
+    bind_int64(&b, case_id);
+    rc = b.rc;
+    while (r == 0 && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
+        rc = sqlite3_step(b.stmt);
+        if (rc != SQLITE_ROW)
+            break;
+        if (n == cap) {
+            size_t new_cap = cap ? cap * 2 : 8;
+            struct store_history *grown = realloc(rows, new_cap * sizeof(*rows));
+
+            if (!grown) {
+                r = -ENOMEM;
+                break;
+            }
+            rows = grown;
+            cap = new_cap;
+        }
+        r = read_history(store, b.stmt, &rows[n]);
+        if (r == 0)
+            n++;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = fail(store, rc, "read history");
+    release(b.stmt);
+    if (r < 0) {
+        store_history_free(rows, n);
+        return r;
+    }
+    *ret_rows = rows;
+    *ret_n = n;
+    return 0;
+}
+
+void store_history_free(struct store_history *rows, size_t n)
+{
+    if (!rows)
+        return;
+    /* The store made these strings: they are the rows' own. */
+    for (size_t i = 0; i < n; i++) {
+        free((char *)rows[i].actor);
+        free((char *)rows[i].note);
+        free((char *)rows[i].rule_hash);
+        free((char *)rows[i].trigger);
+    }
+    free(rows);
+}
+
+int store_count_by_state(struct store *store, const struct store_place *scope,
+                         int64_t ret_counts[GW_CASE_STATE_COUNT], int64_t *ret_overdue)
+{
+    struct sql sql = { .text = GW_BUF_INIT };
+    int64_t counts[GW_CASE_STATE_COUNT] = { 0 };
+    int64_t overdue = 0;
+    sqlite3_stmt *stmt = NULL;
+    int rc, r;
+
+    sql_add(&sql, "SELECT state, count(*), sum(overdue AND state NOT IN"
+                  " ('closed', 'cancelled', 'deferred')) FROM cases WHERE 1");
+    sql_scope(&sql, scope);
+    sql_add(&sql, " GROUP BY state");
+    r = sql_prepare(store, &sql, &stmt);
+    while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        int state;
+
+        r = column_enum(store, stmt, 0, gw_case_state_parse, &state);
+        if (r < 0)
+            break;
+        counts[state] = sqlite3_column_int64(stmt, 1);
+        overdue += sqlite3_column_int64(stmt, 2);
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = fail(store, rc, "count cases");
+    sqlite3_finalize(stmt);
+    gw_buf_free(&sql.text);
+    if (r < 0)
+        return r;
+    memcpy(ret_counts, counts, sizeof(counts));
+    *ret_overdue = overdue;
+    return 0;
+}
+
+/* ---- figures (docs/api.md, GET /stats) ---- */
+
+/* Per case: whether its clock started in the period (fd) and what it
+ * counts for. The period's bounds are parameters 1 and 2 of the query,
+ * numbered so they can repeat. */
+#define FIGURE_COLUMNS                                                                             \
+    "sum(opened_at >= ?1 AND opened_at < ?2),"                                                     \
+    " sum(fd), sum(fd AND state = 'deferred'),"                                                    \
+    " sum(fd AND state = 'closed' AND closed_at < ?2),"                                            \
+    " sum(fd AND state = 'closed' AND closed_at < ?2 AND overdue_count = 0),"                      \
+    " sum(fd AND urgent), sum(fd AND urgent AND state = 'deferred'),"                              \
+    " sum(fd AND urgent AND state = 'closed' AND closed_at < ?2),"                                 \
+    " sum(fd AND urgent AND state = 'closed' AND closed_at < ?2 AND overdue_count = 0),"           \
+    " sum(fd AND rework_count >= 1),"                                                              \
+    " sum(overdue AND state NOT IN ('closed', 'cancelled', 'deferred'))"
+
+/* FIGURE_COLUMNS' order. */
+static const size_t figure_fields[] = {
+    offsetof(struct gw_case_figures, opened),
+    offsetof(struct gw_case_figures, dispatched),
+    offsetof(struct gw_case_figures, deferred),
+    offsetof(struct gw_case_figures, closed),
+    offsetof(struct gw_case_figures, closed_on_time),
+    offsetof(struct gw_case_figures, urgent_due),
+    offsetof(struct gw_case_figures, urgent_deferred),
+    offsetof(struct gw_case_figures, urgent_closed),
+    offsetof(struct gw_case_figures, urgent_closed_on_time),
+    offsetof(struct gw_case_figures, reworked),
+    offsetof(struct gw_case_figures, overdue_now),
+};
+
+/* The period [from, to) as parameters ?1 and ?2, so a query may repeat
+ * them; plain '?' after them number on from 3. */
+static void sql_period(struct sql *q, int64_t from, int64_t to)
+{
+    q->params[0].text = NULL;
+    q->params[0].i = from;
+    q->params[1].text = NULL;
+    q->params[1].i = to;
+    q->n = 2;
+}
+
+/* A new row of figures, zero but for the steps (none ended: negative). */
+static struct gw_case_figures *figures_add(struct gw_case_figures **rows, int *n, int *cap)
+{
+    struct gw_case_figures *f;
+
+    if (*n == *cap) {
+        int new_cap = *cap ? *cap * 2 : 8;
+        struct gw_case_figures *grown = realloc(*rows, (size_t)new_cap * sizeof(**rows));
+
+        if (!grown)
+            return NULL;
+        *rows = grown;
+        *cap = new_cap;
+    }
+    f = &(*rows)[(*n)++];
+    *f = (struct gw_case_figures){ 0 };
+    for (int i = 0; i < GW_CASE_STATE_COUNT; i++)
+        f->mean_step_s[i] = -1;
+    return f;
+}
+
+static int figures_counts(struct store *s, const struct store_place *scope, const char *key,
+                          int64_t from, int64_t to, struct gw_case_figures **ret, int *ret_n)
+{
+    struct sql sql = { .text = GW_BUF_INIT };
+    struct gw_case_figures *rows = NULL;
+    sqlite3_stmt *stmt = NULL;
+    int n = 0, cap = 0, rc, r;
+
+    sql_add(&sql,
+            "SELECT %s AS k, " FIGURE_COLUMNS " FROM (SELECT *,"
+            " coalesce(first_dispatched_at >= ?1 AND first_dispatched_at < ?2, 0) AS fd,"
+            " severity = 'critical' AS urgent FROM cases WHERE 1",
+            key);
+    sql_period(&sql, from, to);
+    sql_scope(&sql, scope);
+    /* A case without that place (written before it was recorded) belongs
+     * to no group of its kind. */
+    sql_add(&sql, ") WHERE k IS NOT NULL GROUP BY k ORDER BY k");
+    r = sql_prepare(s, &sql, &stmt);
+    while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct gw_case_figures *f = figures_add(&rows, &n, &cap);
+
+        if (!f || column_dup(stmt, 0, &f->key) < 0 || !f->key) {
+            r = -ENOMEM;
+            if (f)
+                n--; /* its key is not there to free */
+            break;
+        }
+        /* sum() over no row is NULL: 0 here. */
+        for (size_t i = 0; i < sizeof(figure_fields) / sizeof(figure_fields[0]); i++)
+            *(int64_t *)((char *)f + figure_fields[i]) = sqlite3_column_int64(stmt, (int)i + 1);
+        f->due = f->dispatched;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = fail(s, rc, "figures");
+    sqlite3_finalize(stmt);
+    gw_buf_free(&sql.text);
+    *ret = rows;
+    *ret_n = n;
+    return r;
+}
+
+static struct gw_case_figures *figures_find(struct gw_case_figures *rows, int n, const char *key)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(rows[i].key, key) == 0)
+            return &rows[i];
+    return NULL;
+}
+
+/* Mean stays: a stay in a state starts at a history row entering it (its
+ * to_state differs from the row before) and ends at the next such row of
+ * the case; rows that leave the state as it was (escalated, cleared, a
+ * severity raised) neither start nor end one. */
+static int figures_steps(struct store *s, const struct store_place *scope, const char *key,
+                         int64_t from, int64_t to, struct gw_case_figures *rows, int n)
+{
+    struct sql sql = { .text = GW_BUF_INIT };
+    sqlite3_stmt *stmt = NULL;
+    int rc, r;
+
+    sql_add(&sql,
+            "WITH h AS (SELECT h.case_id, h.id, h.at, h.to_state, %s AS k,"
+            " lag(h.to_state) OVER (PARTITION BY h.case_id ORDER BY h.id) AS prev"
+            " FROM case_history h JOIN cases c ON c.id = h.case_id WHERE h.at < ?2",
+            key);
+    sql_period(&sql, from, to);
+    sql_scope(&sql, scope);
+    sql_add(&sql, "), starts AS (SELECT k, to_state, at,"
+                  " lead(at) OVER (PARTITION BY case_id ORDER BY id) AS end_at"
+                  " FROM h WHERE prev IS NULL OR prev <> to_state)"
+                  " SELECT k, to_state, avg(end_at - at) FROM starts"
+                  " WHERE end_at >= ?1 AND end_at < ?2 GROUP BY k, to_state");
+    r = sql_prepare(s, &sql, &stmt);
+    while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *k = (const char *)sqlite3_column_text(stmt, 0);
+        struct gw_case_figures *f = k ? figures_find(rows, n, k) : NULL;
+        int state;
+
+        r = column_enum(s, stmt, 1, gw_case_state_parse, &state);
+        if (r == 0 && f)
+            f->mean_step_s[state] = sqlite3_column_double(stmt, 2) / 1e9;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = fail(s, rc, "figures of steps");
+    sqlite3_finalize(stmt);
+    gw_buf_free(&sql.text);
+    return r;
+}
+
+int store_figures(struct store *store, const struct store_place *scope, const char *group_column,
+                  int64_t from, int64_t to, struct gw_case_figures **ret)
+{
+    /* The key is a column name from the caller's fixed list, never input. */
+    const char *key = group_column ? group_column : "'district'";
+    struct gw_case_figures *rows = NULL;
+    int n = 0;
+    int r = figures_counts(store, scope, key, from, to, &rows, &n);
+
+    if (r == 0 && n == 0 && !group_column) {
+        /* The district has figures even with no case: zeros. */
+        int cap = 0;
+        struct gw_case_figures *f = figures_add(&rows, &n, &cap);
+
+        if (!f || !(f->key = strdup("district"))) {
+            n = 0;
+            r = -ENOMEM;
+        }
+    }
+    if (r == 0)
+        r = figures_steps(store, scope, key, from, to, rows, n);
+    if (r < 0) {
+        for (int i = 0; i < n; i++)
+            free(rows[i].key);
+        free(rows);
+        return r;
+    }
+    *ret = rows;
+    return n;
 }

@@ -1,8 +1,9 @@
 /* store: the case store, SQLite behind a narrow interface.
  *
  * Owns the database connection, its schema and its migrations, and the
- * prepared statements of the hot path. Speaks in cases, history rows and
- * devices' last-seen times, never in SQL: gw_cases (the only user) knows
+ * prepared statements of the hot path. Speaks in cases, history rows,
+ * devices' last-seen times and the reads the API needs (pages of cases,
+ * counts, figures), never in SQL: gw_cases (the only user) knows
  * no SQLite type, so a PostgreSQL store can later implement these same
  * calls (then behind an ops table) without touching the case logic. Does
  * not decide anything about the case loop (which transition is allowed,
@@ -25,22 +26,27 @@
 #define STORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "gw_domain.h"
 
 /* The schema version this build creates and understands (PRAGMA
  * user_version). A file with a newer version is refused. */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 struct store_options {
     const char *path;
     int busy_timeout_ms; /* 0 = default (5000) */
+    /* A reader: opens an existing file of this schema version read-only,
+     * migrates nothing; every write fails with -EROFS. */
+    bool read_only;
 };
 
-/* One row of the cases table. Strings passed to store_case_insert are
- * copied by the store; a row filled by store_case_find_open owns its
- * strings, released by store_case_free_contents.
+/* One row of the cases table. Strings passed to store_case_insert and
+ * store_case_update are only read; a row filled by the store (find, get,
+ * list) or by store_case_copy owns its strings, released by
+ * store_case_free_contents.
  *
  * Provenance (rule_file, rule_hash, trigger) is what opened the case and
  * never changes; NULL for a case not opened by a rule and for cases
@@ -78,6 +84,20 @@ struct store_case {
      * back by store_case_find_open (left NULL there): the hot path has no
      * use for it and it is the one column that may be kilobytes long. */
     char *trigger;
+    /* Schema version 3: the full loop. */
+    int64_t version;       /* 1 at creation, + 1 on every change (optimistic locking) */
+    bool overdue;          /* the current step ran past its limit */
+    int64_t overdue_count; /* steps that ran past their limit, ever: not closed on time */
+    int64_t incident_id;   /* the lead case of its incident; 0: not grouped */
+    int score;             /* evaluation, 1 to 5; 0: not evaluated */
+    int64_t return_count;  /* returned by a unit not responsible */
+    char *reporter;        /* a report's reporter (a name, a phone); NULL for rules */
+    char *reported_by;     /* the actor that reported it; NULL for rules */
+    bool has_location;     /* a report placed by lat/lon */
+    double lat, lon;
+    int64_t first_dispatched_at; /* its clock started: what the figures count by */
+    int64_t state_since;         /* when the current state was entered */
+    int64_t deferred_at;         /* 0 unless deferred now */
 };
 
 /* One case_history row; history is append-only. A row written by a rule
@@ -96,6 +116,7 @@ struct store_history {
 };
 
 struct store;
+struct gw_case_figures; /* gw_cases.h: the figures are the case loop's shape */
 
 /* Opens the database, creating the file and migrating its schema as
  * needed. On failure returns NULL and sets *ret_error to a malloc'd
@@ -112,28 +133,97 @@ int store_schema_version(struct store *store);
 int store_begin(struct store *store);
 int store_commit(struct store *store);
 void store_rollback(struct store *store);
+/* Whether a transaction is open (a failure may have ended it early). */
+bool store_in_transaction(struct store *store);
+/* A part of the open transaction that can be undone on its own:
+ * store_part_rollback undoes what happened since store_part_begin, and
+ * either call ends the part. Parts do not nest. */
+int store_part_begin(struct store *store);
+int store_part_commit(struct store *store);
+void store_part_rollback(struct store *store);
 
 /* Finds the one case of (rule, subject) that is not closed or cancelled.
  * Returns 1 and fills *ret_case, 0 when there is none, or a negative
  * errno. */
 int store_case_find_open(struct store *store, const char *rule, const char *subject,
                          struct store_case *ret_case);
+/* The case by id, with its trigger when with_trigger. Returns 1 and fills
+ * *ret_case, 0 when there is none, or a negative errno. */
+int store_case_get(struct store *store, int64_t id, bool with_trigger, struct store_case *ret_case);
 /* Inserts the case (its id is ignored) and sets *ret_id. -EEXIST when
  * (rule, subject) already has an open case. */
 int store_case_insert(struct store *store, const struct store_case *c, int64_t *ret_id);
-/* A rule reported the case again: count + 1, last_seen_at and severity as
- * given, cleared_at reset. -ENOENT when there is no such case. */
-int store_case_record_repeat(struct store *store, int64_t id, int64_t last_seen_at,
-                             enum gw_severity severity, int64_t at);
-/* Moves the case to dispatched, to role and assignee (may be NULL);
- * deadline_at 0 = none. -ENOENT when there is no such case. */
-int store_case_dispatch(struct store *store, int64_t id, enum gw_role role, const char *assignee,
-                        int64_t deadline_at, int64_t at);
-/* The rule said the condition is over; the state does not change. */
-int store_case_mark_cleared(struct store *store, int64_t id, int64_t at);
+/* Writes every field of the case that can change after its creation
+ * (state, assignee, counts, times, version...; not its rule, subject,
+ * place, reporter or provenance). -ENOENT when there is no such case. */
+int store_case_update(struct store *store, const struct store_case *c);
 int store_history_append(struct store *store, const struct store_history *h);
 
+/* A deep copy of src into *dst (which then owns its strings). */
+int store_case_copy(struct store_case *dst, const struct store_case *src);
 void store_case_free_contents(struct store_case *c);
+
+/* The newest open case of category in grid_id that leads an incident
+ * (incident_id = its id) and was opened at or after since. Returns its id,
+ * 0 when there is none, or a negative errno. */
+int64_t store_incident_lead(struct store *store, const char *grid_id, const char *category,
+                            int64_t since);
+/* Up to max ids of open cases whose deadline_at is at or before now,
+ * earliest first, into ret_ids. Returns how many, or a negative errno. */
+int store_cases_due(struct store *store, int64_t now, int64_t *ret_ids, int max);
+/* The earliest deadline_at of an open case; 0 when none; or a negative
+ * errno. */
+int64_t store_next_deadline(struct store *store);
+
+/* Where: at most one of the three ids of a place set (the others NULL);
+ * all NULL is the whole district. */
+struct store_place {
+    const char *grid_id;
+    const char *community_id;
+    const char *street_id;
+};
+
+/* What store_case_list selects: every condition set must hold. */
+struct store_query {
+    struct store_place scope; /* the viewer's */
+    const char *grid_id;      /* the filter's, besides the scope; each NULL: any */
+    const char *community_id;
+    const char *street_id;
+    const char *category;
+    bool has_state;
+    enum gw_case_state state;
+    bool has_severity;
+    enum gw_severity severity;
+    int overdue;         /* -1 any, 0 not overdue, 1 overdue */
+    int64_t incident_id; /* 0: any */
+    int64_t before_id;   /* 0: from the newest */
+    int limit;           /* > 0 */
+};
+
+/* Cases newest first (id descending), without their trigger. Returns the
+ * number of rows in *ret_cases (malloc'd; release each row with
+ * store_case_free_contents, then the array), or a negative errno. */
+int store_case_list(struct store *store, const struct store_query *q,
+                    struct store_case **ret_cases);
+
+/* The case's history, oldest first. The rows own their strings (release
+ * with store_history_free). Returns 0 or a negative errno. */
+int store_history_list(struct store *store, int64_t case_id, struct store_history **ret_rows,
+                       size_t *ret_n);
+void store_history_free(struct store_history *rows, size_t n);
+
+/* Cases by state inside scope, and the open ones overdue now. */
+int store_count_by_state(struct store *store, const struct store_place *scope,
+                         int64_t ret_counts[GW_CASE_STATE_COUNT], int64_t *ret_overdue);
+
+/* The evaluation figures (gw_cases.h, struct gw_case_figures) of the cases
+ * inside scope over [from, to), one row per value of group_column
+ * ("street_id", "community_id", "grid_id"; NULL: one row keyed
+ * "district", present even with no cases), sorted by key. Returns the
+ * number of rows in *ret (malloc'd, each key malloc'd) or a negative
+ * errno. */
+int store_figures(struct store *store, const struct store_place *scope, const char *group_column,
+                  int64_t from, int64_t to, struct gw_case_figures **ret);
 
 /* Devices' last-seen times (gateway clock), kept across restarts for the
  * deadman. store_seen_put inserts or raises the device's time; an older

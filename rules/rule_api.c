@@ -34,7 +34,14 @@ const char *rule_action_kind_name(enum rule_action_kind kind)
     return "?";
 }
 
+/* Kept for the engine's own callers; the public name is what other
+ * modules (the case service owns actions moved out of a list) use. */
 void rule__action_clear(struct rule_action *a)
+{
+    rule_action_free_contents(a);
+}
+
+void rule_action_free_contents(struct rule_action *a)
 {
     free(a->rule);
     free(a->file);
@@ -58,7 +65,7 @@ void rule__action_clear(struct rule_action *a)
 void rule_actions_clear(struct rule_actions *actions)
 {
     for (size_t i = 0; i < actions->n; i++)
-        rule__action_clear(&actions->items[i]);
+        rule_action_free_contents(&actions->items[i]);
     actions->n = 0;
 }
 

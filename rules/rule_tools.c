@@ -34,9 +34,11 @@
 #include "gw_domain.h"
 #include "gw_duration.h"
 #include "gw_journal.h"
+#include "gw_json.h"
 #include "gw_log.h"
 #include "gw_reading.h"
 #include "gw_registry.h"
+#include "influx_query.h"
 #include "payload.h"
 #include "rule_engine.h"
 
@@ -2212,6 +2214,174 @@ static int parse_channel(const char *s, enum gw_channel *ret)
     return -EINVAL;
 }
 
+/* ---- replay from InfluxDB ---------------------------------------------- */
+
+/* The tags gridgate writes on every reading (DESIGN.md's schema): not
+ * fields of the reading. */
+static bool is_reading_tag(const char *column)
+{
+    static const char *const tags[] = { "device", "grid", "community", "street" };
+
+    for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++)
+        if (strcmp(column, tags[i]) == 0)
+            return true;
+    return false;
+}
+
+struct influx_row {
+    int64_t ts_us;
+    size_t order; /* as InfluxDB listed it: ties keep that order */
+    const cJSON *series;
+    const cJSON *values;
+};
+
+static int cmp_rows(const void *a, const void *b)
+{
+    const struct influx_row *x = a, *y = b;
+
+    if (x->ts_us != y->ts_us)
+        return x->ts_us < y->ts_us ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Every row of every series of every statement, in time order: a query
+ * over several measurements comes back one series after another. */
+static int collect_rows(const cJSON *root, struct influx_row **ret_rows, size_t *ret_n)
+{
+    const cJSON *result, *series, *row;
+    struct influx_row *rows = NULL;
+    size_t n = 0, cap = 0;
+
+    cJSON_ArrayForEach(result, cJSON_GetObjectItemCaseSensitive(root, "results"))
+    cJSON_ArrayForEach(series, cJSON_GetObjectItemCaseSensitive(result, "series"))
+    cJSON_ArrayForEach(row, cJSON_GetObjectItemCaseSensitive(series, "values"))
+    {
+        const cJSON *time = cJSON_GetArrayItem(row, 0);
+
+        if (!cJSON_IsNumber(time))
+            continue; /* not a row of points */
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 1024;
+            struct influx_row *grown = realloc(rows, ncap * sizeof(*grown));
+            if (!grown) {
+                free(rows);
+                return -ENOMEM;
+            }
+            rows = grown;
+            cap = ncap;
+        }
+        rows[n] = (struct influx_row){
+            .ts_us = (int64_t)time->valuedouble, .order = n, .series = series, .values = row,
+        };
+        n++;
+    }
+    if (n > 1)
+        qsort(rows, n, sizeof(*rows), cmp_rows);
+    *ret_rows = rows;
+    *ret_n = n;
+    return 0;
+}
+
+/* One row as the reading it was: the device tag, the time, every other
+ * non-tag column that has a value as a field of its JSON type. */
+static struct gw_reading *row_reading(struct replay *rp, const struct influx_row *row,
+                                      const char *where)
+{
+    const cJSON *columns = cJSON_GetObjectItemCaseSensitive(row->series, "columns");
+    const cJSON *column, *device_id = NULL;
+    struct gw_reading *reading;
+    const struct gw_device *device;
+    int i = 0;
+
+    cJSON_ArrayForEach(column, columns)
+    {
+        if (cJSON_IsString(column) && strcmp(column->valuestring, "device") == 0)
+            device_id = cJSON_GetArrayItem(row->values, i);
+        i++;
+    }
+    if (!cJSON_IsString(device_id)) {
+        fprintf(rp->err, "%s: no device tag in this row (select the readings' measurement with "
+                         "its tags: SELECT * FROM smoke WHERE ...)\n",
+                where);
+        return NULL;
+    }
+    device = replay_device(rp, device_id->valuestring);
+    if (!device) {
+        fprintf(rp->err, "%s: unknown device %s\n", where, device_id->valuestring);
+        return NULL;
+    }
+    reading = gw_reading_new(device_id->valuestring, GW_CHANNEL_TELEMETRY, row->ts_us * 1000);
+    if (!reading)
+        return NULL;
+    reading->device = device;
+    i = 0;
+    cJSON_ArrayForEach(column, columns)
+    {
+        const cJSON *v = cJSON_GetArrayItem(row->values, i++);
+        const char *name = cJSON_IsString(column) ? column->valuestring : NULL;
+
+        if (!name || i == 1 || is_reading_tag(name))
+            continue;
+        if (cJSON_IsNumber(v))
+            gw_reading_add_number(reading, name, v->valuedouble);
+        else if (cJSON_IsBool(v))
+            gw_reading_add_bool(reading, name, cJSON_IsTrue(v));
+        else if (cJSON_IsString(v))
+            gw_reading_add_string(reading, name, v->valuestring);
+    }
+    return reading;
+}
+
+static int replay_influx(struct replay *rp, const char *query)
+{
+    const struct gw_config *cfg = rp->o->cfg;
+    struct influx_query_options q = {
+        .url = cfg->influx.url,
+        .database = cfg->influx.database,
+        .username = cfg->influx.username,
+        .password = cfg->influx.password,
+        .timeout_ms = cfg->influx.timeout_ms,
+    };
+    struct gw_buf body = GW_BUF_INIT;
+    struct influx_row *rows = NULL;
+    char *error = NULL, where[128];
+    cJSON *root = NULL;
+    size_t n = 0;
+    int r = influx_query(&q, query, &body, &error);
+
+    if (r < 0) {
+        fprintf(rp->err, "%s\n", error ? error : strerror(-r));
+        free(error);
+        goto out;
+    }
+    root = gw_json_parse(body.data, body.len, NULL, false);
+    r = root ? collect_rows(root, &rows, &n) : -EPROTO;
+    if (r < 0) {
+        fprintf(rp->err, "%s: cannot read InfluxDB's answer: %s\n", cfg->influx.url,
+                strerror(-r));
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(rows[i].series, "name");
+        struct gw_reading *reading;
+
+        snprintf(where, sizeof(where), "influx:%s:%zu",
+                 cJSON_IsString(name) ? name->valuestring : "?", rows[i].order + 1);
+        reading = row_reading(rp, &rows[i], where);
+        if (!reading) {
+            rp->res.errors++;
+            continue;
+        }
+        replay_one(rp, reading, where);
+        gw_reading_unref(reading);
+    }
+out:
+    free(rows);
+    cJSON_Delete(root);
+    gw_buf_free(&body);
+    return r;
+}
+
 /* One JSON line, replayed. Returns 0, or -1 with a reason. */
 static int replay_line(struct replay *rp, const char *text, size_t len, const char *where,
                        char *reason, size_t reason_len)
@@ -2226,7 +2396,7 @@ static int replay_line(struct replay *rp, const char *text, size_t len, const ch
     char *printed = NULL, why[256];
     int r = -1;
 
-    root = cJSON_ParseWithLength(text, len);
+    root = gw_json_parse(text, len, NULL, false);
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
 
@@ -2546,7 +2716,9 @@ int rule_tools_replay(const struct rule_tools_replay_options *opts,
         r = -ENOMEM;
         goto out;
     }
-    r = opts->input ? replay_file(&rp, opts->input) : replay_journal(&rp);
+    r = opts->from_influx ? replay_influx(&rp, opts->from_influx)
+        : opts->input     ? replay_file(&rp, opts->input)
+                          : replay_journal(&rp);
     if (r < 0)
         goto out;
     fprintf(rp.out, "%llu readings, %llu actions, %llu errors\n",

@@ -1,7 +1,7 @@
 /* rule_tools: the liaisons' two tools around the rule engine.
  *
  *   gridgate rules test DIR [-v]
- *   gridgate rules replay -c FILE [--from-journal] [READINGS.jsonl]
+ *   gridgate rules replay -c FILE [--from-journal | --from-influx QUERY] [READINGS.jsonl]
  *
  * Owns the rule-test harness: one Lua state per *_test.lua file (not the
  * engine's sandbox: base, string, table and math only, plus test()), the
@@ -68,6 +68,15 @@
  * record format, so the rules see exactly what they would live. Unknown
  * devices follow district.unknown_devices. on_silence is not replayed.
  * Quarantines of failing rules are timed by the inputs' times.
+ *
+ * From InfluxDB (--from-influx QUERY, against the config's influx.url and
+ * database): every row of the answer is a reading of the device in its
+ * "device" tag at the row's time (microseconds), its fields every column
+ * but the time and the tags device, grid, community and street that has a
+ * value (numbers as numbers, booleans, strings), so `SELECT * FROM smoke
+ * WHERE time > now() - 7d` replays a week of smoke detectors. Rows of all
+ * series are replayed in time order. A row without a device tag or of an
+ * unknown device is an error, counted, and skipped.
  */
 #ifndef RULE_TOOLS_H
 #define RULE_TOOLS_H
@@ -103,6 +112,7 @@ struct rule_tools_replay_options {
     const struct gw_config *cfg; /* rules, payload limits, journal, district policy */
     struct gw_registry *reg;     /* the district of cfg; quarantine is enabled here if configured */
     const char *input;           /* a JSON lines file, "-" for stdin; NULL: the journal */
+    const char *from_influx;     /* an InfluxQL query: replay its rows (input then unused) */
     FILE *out;                   /* one line per action, then the summary; NULL: stdout */
     FILE *err;                   /* "FILE:LINE: reason" per bad input; NULL: stderr */
 };

@@ -19,6 +19,7 @@ state=var/demo
 db=var/gridgate.db # store.path in config/gridgate.yaml
 mqtt_port=1883
 influx_port=8086
+api_port=8080 # api.port in config/gridgate.yaml
 
 scripts/deps.sh
 echo "== building"
@@ -44,6 +45,17 @@ stop_all() {
 }
 trap stop_all EXIT INT TERM
 
+# The API needs a token: the demo makes a district commander's once and
+# keeps it next to the servers' data (a demo's shortcut: a real token is
+# shown once and kept by its owner).
+token_file=$state/demo-token
+if [ ! -s "$token_file" ] || [ ! -s var/tokens.yaml ]; then
+    echo "== making an API token for the demo (district commander) in var/tokens.yaml"
+    (umask 077 && build/gridgate token new --role commander --scope district -c "$config" \
+        --name demo >"$token_file")
+fi
+token=$(cat "$token_file")
+
 echo "== starting gridgate run -c $config (log: $state/gridgate.log)"
 build/gridgate run -c "$config" >"$state/gridgate.log" 2>&1 &
 gateway_pid=$!
@@ -62,6 +74,11 @@ sim_pid=$!
 
 cat <<EOT
 
+The HTTP API on 127.0.0.1:$api_port (token in $state/demo-token):
+  curl -s -H "Authorization: Bearer \$(cat $state/demo-token)" 'http://127.0.0.1:$api_port/api/v1/cases?limit=5'
+  curl -s -H "Authorization: Bearer \$(cat $state/demo-token)" 'http://127.0.0.1:$api_port/api/v1/stats?group=street'
+  mosquitto_sub -p $mqtt_port -t 'grids/+/cases' -v      # the case notices
+
 Query while it runs (or after):
   influx -port $influx_port -database gridgate -execute 'SELECT * FROM smoke ORDER BY time DESC LIMIT 5'
   influx -port $influx_port -database gridgate -execute 'SELECT * FROM case_event ORDER BY time DESC LIMIT 5'
@@ -77,13 +94,23 @@ influx_count() {
         sed -n 's/.*"values":\[\["[^"]*",\([0-9]*\)\]\].*/\1/p'
 }
 
+# The newest case, as the HTTP API shows it to the district's commander.
+latest_case() {
+    curl -sf -H "Authorization: Bearer $token" \
+        "http://127.0.0.1:$api_port/api/v1/cases?limit=1" >"$state/latest.json" || return 1
+    sqlite3 -separator ' ' :memory: "SELECT '#' || json_extract(j, '\$.cases[0].id'),
+        json_extract(j, '\$.cases[0].state'), 'grid', json_extract(j, '\$.cases[0].grid_id'), '->',
+        coalesce(json_extract(j, '\$.cases[0].assignee_role'), '-'),
+        coalesce(json_extract(j, '\$.cases[0].assignee'), ''), '|', json_extract(j, '\$.cases[0].title')
+        FROM (SELECT readfile('$state/latest.json') AS j) WHERE json_extract(j, '\$.cases[0].id') IS NOT NULL"
+}
+
 started=$SECONDS
 while kill -0 "$gateway_pid" 2>/dev/null; do
     sleep 5
     points=$(influx_count || true)
     cases=$(sqlite3 "$db" "SELECT count(*) FROM cases" 2>/dev/null || echo "?")
-    latest=$(sqlite3 -separator ' ' "$db" \
-        "SELECT '#'||id, state, 'grid', grid_id, '->', coalesce(assignee_role,'-'), coalesce(assignee,''), '|', title FROM cases ORDER BY id DESC LIMIT 1" 2>/dev/null || true)
+    latest=$(latest_case || true)
     printf '[%4ds] smoke readings in InfluxDB: %s  cases: %s  latest: %s\n' \
         $((SECONDS - started)) "${points:-0}" "$cases" "${latest:-none yet}"
     if [ "$seconds" != 0 ] && ! kill -0 "$sim_pid" 2>/dev/null; then

@@ -16,7 +16,7 @@ static void usage(FILE *f)
           "             gridsim district --seed N --out DIR [--streets K] [--devices N]\n"
           "  run        run a device fleet that publishes readings over MQTT\n"
           "             gridsim run [OPTIONS]\n"
-          "  bench      benchmarks: gridsim bench journal|decode|ingest|rules [OPTIONS] (--help for each)\n"
+          "  bench      benchmarks: gridsim bench journal|decode|ingest|rules|storm|cases [OPTIONS] (--help for each)\n"
           "\n"
           "`gridsim COMMAND --help` describes each command's options.\n",
           f);
@@ -46,6 +46,10 @@ int main(int argc, char **argv)
             return sim_bench_ingest(argc - 2, argv + 2);
         if (strcmp(argv[2], "rules") == 0)
             return sim_bench_rules(argc - 2, argv + 2);
+        if (strcmp(argv[2], "storm") == 0)
+            return sim_bench_storm(argc - 2, argv + 2);
+        if (strcmp(argv[2], "cases") == 0)
+            return sim_bench_cases(argc - 2, argv + 2);
     }
     fprintf(stderr, "gridsim: unknown command \"%s\"\n", argv[1]);
     usage(stderr);

@@ -16,5 +16,9 @@ int sim_bench_decode(int argc, char **argv);
 int sim_bench_ingest(int argc, char **argv);
 /* Readings per second through one rule worker, and a reload's pause. */
 int sim_bench_rules(int argc, char **argv);
+/* Telemetry through the whole pipeline with and without an alarm storm. */
+int sim_bench_storm(int argc, char **argv);
+/* Grid-scoped case pages on a large generated store, in-process and over HTTP. */
+int sim_bench_cases(int argc, char **argv);
 
 #endif

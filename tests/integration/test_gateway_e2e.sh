@@ -122,4 +122,16 @@ assert_eq "$status" 0 "gridgate's exit status after SIGTERM"
 grep -q "stopped" "$work/gridgate.log" || fail "no 'stopped' line in the log" "$work/gridgate.log"
 [ ! -s "$work/var/cases.db-wal" ] || fail "the case store was not closed cleanly (WAL left behind)"
 assert_eq "$(sqlite3 "$work/var/cases.db" 'PRAGMA integrity_check')" ok "case store integrity"
+echo "(d) a liaison's backtest: replaying what InfluxDB holds through the rules"
+replay=$("$gridgate" rules replay -c "$work/gridgate.yaml" \
+    --from-influx "SELECT * FROM smoke WHERE time > now() - 1h" 2>"$work/replay.err") ||
+    fail "rules replay --from-influx failed: $(cat "$work/replay.err")"
+assert_contains "$replay" "smoke-000001 fire.smoke open_case category=fire.smoke" \
+    "the alarm, replayed from InfluxDB, opens the case again"
+assert_contains "$replay" "3 readings, " "every smoke reading in InfluxDB was replayed"
+assert_contains "$replay" " 0 errors" "nothing in InfluxDB failed to replay"
+"$gridgate" rules replay -c "$work/gridgate.yaml" --from-influx "SELECT * FROM nosuch WHERE" \
+    >"$work/replay.out" 2>"$work/replay.err" && fail "a bad InfluxQL query was accepted"
+grep -q "InfluxDB: error parsing query" "$work/replay.err" ||
+    fail "a bad query's error does not say what InfluxDB said: $(cat "$work/replay.err")"
 echo "PASS"

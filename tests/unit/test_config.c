@@ -430,7 +430,7 @@ static void test_error_unknown_key(void **state)
                  "shared_group, ca_file, cert_file, key_file, tls_verify, reconnect_min_ms, "
                  "reconnect_max_ms)");
     expect_error("cases: {auto_dispatch: true, escalate_after: 10}\n", 1,
-                 "cases.escalate_after: unknown key (expected one of auto_dispatch)");
+                 "cases.escalate_after: unknown key (expected one of auto_dispatch, limits_critical");
 }
 
 static void test_error_wrong_type(void **state)
@@ -647,9 +647,10 @@ static void test_shipped_config_loads(void **state)
     assert_path_in(config_dir, "../rules", cfg->rules.dir);
     assert_path_in(config_dir, "../var/gridgate.db", cfg->store.path);
     assert_path_in(config_dir, "../var/journal", cfg->journal.dir);
-    assert_path_in(config_dir, "tokens.yaml", cfg->api.tokens);
+    assert_path_in(config_dir, "../var/tokens.yaml", cfg->api.tokens);
 
-    /* Everything but the paths it moves is the built-in default. */
+    /* Everything but the paths it moves and the API it turns on is the
+     * built-in default. */
     defaults = load_text("{}\n");
     assert_int_equal(cfg->mqtt.enabled, defaults->mqtt.enabled);
     assert_string_equal(cfg->mqtt.uri, defaults->mqtt.uri);
@@ -675,10 +676,23 @@ static void test_shipped_config_loads(void **state)
     assert_int_equal(cfg->journal.max_mb, defaults->journal.max_mb);
     assert_int_equal(cfg->rules.instruction_budget, defaults->rules.instruction_budget);
     assert_int_equal(cfg->rules.memory_kb, defaults->rules.memory_kb);
-    assert_int_equal(cfg->api.enabled, defaults->api.enabled);
+    assert_true(cfg->api.enabled);
     assert_string_equal(cfg->api.listen, defaults->api.listen);
     assert_int_equal(cfg->api.port, defaults->api.port);
+    assert_int_equal(cfg->api.threads, defaults->api.threads);
+    assert_int_equal(cfg->api.max_body_kb, defaults->api.max_body_kb);
+    assert_int_equal(cfg->api.auth_failures, defaults->api.auth_failures);
     assert_int_equal(cfg->cases.auto_dispatch, defaults->cases.auto_dispatch);
+    assert_string_equal(cfg->cases.limits_critical, defaults->cases.limits_critical);
+    assert_string_equal(cfg->cases.limits_major, defaults->cases.limits_major);
+    assert_string_equal(cfg->cases.limits_minor, defaults->cases.limits_minor);
+    assert_string_equal(cfg->cases.limits_info, defaults->cases.limits_info);
+    assert_null(cfg->cases.self_closing);
+    assert_string_equal(cfg->cases.group_categories, defaults->cases.group_categories);
+    assert_int_equal(cfg->cases.group_window_s, defaults->cases.group_window_s);
+    assert_int_equal(cfg->cases.timer_interval_ms, defaults->cases.timer_interval_ms);
+    assert_int_equal(cfg->cases.batch_max, defaults->cases.batch_max);
+    assert_string_equal(cfg->cases.notify_topic, defaults->cases.notify_topic);
     assert_string_equal(cfg->gateway.level, defaults->gateway.level);
     assert_int_equal(cfg->gateway.stats_interval_s, defaults->gateway.stats_interval_s);
     assert_int_equal(cfg->gateway.queue_size, defaults->gateway.queue_size);
@@ -746,7 +760,20 @@ static const char *const every_key[] = {
     "api.listen",
     "api.port",
     "api.tokens",
+    "api.threads",
+    "api.max_body_kb",
+    "api.auth_failures",
     "cases.auto_dispatch",
+    "cases.limits_critical",
+    "cases.limits_major",
+    "cases.limits_minor",
+    "cases.limits_info",
+    "cases.self_closing",
+    "cases.group_categories",
+    "cases.group_window_s",
+    "cases.timer_interval_ms",
+    "cases.batch_max",
+    "cases.notify_topic",
     "gateway.level",
     "gateway.stats_interval_s",
     "gateway.queue_size",

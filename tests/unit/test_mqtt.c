@@ -1,8 +1,9 @@
 /* Unit tests for the MQTT adapter: topic parsing (the device id and the
  * channel come from the topic, so a hostile topic must never be taken),
  * topic filter validation and shared-group prefixing, payload format
- * selection, the reconnect backoff, the init errors an operator sees, and
- * that a gateway with no broker keeps retrying and still stops promptly. */
+ * selection, the reconnect backoff, the init errors an operator sees,
+ * that a gateway with no broker keeps retrying and still stops promptly,
+ * and that case notices wait for a broker in a bounded queue. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -517,6 +518,65 @@ static void no_broker_retries_and_stops_promptly(void **state)
     free(log);
 }
 
+/* The adapter's queue bound (NOTICE_QUEUE_MAX in mqtt_adapter.c). */
+#define QUEUED_NOTICES_MAX 10000
+
+static int publish_notice(struct gw_adapter *a, int i)
+{
+    char payload[64];
+    int len = snprintf(payload, sizeof(payload), "{\"case\": %d}", i);
+
+    return mqtt_adapter_ops.publish(a, "grids/110101001001001/cases", payload, (size_t)len);
+}
+
+/* No broker: notices published before the first connect and during it
+ * are queued, not refused; past the bound the oldest are dropped and
+ * counted; stop does not wait for a connection that is not there, and
+ * gives up (and counts) what is left; a publish after stop is refused. */
+static void notices_wait_bounded_for_a_broker(void **state)
+{
+    struct gw_config cfg = base_config();
+    struct gw_adapter a = { .ops = &mqtt_adapter_ops, .ingest = no_ingest };
+    struct gw_adapter_stats stats = { 0 };
+    const int total = QUEUED_NOTICES_MAX + 6;
+    struct captured c;
+    int64_t t0, stop_ms;
+    char *log;
+
+    (void)state;
+    cfg.mqtt.reconnect_min_ms = 20;
+    cfg.mqtt.reconnect_max_ms = 80;
+    capture_begin(&c);
+    assert_int_equal(mqtt_adapter_ops.init(&a, &cfg), 0);
+    assert_int_equal(publish_notice(&a, 0), 0); /* before start */
+    assert_int_equal(mqtt_adapter_ops.start(&a), 0);
+    for (int i = 1; i < total; i++)
+        assert_int_equal(publish_notice(&a, i), 0);
+    mqtt_adapter_ops.stats(&a, &stats);
+    assert_int_equal(stats.published, 0);
+    assert_int_equal(stats.publish_failed, total - QUEUED_NOTICES_MAX);
+
+    t0 = gw_monotonic_ns();
+    mqtt_adapter_ops.stop(&a);
+    stop_ms = (gw_monotonic_ns() - t0) / 1000000;
+    mqtt_adapter_ops.stats(&a, &stats);
+    assert_int_equal(stats.published, 0);
+    assert_int_equal(stats.publish_failed, total);
+    assert_int_equal(publish_notice(&a, total), -ESHUTDOWN);
+    mqtt_adapter_ops.stats(&a, &stats);
+    assert_int_equal(stats.publish_failed, total + 1);
+    mqtt_adapter_ops.destroy(&a);
+    log = capture_end(&c);
+
+    assert_true(stop_ms < 1500);
+    if (!strstr(log, "10000 case notices queued (the most kept): dropped the oldest, on "
+                     "grids/110101001001001/cases") ||
+        !strstr(log, "stopping: 10000 case notices not sent and 0 not acknowledged: given up") ||
+        !strstr(log, "case notices: 0 acknowledged by the broker, 10006 given up"))
+        fail_msg("expected the drops and the give-up at stop in the log, got:\n%.3000s", log);
+    free(log);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -530,6 +590,7 @@ int main(void)
         cmocka_unit_test(backoff_doubles_with_jitter_within_bounds),
         cmocka_unit_test(init_refuses_bad_settings),
         cmocka_unit_test(no_broker_retries_and_stops_promptly),
+        cmocka_unit_test(notices_wait_bounded_for_a_broker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
