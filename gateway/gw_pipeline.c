@@ -1422,6 +1422,7 @@ void gw_pipeline_stats(struct gw_pipeline *p, struct gw_pipeline_stats *ret)
     const struct gw_pipeline_stats *s = &p->stats;
     struct gw_journal_stats js;
 
+    memset(ret, 0, sizeof(*ret));
     ret->received = load(&s->received);
     ret->accepted = load(&s->accepted);
     ret->bad_payload = load(&s->bad_payload);
@@ -1456,6 +1457,14 @@ void gw_pipeline_stats(struct gw_pipeline *p, struct gw_pipeline_stats *ret)
     ret->shadow_actions = load(&s->shadow_actions);
     ret->influx_lag = p->influx_cursor ? gw_journal_cursor_lag(p->influx_cursor) : 0;
     ret->quarantined = gw_registry_quarantined_count(p->reg);
+    if (p->influx) {
+        struct influx_writer_stats w;
+        influx_writer_stats(p->influx, &w);
+        ret->points_written = w.points_written;
+        ret->points_rejected = w.points_rejected;
+        ret->write_errors = w.write_errors;
+        ret->write_latency_us = w.last_latency_us;
+    }
 }
 
 struct gw_casesvc *gw_pipeline_casesvc(struct gw_pipeline *p)

@@ -50,6 +50,11 @@ struct gw_pipeline_stats {
     uint64_t rules_lag;       /* records the slowest rule worker has not committed */
     uint64_t influx_lag;      /* records InfluxDB has not answered */
     uint64_t quarantined;     /* unknown devices admitted to the "unassigned" grid */
+    /* The InfluxDB writer's (0 when InfluxDB is off). */
+    uint64_t points_written;   /* lines InfluxDB kept */
+    uint64_t points_rejected;  /* lines it refused (400) */
+    uint64_t write_errors;     /* requests that failed and were retried */
+    uint64_t write_latency_us; /* the last request's */
 };
 
 /* Builds everything but starts nothing. On failure returns NULL and sets

@@ -559,7 +559,8 @@ done
 grep -q 'debug \[api\] POST /api/v1/cases' "$work/gridgate.log" || fail "requests are not logged at debug"
 call GET /metrics "$boss" 200 "/metrics"
 for m in 'gridgate_readings_received_total ' 'gridgate_cases{state="closed"} ' '# TYPE gridgate_cases gauge' \
-         'gridgate_api_auth_failures_total ' 'gridgate_case_commands_total '; do
+         'gridgate_api_auth_failures_total ' 'gridgate_case_commands_total ' \
+         'gridgate_influx_points_written_total ' 'gridgate_influx_write_latency_microseconds '; do
     grep -qF "$m" "$work/body" || fail "/metrics lacks $m"
 done
 grep -qi '^Content-Type: text/plain; version=0.0.4' "$work/headers" || fail "/metrics' Content-Type"
