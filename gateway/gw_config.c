@@ -68,6 +68,7 @@ static const char *const mqtt_protocols[] = {"5", "311", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const full_policies[] = {"block", "drop_oldest", NULL};
 static const char *const unknown_device_policies[] = {"reject", "quarantine", NULL};
+static const char *const influx_versions[] = {"1", "2", NULL};
 
 /* Every option, once. Options of one section stay together: a section is
  * known by the index of its first option. */
@@ -105,8 +106,16 @@ static const struct option options[] = {
     STRING_OPT(influx, url, "http://127.0.0.1:8086", "InfluxDB base URL"),
     STRING_OPT(influx, database, "gridgate", "database the points go to"),
     STRING_OPT(influx, retention_policy, NULL, "retention policy; unset: the database default"),
+    INT_OF_OPT(influx, version, "1", influx_versions,
+               "InfluxDB API: 1 (/write, database, user/password) or 2 (/api/v2/write, org, bucket, token)"),
     STRING_OPT(influx, username, NULL, "InfluxDB user name; unset: none"),
     STRING_OPT(influx, password, NULL, "InfluxDB password; unset: none"),
+    STRING_OPT(influx, org, NULL, "InfluxDB 2.x organization (version 2)"),
+    STRING_OPT(influx, bucket, NULL, "InfluxDB 2.x bucket (version 2); unset: the database's name"),
+    STRING_OPT(influx, token, NULL, "InfluxDB 2.x API token (version 2)"),
+    BOOL_OPT(influx, gzip, "true", "gzip the request bodies"),
+    PATH_OPT(influx, dead_letter, "var/influx-rejected.lp",
+             "file the lines InfluxDB refuses (400) are appended to, each with its reason"),
     INT_OPT(influx, batch_size, "5000", 1, 1000000, "points per write request at most"),
     INT_OPT(influx, flush_interval_ms, "1000", 1, 3600000,
             "milliseconds a partial batch waits at most"),

@@ -53,8 +53,14 @@ struct gw_config {
         char *url;
         char *database;
         char *retention_policy;
+        int version;           /* 1 or 2: the write API */
         char *username;
         char *password;
+        char *org;             /* 2.x */
+        char *bucket;          /* 2.x; NULL: database */
+        char *token;           /* 2.x */
+        bool gzip;             /* compress request bodies */
+        char *dead_letter;     /* refused lines, with InfluxDB's reason */
         int batch_size;        /* points per request at most */
         int flush_interval_ms; /* a partial batch waits no longer */
         int timeout_ms;

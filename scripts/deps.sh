@@ -9,7 +9,7 @@ PACKAGES=(
     build-essential pkg-config cmake
     libpaho-mqtt-dev libssl-dev mosquitto mosquitto-clients
     libcoap3-dev libcoap3-bin
-    libcurl4-openssl-dev curl
+    libcurl4-openssl-dev curl zlib1g-dev
     liblua5.4-dev lua5.4
     libsqlite3-dev sqlite3
     libyaml-dev libcjson-dev libcbor-dev libmicrohttpd-dev

@@ -648,6 +648,9 @@ static void test_shipped_config_loads(void **state)
     assert_path_in(config_dir, "../var/gridgate.db", cfg->store.path);
     assert_path_in(config_dir, "../var/journal", cfg->journal.dir);
     assert_path_in(config_dir, "../var/tokens.yaml", cfg->api.tokens);
+    assert_path_in(config_dir, "../var/influx-rejected.lp", cfg->influx.dead_letter);
+    assert_int_equal(cfg->influx.version, 1);
+    assert_true(cfg->influx.gzip);
 
     /* Everything but the paths it moves and the API it turns on is the
      * built-in default. */
@@ -731,6 +734,12 @@ static const char *const every_key[] = {
     "influx.retention_policy",
     "influx.username",
     "influx.password",
+    "influx.version",
+    "influx.org",
+    "influx.bucket",
+    "influx.token",
+    "influx.gzip",
+    "influx.dead_letter",
     "influx.batch_size",
     "influx.flush_interval_ms",
     "influx.timeout_ms",
