@@ -23,3 +23,39 @@ assert_contains() {
     *) fail "$3: '$2' not found in '$1'" ;;
     esac
 }
+
+# gg_work NAME [VAR...]: a fresh work directory in $work and, at exit, a
+# cleanup that stops the processes whose PIDs the named variables hold by
+# then, and the servers gg_start_mosquitto / gg_start_influxd started,
+# then removes the directory (KEEP_WORK=1 keeps it). Naming variables
+# rather than PIDs lets a test restart a process and still have it stopped.
+gg_work() {
+    work=$(mktemp -d "/tmp/gridgate-$1.XXXXXX")
+    shift
+    GG_STOP_VARS=("$@")
+    local var
+    for var in "$@"; do
+        printf -v "$var" '%s' "${!var:-}" # declared (empty), for set -u
+    done
+    trap gg_work_cleanup EXIT
+}
+
+gg_work_cleanup() {
+    local var
+    for var in "${GG_STOP_VARS[@]}"; do
+        gg_stop_pid "${!var:-}"
+    done
+    gg_stop_pid "${MOSQUITTO_PID:-}"
+    gg_stop_pid "${INFLUXD_PID:-}"
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+
+# gg_start_servers: mosquitto and influxd under $work, each on a free
+# loopback port (mqtt_port, influx_port), with the database gridgate.
+gg_start_servers() {
+    gg_start_mosquitto "$work/mosquitto"
+    mqtt_port=$MOSQUITTO_PORT
+    gg_start_influxd "$work/influxdb"
+    influx_port=$INFLUXD_PORT
+    gg_influx_create_db "$influx_port" gridgate
+}

@@ -30,23 +30,9 @@ src=$3
 . "$src/scripts/servers.sh"
 . "$src/tests/integration/assert.sh"
 
-work=$(mktemp -d /tmp/gridgate-api.XXXXXX)
-gateway_pid=
-sub_pid=
-cleanup() {
-    gg_stop_pid "$gateway_pid"
-    gg_stop_pid "$sub_pid"
-    gg_stop_pid "${MOSQUITTO_PID:-}"
-    gg_stop_pid "${INFLUXD_PID:-}"
-    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+gg_work api gateway_pid sub_pid
 
-gg_start_mosquitto "$work/mosquitto"
-mqtt_port=$MOSQUITTO_PORT
-gg_start_influxd "$work/influxdb"
-influx_port=$INFLUXD_PORT
-gg_influx_create_db "$influx_port" gridgate
+gg_start_servers
 api_port=$(gg_free_port)
 base="http://127.0.0.1:$api_port"
 mkdir -p "$work/var"

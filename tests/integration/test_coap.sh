@@ -21,15 +21,7 @@ src=$2
 . "$src/scripts/servers.sh"
 . "$src/tests/integration/assert.sh"
 
-work=$(mktemp -d /tmp/gridgate-coap.XXXXXX)
-gateway_pid=
-cleanup() {
-    gg_stop_pid "$gateway_pid"
-    gg_stop_pid "${MOSQUITTO_PID:-}"
-    gg_stop_pid "${INFLUXD_PID:-}"
-    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+gg_work coap gateway_pid
 
 command -v coap-client-openssl >/dev/null || fail "coap-client-openssl not found (package libcoap3-bin)"
 

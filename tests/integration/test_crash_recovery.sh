@@ -14,23 +14,9 @@ src=$3
 . "$src/scripts/servers.sh"
 . "$src/tests/integration/assert.sh"
 
-work=$(mktemp -d /tmp/gridgate-crash.XXXXXX)
-gateway_pid=
-sim_pid=
-cleanup() {
-    gg_stop_pid "$sim_pid"
-    gg_stop_pid "$gateway_pid"
-    gg_stop_pid "${MOSQUITTO_PID:-}"
-    gg_stop_pid "${INFLUXD_PID:-}"
-    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+gg_work crash sim_pid gateway_pid
 
-gg_start_mosquitto "$work/mosquitto"
-mqtt_port=$MOSQUITTO_PORT
-gg_start_influxd "$work/influxdb"
-influx_port=$INFLUXD_PORT
-gg_influx_create_db "$influx_port" gridgate
+gg_start_servers
 
 cat >"$work/gridgate.yaml" <<YAML
 mqtt:     { uri: "tcp://127.0.0.1:$mqtt_port", client_id: gridgate-crash, qos: 1 }

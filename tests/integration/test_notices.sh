@@ -22,17 +22,7 @@ src=$3
 . "$src/scripts/servers.sh"
 . "$src/tests/integration/assert.sh"
 
-work=$(mktemp -d /tmp/gridgate-notices.XXXXXX)
-gateway_pid=
-sub_pid=
-broker_pid=
-cleanup() {
-    gg_stop_pid "$gateway_pid"
-    gg_stop_pid "$sub_pid"
-    gg_stop_pid "$broker_pid"
-    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+gg_work notices gateway_pid sub_pid broker_pid
 
 # A broker that keeps sessions across its own restart (persistence on), so
 # the subscriber of (b) misses nothing while it is down, and that queues

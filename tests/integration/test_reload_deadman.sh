@@ -12,14 +12,7 @@ src=$2
 . "$src/scripts/servers.sh"
 . "$src/tests/integration/assert.sh"
 
-work=$(mktemp -d /tmp/gridgate-reload.XXXXXX)
-gateway_pid=
-cleanup() {
-    gg_stop_pid "$gateway_pid"
-    gg_stop_pid "${MOSQUITTO_PID:-}"
-    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+gg_work reload gateway_pid
 
 gg_start_mosquitto "$work/mosquitto"
 mqtt_port=$MOSQUITTO_PORT
