@@ -32,10 +32,13 @@
  *   is left out (n_skipped); a tag "time" makes the line invalid.
  * - NaN and infinities have no line protocol form: left out (n_skipped).
  *
- * Floats are written with the fewest digits that read back to the same
- * double (%.15g, else %.17g): "1" for 1.0 is a float in line protocol, as
- * only a trailing 'i' makes an integer. This needs the C locale's decimal
- * point: nothing in gridgate may call setlocale(LC_NUMERIC or LC_ALL).
+ * Floats are written so that they read back to the same double, bit for
+ * bit: in fixed notation with the fewest decimals that do when 1e-4 <= |v|
+ * < 1e15 (the usual reading, without printf), else %.15g, or %.17g when 15
+ * digits are not enough. "1" for 1.0 is a float in line protocol, as only a
+ * trailing 'i' makes an integer. Integers get their 'i'; booleans are
+ * true/false; timestamps are nanoseconds, within InfluxDB's range. This needs the C locale's
+ * decimal point: nothing in gridgate may call setlocale(LC_NUMERIC or LC_ALL).
  */
 #include "influx_line.h"
 
@@ -63,6 +66,9 @@
  * double quote. */
 static bool writable(const char *s, const char *specials)
 {
+    /* the common case: neither, found at strpbrk's speed */
+    if (!strpbrk(s, "\n\\"))
+        return true;
     for (const char *p = s; *p; p++) {
         if (*p == '\n')
             return false;
@@ -98,6 +104,10 @@ static void put_escaped(struct influx_line *line, const char *s, const char *spe
 
     if (line->error)
         return;
+    if (s[strcspn(s, specials)] == '\0') {
+        put(line, s, len); /* nothing to escape: most names */
+        return;
+    }
     if (len > ((size_t)-1) / 4 || gw_buf_reserve(b, 2 * len) < 0) {
         fail(line, -ENOMEM);
         return;
@@ -161,6 +171,82 @@ static bool field_begin(struct influx_line *line, const char *key)
     return true;
 }
 
+/* Writes v in decimal into out (at least 21 bytes); returns the length. */
+static size_t format_uint(char *out, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static size_t format_int(char *out, int64_t v)
+{
+    if (v >= 0)
+        return format_uint(out, (uint64_t)v);
+    out[0] = '-';
+    /* -(v + 1) + 1: no overflow at INT64_MIN */
+    return 1 + format_uint(out + 1, (uint64_t)(-(v + 1)) + 1);
+}
+
+static const double pow10_table[] = { 1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                      1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15 };
+
+/* The fast path for the usual reading (24.5, 0.12, 87): v in fixed
+ * notation with the fewest decimals m / 10^d that read back as v, for
+ * 1e-4 <= |v| < 1e15 (where %g writes fixed notation too) and m < 2^53.
+ * Exact: m and 10^d are exact doubles, so m / 10^d is the correctly
+ * rounded value of that decimal, which is what a correctly rounding
+ * parser (glibc's strtod, Go's ParseFloat in InfluxDB) reads back. Returns
+ * the length written to out (at least 32 bytes), or 0 when the slow path
+ * must decide. */
+static size_t format_float_fixed(char *out, double v)
+{
+    double a = fabs(v);
+    char digits[24];
+    size_t n = 0, len = 0;
+
+    if (!(a >= 1e-4 && a < 1e15))
+        return 0;
+    for (size_t d = 0; d < sizeof(pow10_table) / sizeof(pow10_table[0]); d++) {
+        double scaled = a * pow10_table[d];
+        double m;
+
+        if (scaled >= 9007199254740992.0) /* 2^53 */
+            return 0;
+        m = nearbyint(scaled);
+        if (m / pow10_table[d] != a)
+            continue;
+        n = format_uint(digits, (uint64_t)m);
+        if (v < 0)
+            out[len++] = '-';
+        if (n <= d) {
+            out[len++] = '0';
+            out[len++] = '.';
+            for (size_t z = n; z < d; z++)
+                out[len++] = '0';
+            memcpy(out + len, digits, n);
+            len += n;
+        } else {
+            memcpy(out + len, digits, n - d);
+            len += n - d;
+            if (d > 0) {
+                out[len++] = '.';
+                memcpy(out + len, digits + n - d, d);
+                len += d;
+            }
+        }
+        return len;
+    }
+    return 0;
+}
+
 static void field_end(struct influx_line *line)
 {
     if (!line->error)
@@ -179,10 +265,19 @@ void influx_line_field_float(struct influx_line *line, const char *key, double v
     }
     if (!field_begin(line, key))
         return;
-    snprintf(text, sizeof(text), "%.15g", v);
-    if (strtod(text, NULL) != v)
-        snprintf(text, sizeof(text), "%.17g", v);
-    put(line, text, strlen(text));
+    if (v == 0) {
+        put(line, signbit(v) ? "-0" : "0", signbit(v) ? 2 : 1);
+    } else {
+        size_t len = format_float_fixed(text, v);
+
+        if (len == 0) {
+            snprintf(text, sizeof(text), "%.15g", v);
+            if (strtod(text, NULL) != v)
+                snprintf(text, sizeof(text), "%.17g", v);
+            len = strlen(text);
+        }
+        put(line, text, len);
+    }
     field_end(line);
 }
 
@@ -190,10 +285,13 @@ void influx_line_field_int(struct influx_line *line, const char *key, int64_t v)
 {
     char text[32];
 
+    size_t len;
+
     if (!field_begin(line, key))
         return;
-    snprintf(text, sizeof(text), "%" PRId64 "i", v);
-    put(line, text, strlen(text));
+    len = format_int(text, v);
+    text[len++] = 'i';
+    put(line, text, len);
     field_end(line);
 }
 
@@ -250,8 +348,12 @@ int influx_line_end(struct influx_line *line, int64_t ts_ns)
     if (!line->error && (ts_ns < TS_MIN_NS || ts_ns > TS_MAX_NS))
         fail(line, -EINVAL);
     if (!line->error) {
-        snprintf(text, sizeof(text), " %" PRId64 "\n", ts_ns);
-        put(line, text, strlen(text));
+        size_t len = 1;
+
+        text[0] = ' ';
+        len += format_int(text + 1, ts_ns);
+        text[len++] = '\n';
+        put(line, text, len);
     }
     if (line->error)
         gw_buf_truncate(line->buf, line->start);

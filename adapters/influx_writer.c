@@ -1,10 +1,13 @@
 #include "influx_writer.h"
 
 #include "gw_buf.h"
+#include "gw_fs.h"
 #include "gw_log.h"
 
+#include <cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -13,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <zlib.h>
 
 #define MODULE "influx"
 
@@ -21,6 +26,7 @@
 #define BACKOFF_MAX_MS 5000
 #define RESPONSE_MAX ((size_t)1 << 20) /* a 400 echoes bad lines: keep it bounded */
 #define LOG_BODY_MAX 400
+#define REASON_MAX 1000 /* InfluxDB's reason in a dead-letter comment, at most */
 #define BATCH_SIZE_MAX 1000000
 #define INTERVAL_MAX_MS 3600000
 #define NS_PER_MS INT64_C(1000000)
@@ -186,6 +192,11 @@ struct influx_writer {
     char *write_url;
     char *username;
     char *password;
+    char *auth_header; /* 2.x: "Authorization: Token ..." */
+    int version;
+    char *target;           /* "database \"gridgate\"" or "bucket \"b\" (org \"o\")", for logs */
+    char *dead_letter_path; /* NULL: none */
+    bool gzip;
     size_t batch_size;
     int64_t flush_interval_ns;
     int timeout_ms;
@@ -209,13 +220,19 @@ struct influx_writer {
     CURL *curl;
     CURLM *multi; /* runs curl, keeps its connection; shutdown may wake it */
     struct curl_slist *headers;
-    struct gw_buf body;
+    struct gw_buf body; /* the batch's text */
+    struct gw_buf gz;   /* body compressed, when gzip */
+    z_stream zs;
+    bool zs_ready;
     struct gw_buf response;
+    struct gw_buf scratch; /* dead-letter text, needles */
     char curl_error[CURL_ERROR_SIZE];
     char last_error[256];
     uint32_t rng;
     struct gw_log_limit retry_limit;
     struct gw_log_limit reject_limit;
+    struct gw_log_limit refuse_limit; /* 401, 403, 404 */
+    struct gw_log_limit dead_limit;
 
     /* Owned by the thread calling start and shutdown. */
     pthread_t thread;
@@ -308,6 +325,380 @@ static size_t count_rejected(const char *body, size_t n_lines)
     return rejected < n_lines ? rejected : n_lines;
 }
 
+/* InfluxDB's message in an error answer: 1.x {"error":"..."}, 2.x
+ * {"code":...,"message":"..."}, else the body as it is. malloc'd, or NULL. */
+static char *answer_message(const struct gw_buf *response)
+{
+    cJSON *json = response->len ? cJSON_ParseWithLength(response->data, response->len) : NULL;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(json, "error");
+    char *text;
+
+    if (!cJSON_IsString(m))
+        m = cJSON_GetObjectItemCaseSensitive(json, "message");
+    text = strdup(cJSON_IsString(m) ? m->valuestring : body_text(response));
+    cJSON_Delete(json);
+    return text;
+}
+
+/* "# <RFC 3339 time, ms, UTC> <reason>\n", the reason on one line. */
+static int put_comment(struct gw_buf *b, const char *stamp, const char *reason, size_t reason_len)
+{
+    size_t start;
+
+    if (reason_len > 2 * REASON_MAX)
+        reason_len = 2 * REASON_MAX;
+    if (gw_buf_printf(b, "# %s ", stamp) < 0)
+        return -ENOMEM;
+    start = b->len;
+    if (gw_buf_append(b, reason, reason_len) < 0 || gw_buf_putc(b, '\n') < 0)
+        return -ENOMEM;
+    for (size_t i = start; i < b->len - 1; i++) {
+        if (b->data[i] == '\n' || b->data[i] == '\r')
+            b->data[i] = ' ';
+    }
+    return 0;
+}
+
+static void rfc3339_now(char *out, size_t size)
+{
+    int64_t ns = gw_now_ns();
+    time_t sec = (time_t)(ns / 1000000000);
+    struct tm tm;
+
+    size_t n;
+
+    gmtime_r(&sec, &tm);
+    n = strftime(out, size, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, size - n, ".%03dZ", (int)(ns / 1000000 % 1000));
+}
+
+/* Where the reason for line (len bytes, no newline) is in msg, when msg
+ * names it as unparsable ("unable to parse '<line>': <reason>", the
+ * reasons joined by newlines): sets *ret_reason and *ret_len. */
+static bool find_parse_reason(struct gw_buf *needle, const char *msg, const char *line, size_t len,
+                              const char **ret_reason, size_t *ret_len)
+{
+    const char *p, *end;
+
+    /* The parser drops leading blanks from what it quotes. */
+    while (len > 0 && (*line == ' ' || *line == '\t')) {
+        line++;
+        len--;
+    }
+    gw_buf_reset(needle);
+    if (gw_buf_puts(needle, "unable to parse '") < 0 || gw_buf_append(needle, line, len) < 0 ||
+        gw_buf_puts(needle, "': ") < 0)
+        return false;
+    p = strstr(msg, needle->data);
+    if (!p)
+        return false;
+    p += needle->len;
+    end = strchr(p, '\n');
+    if (!end) {
+        /* the last one: a partial write ends with " dropped=N" */
+        const char *d = strstr(p, " dropped=");
+        end = d ? d : p + strlen(p);
+    }
+    *ret_reason = p;
+    *ret_len = (size_t)(end - p);
+    return true;
+}
+
+/* Appends text to the dead-letter file, creating it 0640, and syncs it:
+ * the journal position moves on once this returns. Returns 0 or -errno. */
+static int append_file(const char *path, const char *text, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    int r = 0;
+
+    if (fd < 0)
+        return -errno;
+    while (len > 0) {
+        ssize_t n = write(fd, text, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            r = -errno;
+            break;
+        }
+        text += n;
+        len -= (size_t)n;
+    }
+    if (r == 0 && fdatasync(fd) < 0)
+        r = -errno;
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    return r;
+}
+
+/* What a POST came to; filled by post_batch(), counted by send_batch(). */
+struct post_answer {
+    long status;        /* 0: no HTTP answer */
+    int64_t latency_us; /* -1: no HTTP answer */
+    size_t rejected;    /* lines InfluxDB refused */
+    size_t dead;        /* lines appended to the dead-letter file */
+    size_t dead_failed; /* refused lines the file did not take */
+    bool needs_person;  /* 401, 403, 404, no such retention policy: log loudly */
+};
+
+/* Reads one part of a line from *p up to an unescaped character of stops
+ * (or end), into out (unescaped: a backslash before one of ",= \"" gives
+ * that character, any other is kept), and leaves *p on the stop. Returns
+ * the length, or -1 when it does not fit. */
+static long scan_part(const char **p, const char *end, const char *stops, char *out, size_t size)
+{
+    const char *s = *p;
+    size_t n = 0;
+
+    while (s < end && !strchr(stops, *s)) {
+        char c = *s++;
+
+        if (c == '\\' && s < end && strchr(",= \"", *s))
+            c = *s++;
+        if (n + 1 >= size)
+            return -1;
+        out[n++] = c;
+    }
+    out[n] = '\0';
+    *p = s;
+    return (long)n;
+}
+
+/* The type InfluxDB gives a field value, spelt as in its messages. */
+static const char *value_type(const char *v, size_t len)
+{
+    static const char *const booleans[] = { "t", "T", "true",  "True",  "TRUE",
+                                            "f", "F", "false", "False", "FALSE" };
+
+    if (len == 0)
+        return "";
+    if (v[0] == '"')
+        return "string";
+    for (size_t i = 0; i < sizeof(booleans) / sizeof(booleans[0]); i++)
+        if (strlen(booleans[i]) == len && memcmp(v, booleans[i], len) == 0)
+            return "boolean";
+    if (v[len - 1] == 'i')
+        return "integer";
+    if (v[len - 1] == 'u')
+        return "unsigned";
+    return "float";
+}
+
+/* Whether the line is a point of measurement m with a field f of type t
+ * (what a field type conflict names). */
+static bool line_has_field(const char *line, size_t len, const char *m, const char *f,
+                           const char *t)
+{
+    const char *p = line, *end = line + len;
+    char part[512];
+
+    if (scan_part(&p, end, ", ", part, sizeof(part)) < 0 || strcmp(part, m) != 0)
+        return false;
+    if (p < end && *p == ',') {
+        /* the tags: up to the first unescaped space */
+        while (p < end && *p != ' ')
+            p += (*p == '\\' && p + 1 < end) ? 2 : 1;
+    }
+    while (p < end && *p == ' ')
+        p++;
+    while (p < end) {
+        const char *v;
+        bool match;
+
+        if (scan_part(&p, end, "=", part, sizeof(part)) < 0 || p >= end)
+            return false;
+        match = strcmp(part, f) == 0;
+        v = ++p;
+        if (p < end && *p == '"') {
+            for (p++; p < end && *p != '"'; p++)
+                if (*p == '\\')
+                    p++;
+            p++;
+        } else {
+            while (p < end && *p != ',' && *p != ' ')
+                p++;
+        }
+        if (p > end)
+            return false;
+        if (match)
+            return strcmp(value_type(v, (size_t)(p - v)), t) == 0;
+        if (p >= end || *p != ',')
+            return false;
+        p++;
+    }
+    return false;
+}
+
+/* Parses 'input field "F" on measurement "M" is type T,' out of a field
+ * type conflict. */
+static bool parse_conflict(const char *msg, char *f, char *m, char *t, size_t size)
+{
+    const char *a = strstr(msg, "field type conflict: input field \"");
+    const char *b, *c, *d;
+
+    if (!a)
+        return false;
+    a += strlen("field type conflict: input field \"");
+    b = strstr(a, "\" on measurement \"");
+    if (!b)
+        return false;
+    c = b + strlen("\" on measurement \"");
+    d = strstr(c, "\" is type ");
+    if (!d || (size_t)(b - a) >= size || (size_t)(d - c) >= size)
+        return false;
+    memcpy(f, a, (size_t)(b - a));
+    f[b - a] = '\0';
+    memcpy(m, c, (size_t)(d - c));
+    m[d - c] = '\0';
+    d += strlen("\" is type ");
+    snprintf(t, size, "%.*s", (int)strcspn(d, ", "), d);
+    return true;
+}
+
+/* A type conflict names one field: when the lines with that field of that
+ * type are as many as InfluxDB dropped, they are the refused ones. Appends
+ * them to out, each after the comment, and returns how many, or 0. */
+static size_t refuse_conflicting(struct influx_writer *w, const char *msg, size_t dropped,
+                                 const char *stamp, struct gw_buf *out)
+{
+    char f[256], m[256], t[32];
+    const char *p = w->body.data, *end = p + w->body.len;
+    size_t found = 0;
+
+    if (dropped == 0 || !parse_conflict(msg, f, m, t, sizeof(f)))
+        return 0;
+    for (int pass = 0; pass < 2; pass++) {
+        /* pass 0 counts, pass 1 writes */
+        for (p = w->body.data; p < end;) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t len = (size_t)(nl - p);
+
+            if (line_has_field(p, len, m, f, t)) {
+                if (pass == 0)
+                    found++;
+                else if (put_comment(out, stamp, msg, strlen(msg)) < 0 ||
+                         gw_buf_append(out, p, len + 1) < 0)
+                    return 0;
+            }
+            p = nl + 1;
+        }
+        if (found != dropped)
+            return 0;
+    }
+    return found;
+}
+
+/* After a 400 (or a 413 for one line): works out which lines of the batch
+ * InfluxDB refused, appends them to the dead-letter file and logs. Runs
+ * without the lock. */
+static void refuse_lines(struct influx_writer *w, size_t n_lines, const char *msg, bool truncated,
+                         struct post_answer *a)
+{
+    struct gw_buf *out = &w->scratch;
+    struct gw_buf needle = GW_BUF_INIT;
+    bool partial = strstr(msg, "partial write") != NULL;
+    bool by_line = !truncated && strstr(msg, "unable to parse '") != NULL;
+    char stamp[40];
+    size_t matched = 0;
+    int r = 0;
+
+    rfc3339_now(stamp, sizeof(stamp));
+    gw_buf_reset(out);
+    if (by_line) {
+        /* InfluxDB quoted each unparsable line: those, exactly. When
+         * nothing was written ("partial write" absent), every line was
+         * refused, the unquoted ones with the whole message. */
+        const char *p = w->body.data;
+        const char *end = p + w->body.len;
+
+        while (p < end && r == 0) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t len = (size_t)(nl - p);
+            const char *reason = msg;
+            size_t reason_len = strlen(msg);
+
+            if (find_parse_reason(&needle, msg, p, len, &reason, &reason_len)) {
+                /* "unable to parse: <why>", the line itself follows */
+                matched++;
+                gw_buf_reset(&needle);
+                if (gw_buf_puts(&needle, "unable to parse: ") < 0 ||
+                    gw_buf_append(&needle, reason, reason_len) < 0)
+                    r = -ENOMEM;
+                reason = needle.data;
+                reason_len = needle.len;
+            } else if (partial) {
+                reason = NULL; /* kept */
+            }
+            if (reason && r == 0) {
+                if (put_comment(out, stamp, reason, reason_len) < 0 ||
+                    gw_buf_append(out, p, len + 1) < 0)
+                    r = -ENOMEM;
+                a->dead++;
+            }
+            p = nl + 1;
+        }
+        if (matched == 0 && partial)
+            by_line = false; /* quoted lines that are not ours: say so below */
+        else
+            a->rejected = a->dead;
+    }
+    if (!by_line || r < 0) {
+        gw_buf_reset(out);
+        a->rejected = count_rejected(msg, n_lines);
+        a->dead = n_lines;
+        r = 0;
+        if (partial && a->rejected < n_lines) {
+            size_t n = refuse_conflicting(w, msg, a->rejected, stamp, out);
+            if (n > 0) {
+                a->dead = n;
+                goto write;
+            }
+            gw_buf_reset(out);
+        }
+        /* InfluxDB did not say which lines: the whole batch, after the
+         * reason and how many of its lines InfluxDB kept. */
+        if (a->rejected < n_lines) {
+            gw_buf_reset(&needle);
+            r = gw_buf_printf(&needle,
+                              "InfluxDB refused %zu of the %zu lines below and kept the others, "
+                              "without saying which: %.*s",
+                              a->rejected, n_lines, REASON_MAX, msg);
+            if (r == 0)
+                r = put_comment(out, stamp, needle.data, needle.len);
+        } else {
+            r = put_comment(out, stamp, msg, strlen(msg));
+        }
+        if (r == 0)
+            r = gw_buf_append(out, w->body.data, w->body.len);
+    }
+write:
+    gw_buf_free(&needle);
+    if (r < 0)
+        a->dead = 0;
+
+    if (!w->dead_letter_path) {
+        gw_log_limited(&w->reject_limit, GW_LOG_WARN, MODULE,
+                       "InfluxDB refused %zu of %zu lines, not retried (no dead-letter file): %.*s",
+                       a->rejected, n_lines, LOG_BODY_MAX, msg);
+        a->dead = 0;
+        return;
+    }
+    if (r == 0)
+        r = append_file(w->dead_letter_path, out->data, out->len);
+    if (r < 0) {
+        a->dead_failed = a->rejected;
+        a->dead = 0;
+        gw_log_limited(&w->dead_limit, GW_LOG_ERROR, MODULE,
+                       "InfluxDB refused %zu of %zu lines and they could NOT be appended to the "
+                       "dead-letter file %s: %s; they are lost. InfluxDB said: %.*s",
+                       a->rejected, n_lines, w->dead_letter_path, strerror(-r), LOG_BODY_MAX, msg);
+        return;
+    }
+    gw_log_limited(&w->reject_limit, GW_LOG_WARN, MODULE,
+                   "InfluxDB refused %zu of %zu lines, not retried; %zu appended to %s: %.*s",
+                   a->rejected, n_lines, a->dead, w->dead_letter_path, LOG_BODY_MAX, msg);
+}
+
 enum post_result {
     POST_OK,        /* 2xx: all written */
     POST_REJECTED,  /* 400: done, some or all lines refused */
@@ -358,16 +749,89 @@ static CURLcode perform(struct influx_writer *w)
     return rc;
 }
 
-/* One POST of w->body. Runs without the lock. */
-static enum post_result post_batch(struct influx_writer *w, size_t n_lines, size_t *ret_rejected,
-                                   int64_t *ret_latency_us)
+/* Compresses w->body into w->gz (gzip wrapper). Returns 0 or -errno. */
+static int gzip_body(struct influx_writer *w)
 {
+    z_stream *z = &w->zs;
+    uLong bound;
+
+    if (w->body.len > UINT32_MAX / 2)
+        return -EMSGSIZE;
+    if (deflateReset(z) != Z_OK)
+        return -EIO;
+    /* deflateBound() leaves out the gzip header and trailer: 18 bytes. */
+    bound = deflateBound(z, (uLong)w->body.len) + 64;
+    gw_buf_reset(&w->gz);
+    if (gw_buf_reserve(&w->gz, bound) < 0)
+        return -ENOMEM;
+    z->next_in = (Bytef *)w->body.data;
+    z->avail_in = (uInt)w->body.len;
+    z->next_out = (Bytef *)w->gz.data;
+    z->avail_out = (uInt)bound;
+    if (deflate(z, Z_FINISH) != Z_STREAM_END)
+        return -EIO;
+    w->gz.len = (size_t)z->total_out;
+    return 0;
+}
+
+/* The cause of a 401, 403 or 404, in w->last_error, for an operator:
+ * these need a person (credentials, rights, a database to create). */
+static void describe_refusal(struct influx_writer *w, long status, const char *msg)
+{
+    const char *what = "";
+
+    switch (status) {
+    case 0: /* 1.x: no such retention policy; the lines are fine */
+        snprintf(w->last_error, sizeof(w->last_error),
+                 "the retention policy does not exist in %s (%.120s); create it or fix "
+                 "influx.retention_policy",
+                 w->target, msg);
+        return;
+    case 401:
+        what = w->version == 2 ? "InfluxDB refuses the token (HTTP 401; check influx.token)"
+                               : "InfluxDB refuses the credentials (HTTP 401; check "
+                                 "influx.username and influx.password)";
+        break;
+    case 403:
+        what = w->version == 2 ? "the token may not write to this bucket (HTTP 403)"
+                               : "the user may not write to this database (HTTP 403)";
+        break;
+    case 404:
+        if (strstr(msg, "not found") &&
+            (strstr(msg, "database") || strstr(msg, "bucket") || strstr(msg, "organization"))) {
+            snprintf(w->last_error, sizeof(w->last_error), "%s does not exist (HTTP 404: %.120s)%s",
+                     w->target, msg, w->version == 2 ? "" : "; create it with CREATE DATABASE");
+            return;
+        }
+        what = "no write API at this URL (HTTP 404; check influx.url and influx.version)";
+        break;
+    }
+    snprintf(w->last_error, sizeof(w->last_error), "%s, writing to %s: %.120s", what, w->target,
+             msg);
+}
+
+/* One POST of w->body (compressed when gzip). Runs without the lock. */
+static enum post_result post_batch(struct influx_writer *w, size_t n_lines, struct post_answer *a)
+{
+    const struct gw_buf *send = &w->body;
     long status = 0;
     int64_t start;
+    bool rp_missing;
     CURLcode rc;
+    char *msg;
+    int r;
 
-    curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, w->body.data);
-    curl_easy_setopt(w->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)w->body.len);
+    if (w->gzip) {
+        r = gzip_body(w);
+        if (r < 0) {
+            snprintf(w->last_error, sizeof(w->last_error), "cannot compress a batch: %s",
+                     strerror(-r));
+            return POST_RETRY;
+        }
+        send = &w->gz;
+    }
+    curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, send->data);
+    curl_easy_setopt(w->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)send->len);
     gw_buf_reset(&w->response);
     w->curl_error[0] = '\0';
 
@@ -382,19 +846,47 @@ static enum post_result post_batch(struct influx_writer *w, size_t n_lines, size
                  w->curl_error[0] ? w->curl_error : curl_easy_strerror(rc));
         return POST_RETRY;
     }
-    *ret_latency_us = (gw_monotonic_ns() - start) / 1000;
+    a->latency_us = (gw_monotonic_ns() - start) / 1000;
     curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, &status);
+    a->status = status;
     if (status >= 200 && status < 300)
         return POST_OK;
 
     snprintf(w->last_error, sizeof(w->last_error), "HTTP %ld: %.*s", status,
              body_log_len(&w->response), body_text(&w->response));
-    if (status == 400) {
-        *ret_rejected = count_rejected(body_text(&w->response), n_lines);
+    /* 422: 2.x's answer for points refused after parsing (type conflicts,
+     * retention), as 1.x's 400 partial write. */
+    /* 1.6 answers 500 for a retention policy that does not exist. */
+    rp_missing = (status == 400 || status == 500) &&
+                 strstr(body_text(&w->response), "retention policy not found");
+    if (status != 400 && status != 422 && status != 401 && status != 403 && status != 404 &&
+        !(status == 413 && n_lines == 1) && !rp_missing)
+        return status == 413 ? POST_TOO_LARGE : POST_RETRY;
+
+    msg = answer_message(&w->response);
+    if (!msg) {
+        /* out of memory: resending is harmless (InfluxDB overwrites equal points) */
+        return POST_RETRY;
+    }
+    if (rp_missing) {
+        /* A setting to fix, not lines to refuse. */
+        status = 0;
+    } else if (status == 400 || status == 422 || status == 413) {
+        /* One line too large for the server can never be written. */
+        if (status == 413) {
+            free(msg);
+            msg = strdup("HTTP 413: the line is larger than InfluxDB takes in a request "
+                         "([http] max-body-size)");
+            if (!msg)
+                return POST_RETRY;
+        }
+        refuse_lines(w, n_lines, msg, w->response.len >= RESPONSE_MAX, a);
+        free(msg);
         return POST_REJECTED;
     }
-    if (status == 413)
-        return POST_TOO_LARGE;
+    describe_refusal(w, status, msg);
+    a->needs_person = true;
+    free(msg);
     return POST_RETRY;
 }
 
@@ -433,40 +925,37 @@ static int send_batch(struct influx_writer *w)
     n = queue_peek(&w->q, &w->body, w->line_cap, &end);
     for (;;) {
         enum post_result result = POST_RETRY;
-        size_t rejected = 0;
-        int64_t latency_us = -1;
+        struct post_answer a = { .latency_us = -1 };
 
         if (n < 0) {
             snprintf(w->last_error, sizeof(w->last_error), "out of memory for a batch");
         } else {
             pthread_mutex_unlock(&w->lock);
-            result = post_batch(w, (size_t)n, &rejected, &latency_us);
+            result = post_batch(w, (size_t)n, &a);
             pthread_mutex_lock(&w->lock);
         }
-        if (latency_us >= 0) {
-            w->stats.last_latency_us = (uint64_t)latency_us;
-            if ((uint64_t)latency_us > w->stats.max_latency_us)
-                w->stats.max_latency_us = (uint64_t)latency_us;
+        if (a.latency_us >= 0) {
+            w->stats.last_latency_us = (uint64_t)a.latency_us;
+            if ((uint64_t)a.latency_us > w->stats.max_latency_us)
+                w->stats.max_latency_us = (uint64_t)a.latency_us;
         }
+        if (a.status)
+            w->stats.last_status = (uint64_t)a.status;
 
-        if (result == POST_TOO_LARGE && n == 1) {
-            /* one line too large for the server: it can never be written */
-            result = POST_REJECTED;
-            rejected = 1;
-        }
         switch (result) {
         case POST_OK:
         case POST_REJECTED:
+            /* Answered for good: the refused lines are in the dead-letter
+             * file (or logged as lost) and never sent again. */
             if (result == POST_OK) {
                 w->stats.batches_written++;
             } else {
                 w->stats.write_errors++;
-                w->stats.points_rejected += rejected;
-                gw_log_limited(&w->reject_limit, GW_LOG_WARN, MODULE,
-                               "InfluxDB refused %zu of %ld lines, not retried: %s", rejected, n,
-                               w->last_error);
+                w->stats.points_rejected += a.rejected;
+                w->stats.points_dead_lettered += a.dead;
+                w->stats.dead_letter_errors += a.dead_failed;
             }
-            w->stats.points_written += (size_t)n - rejected;
+            w->stats.points_written += (size_t)n - a.rejected;
             if (failures > 0)
                 gw_info(
                     MODULE, "InfluxDB at %s takes writes again after %u failed attempts in %.1f s",
@@ -494,10 +983,16 @@ static int send_batch(struct influx_writer *w)
                 /* jitter: between half and all of the current delay */
                 int wait_ms = delay_ms / 2 + (int)(next_random(w) % (uint32_t)(delay_ms / 2 + 1));
 
-                gw_log_limited(&w->retry_limit, GW_LOG_WARN, MODULE,
-                               "cannot write to InfluxDB at %s: %s; retrying in %d ms "
-                               "(%zu lines queued)",
-                               w->base_url, w->last_error, wait_ms, w->q.lines);
+                if (a.needs_person)
+                    gw_log_limited(&w->refuse_limit, GW_LOG_ERROR, MODULE,
+                                   "NOT WRITING to InfluxDB at %s: %s; retrying in %d ms, "
+                                   "nothing is thrown away (%zu lines queued)",
+                                   w->base_url, w->last_error, wait_ms, w->q.lines);
+                else
+                    gw_log_limited(&w->retry_limit, GW_LOG_WARN, MODULE,
+                                   "cannot write to InfluxDB at %s: %s; retrying in %d ms "
+                                   "(%zu lines queued)",
+                                   w->base_url, w->last_error, wait_ms, w->q.lines);
                 if (!backoff_wait(w, wait_ms))
                     return -ETIMEDOUT;
             }
@@ -573,7 +1068,11 @@ static void writer_free(struct influx_writer *w)
         curl_multi_cleanup(w->multi);
     curl_slist_free_all(w->headers);
     gw_buf_free(&w->body);
+    gw_buf_free(&w->gz);
     gw_buf_free(&w->response);
+    gw_buf_free(&w->scratch);
+    if (w->zs_ready)
+        deflateEnd(&w->zs);
     if (w->space_ready)
         pthread_cond_destroy(&w->space);
     if (w->wake_ready)
@@ -583,6 +1082,12 @@ static void writer_free(struct influx_writer *w)
     free(w->base_url);
     free(w->write_url);
     free(w->username);
+    free(w->target);
+    free(w->dead_letter_path);
+    if (w->auth_header) {
+        memset(w->auth_header, 0, strlen(w->auth_header));
+        free(w->auth_header);
+    }
     if (w->password) {
         memset(w->password, 0, strlen(w->password));
         free(w->password);
@@ -597,8 +1102,25 @@ static int check_options(const struct influx_writer_options *o, char *err, size_
         snprintf(err, err_size, "influx: url is required");
         return -EINVAL;
     }
-    if (!o->database || !*o->database) {
+    if (o->version != 0 && o->version != 1 && o->version != 2) {
+        snprintf(err, err_size, "influx: version %d is not 1 or 2", o->version);
+        return -EINVAL;
+    }
+    if (o->version == 2) {
+        if (!o->org || !*o->org) {
+            snprintf(err, err_size, "influx: org is required with version 2");
+            return -EINVAL;
+        }
+        if ((!o->bucket || !*o->bucket) && (!o->database || !*o->database)) {
+            snprintf(err, err_size, "influx: bucket (or database) is required with version 2");
+            return -EINVAL;
+        }
+    } else if (!o->database || !*o->database) {
         snprintf(err, err_size, "influx: database is required");
+        return -EINVAL;
+    }
+    if (o->dead_letter_path && !*o->dead_letter_path) {
+        snprintf(err, err_size, "influx: dead_letter is empty (leave it unset for none)");
         return -EINVAL;
     }
     if (o->retention_policy && !*o->retention_policy) {
@@ -634,6 +1156,7 @@ static int build_write_url(struct influx_writer *w, const struct influx_writer_o
     char *query = NULL;
     char *db = NULL;
     char *rp = NULL;
+    char *org = NULL;
     size_t base_len;
     CURLUcode uc;
     int r = -EINVAL;
@@ -659,22 +1182,36 @@ static int build_write_url(struct influx_writer *w, const struct influx_writer_o
         goto out;
     }
 
-    db = curl_easy_escape(w->curl, o->database, 0);
-    rp = o->retention_policy ? curl_easy_escape(w->curl, o->retention_policy, 0) : NULL;
-    if (!db || (o->retention_policy && !rp)) {
-        snprintf(err, err_size, "influx: out of memory");
-        r = -ENOMEM;
-        goto out;
-    }
     base_len = strlen(o->url);
     while (base_len > 0 && o->url[base_len - 1] == '/')
         base_len--;
-    if (gw_buf_append(&url, o->url, base_len) < 0 || gw_buf_printf(&url, "/write?db=%s", db) < 0 ||
-        (rp && gw_buf_printf(&url, "&rp=%s", rp) < 0) || gw_buf_puts(&url, "&precision=ns") < 0) {
-        snprintf(err, err_size, "influx: out of memory");
-        r = -ENOMEM;
-        goto out;
+    if (w->version == 2) {
+        const char *bucket = o->bucket && *o->bucket ? o->bucket : o->database;
+
+        db = curl_easy_escape(w->curl, bucket, 0);
+        org = curl_easy_escape(w->curl, o->org, 0);
+        if (!db || !org || gw_buf_append(&url, o->url, base_len) < 0 ||
+            gw_buf_printf(&url, "/api/v2/write?org=%s&bucket=%s&precision=ns", org, db) < 0 ||
+            gw_buf_printf(&w->scratch, "bucket \"%s\" (org \"%s\")", bucket, o->org) < 0) {
+            snprintf(err, err_size, "influx: out of memory");
+            r = -ENOMEM;
+            goto out;
+        }
+    } else {
+        db = curl_easy_escape(w->curl, o->database, 0);
+        rp = o->retention_policy ? curl_easy_escape(w->curl, o->retention_policy, 0) : NULL;
+        if (!db || (o->retention_policy && !rp) || gw_buf_append(&url, o->url, base_len) < 0 ||
+            gw_buf_printf(&url, "/write?db=%s", db) < 0 ||
+            (rp && gw_buf_printf(&url, "&rp=%s", rp) < 0) ||
+            gw_buf_puts(&url, "&precision=ns") < 0 ||
+            gw_buf_printf(&w->scratch, "database \"%s\"", o->database) < 0) {
+            snprintf(err, err_size, "influx: out of memory");
+            r = -ENOMEM;
+            goto out;
+        }
     }
+    w->target = w->scratch.data;
+    w->scratch = (struct gw_buf)GW_BUF_INIT;
     w->write_url = url.data;
     url.data = NULL;
     r = 0;
@@ -682,6 +1219,7 @@ out:
     gw_buf_free(&url);
     curl_free(db);
     curl_free(rp);
+    curl_free(org);
     curl_free(scheme);
     curl_free(query);
     curl_url_cleanup(u);
@@ -701,6 +1239,18 @@ static int setup_curl(struct influx_writer *w)
     if (!more)
         return -ENOMEM;
     w->headers = more;
+    if (w->gzip) {
+        more = curl_slist_append(w->headers, "Content-Encoding: gzip");
+        if (!more)
+            return -ENOMEM;
+        w->headers = more;
+    }
+    if (w->auth_header) {
+        more = curl_slist_append(w->headers, w->auth_header);
+        if (!more)
+            return -ENOMEM;
+        w->headers = more;
+    }
 
 #define SET(opt, val)                                                                              \
     do {                                                                                           \
@@ -718,7 +1268,7 @@ static int setup_curl(struct influx_writer *w)
     SET(CURLOPT_WRITEDATA, &w->response);
     SET(CURLOPT_TIMEOUT_MS, (long)w->timeout_ms);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
-    if (w->username) {
+    if (w->username && w->version != 2) {
         SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         SET(CURLOPT_USERNAME, w->username);
         SET(CURLOPT_PASSWORD, w->password ? w->password : "");
@@ -764,13 +1314,40 @@ struct influx_writer *influx_writer_start(const struct influx_writer_options *o,
     w->rng = (uint32_t)gw_monotonic_ns() | 1u;
     w->retry_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(0.2, 3);
     w->reject_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(1, 5);
+    w->refuse_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(0.1, 2);
+    w->dead_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(0.2, 3);
+    w->version = o->version ? o->version : 1;
+    w->gzip = o->gzip;
     atomic_init(&w->deadline_ns, 0);
 
     w->base_url = copy_string(o->url, &failed);
     w->username = copy_string(o->username, &failed);
     w->password = copy_string(o->password, &failed);
+    w->dead_letter_path = copy_string(o->dead_letter_path, &failed);
     if (failed)
         goto fail;
+    if (w->version == 2 && o->token) {
+        struct gw_buf h = GW_BUF_INIT;
+        if (gw_buf_printf(&h, "Authorization: Token %s", o->token) < 0)
+            goto fail;
+        w->auth_header = h.data;
+    }
+    if (w->dead_letter_path) {
+        /* Found out now, not when the first line is refused. */
+        r = gw_mkdir_parent(w->dead_letter_path);
+        if (r == 0)
+            r = append_file(w->dead_letter_path, "", 0);
+        if (r < 0) {
+            snprintf(err, sizeof(err), "influx: dead-letter file %s: %s", w->dead_letter_path,
+                     strerror(-r));
+            goto fail;
+        }
+    }
+    if (w->gzip) {
+        if (deflateInit2(&w->zs, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+            goto fail;
+        w->zs_ready = true;
+    }
 
     if (pthread_mutex_init(&w->lock, NULL) != 0)
         goto fail;
@@ -815,8 +1392,8 @@ struct influx_writer *influx_writer_start(const struct influx_writer_options *o,
     }
     w->running = true;
     pthread_setname_np(w->thread, "gw-influx");
-    gw_debug(MODULE, "writing to %s (batches of %zu lines, flush every %lld ms)", w->write_url,
-             w->batch_size, (long long)(w->flush_interval_ns / NS_PER_MS));
+    gw_debug(MODULE, "writing to %s (batches of %zu lines, flush every %lld ms%s)", w->write_url,
+             w->batch_size, (long long)(w->flush_interval_ns / NS_PER_MS), w->gzip ? ", gzip" : "");
     return w;
 
 fail:
@@ -889,11 +1466,11 @@ void influx_writer_shutdown(struct influx_writer *w, int drain_timeout_ms)
 
     influx_writer_stats(w, &s);
     gw_info(MODULE,
-            "stopped: %llu points written in %llu batches, %llu rejected, %llu dropped, "
-            "%llu failed requests",
+            "stopped: %llu points written in %llu batches, %llu rejected (%llu dead-lettered), "
+            "%llu dropped, %llu failed requests",
             (unsigned long long)s.points_written, (unsigned long long)s.batches_written,
-            (unsigned long long)s.points_rejected, (unsigned long long)s.points_dropped,
-            (unsigned long long)s.write_errors);
+            (unsigned long long)s.points_rejected, (unsigned long long)s.points_dead_lettered,
+            (unsigned long long)s.points_dropped, (unsigned long long)s.write_errors);
 }
 
 void influx_writer_stop(struct influx_writer *w, int drain_timeout_ms)

@@ -1,11 +1,12 @@
-/* influx_writer: sends line protocol to InfluxDB 1.x over HTTP, from a
- * thread of its own.
+/* influx_writer: sends line protocol to InfluxDB over HTTP (the 1.x /write
+ * API, or 2.x's /api/v2/write), from a thread of its own.
  *
  * Owns a bounded in-memory queue of whole lines, one CURL easy handle
  * (run on a multi handle that keeps the connection alive) and the thread that batches lines by
- * count and by age, POSTs them to /write and retries with capped backoff while InfluxDB is
- * unreachable or refusing. Does not own the text of a line (influx_line builds it), the journal, or
- * any decision about what to send.
+ * count and by age, POSTs them (gzip-compressed when asked) and retries with capped backoff while
+ * InfluxDB is unreachable or refusing, and appends the lines InfluxDB refuses to the dead-letter
+ * file. Does not own the text of a line (influx_line builds it), the journal, or any decision
+ * about what to send.
  *
  * Walking-skeleton note: the queue is the writer's input side. It is read
  * the way a journal cursor will be: a batch is copied from the committed
@@ -13,19 +14,26 @@
  * later issue replaces the queue with a journal consumer; the batching,
  * HTTP and retry code stay as they are.
  *
- * Answers: 2xx, written. 400, InfluxDB refused some lines (bad line
- * protocol, field type conflict) and, being 1.x, kept the others: the
- * refused ones are counted in points_rejected and logged, the batch is not
- * retried. 413, the batch is split in halves and the smaller size kept (a
- * single line too large is rejected).
- * Anything else (401, 403, 404 database not found, 5xx), a connection error
- * or a timeout: logged, rate-limited, and the same batch retried after
- * 100 ms doubling to 5 s, with jitter, while new lines keep queueing up to
- * the bound.
+ * Answers: 2xx, written. 400 (2.x: also 422), InfluxDB refused some lines
+ * (bad line protocol, field type conflict) and kept the others: the
+ * refused lines are counted in points_rejected, appended to the dead-letter
+ * file (each after a "# <RFC 3339 time> <InfluxDB's reason>" comment line;
+ * when the answer does not say which lines it refused, the whole batch
+ * after one comment that says so), counted in points_dead_lettered and
+ * never retried. 413, the batch is split in halves and the smaller size
+ * kept (a single line too large is refused like a 400).
+ * 401, 403, 404 and 1.x's "retention policy not found" (a 500 in 1.6; bad
+ * credentials, no right to write, no such database, bucket or retention
+ * policy): logged at error level, rate-limited, naming the cause, and
+ * retried like 5xx, a connection error or a timeout: the same batch again
+ * after 100 ms doubling to 5 s, each wait drawn between half and all of
+ * that, while new lines keep queueing up to the bound. Nothing is thrown
+ * away while InfluxDB misbehaves.
  *
- * Delivery: at least once while the process lives. A batch is retried until
- * InfluxDB answers 2xx or 400; lines still queued when the drain deadline of
- * influx_writer_shutdown() passes are counted as dropped and logged. A
+ * Delivery: at least once while the process lives. A batch is retried
+ * until InfluxDB answers 2xx or refuses lines (400, 422); lines still
+ * queued when the drain deadline of influx_writer_shutdown() passes are
+ * counted as dropped and logged. A
  * batch that timed out may have been written anyway and is sent again;
  * InfluxDB overwrites a point with the same series and timestamp, so the
  * repeat is harmless.
@@ -33,6 +41,7 @@
 #ifndef INFLUX_WRITER_H
 #define INFLUX_WRITER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,14 +51,23 @@ struct influx_writer;
  * copied by influx_writer_start(). */
 struct influx_writer_options {
     const char *url;              /* "http://127.0.0.1:8086", optional path prefix, no query */
-    const char *database;         /* required */
-    const char *retention_policy; /* NULL: the database's default */
-    const char *username;         /* NULL: no authentication; sent as HTTP basic auth */
-    const char *password;         /* NULL: empty */
-    int batch_size;               /* lines per POST, 5000 */
-    int flush_interval_ms;        /* longest a line waits for its batch to fill, 1000 */
-    int timeout_ms;               /* whole request, connect included, 10000 */
-    size_t queue_bytes;           /* bound on queued text, 64 MiB; submit blocks above it */
+    int version;                  /* write API: 1 (/write, the default) or 2 (/api/v2/write) */
+    const char *database;         /* 1.x: required; 2.x: the bucket when bucket is NULL */
+    const char *retention_policy; /* 1.x; NULL: the database's default */
+    const char *username;         /* 1.x; NULL: no authentication; sent as HTTP basic auth */
+    const char *password;         /* 1.x; NULL: empty */
+    const char *org;              /* 2.x: required (the organisation's name) */
+    const char *bucket;           /* 2.x; NULL: database */
+    const char *token;            /* 2.x; "Authorization: Token ..."; NULL: none sent */
+    bool gzip;                    /* Content-Encoding: gzip request bodies; false: plain */
+    /* Lines InfluxDB refuses (400) are appended here, the file created 0640
+     * if missing (not its directory); start fails when it cannot be opened
+     * for appending. NULL: refused lines are only counted and logged. */
+    const char *dead_letter_path;
+    int batch_size;        /* lines per POST, 5000 */
+    int flush_interval_ms; /* longest a line waits for its batch to fill, 1000 */
+    int timeout_ms;        /* whole request, connect included, 10000 */
+    size_t queue_bytes;    /* bound on queued text, 64 MiB; submit blocks above it */
 };
 
 #define INFLUX_WRITER_DEFAULT_BATCH_SIZE 5000
@@ -63,8 +81,15 @@ struct influx_writer_stats {
     uint64_t write_errors;    /* POSTs that failed: no answer, timeout, or a status not 2xx */
     uint64_t retries;         /* POSTs that repeated a batch after a failure */
     uint64_t points_rejected; /* lines InfluxDB refused with 400 (bad line, type conflict) */
-    uint64_t points_dropped;  /* lines given up on when the drain deadline passed */
-    uint64_t queue_bytes;     /* text queued now, the batch in flight included */
+    /* Lines appended to the dead-letter file: the refused ones, or whole
+     * batches when InfluxDB did not say which lines it refused. */
+    uint64_t points_dead_lettered;
+    /* Refused lines the dead-letter file could not take (disk full, the
+     * file replaced by a directory...): logged at error level, and gone. */
+    uint64_t dead_letter_errors;
+    uint64_t last_status;    /* HTTP status of the last answer, 0 before any */
+    uint64_t points_dropped; /* lines given up on when the drain deadline passed */
+    uint64_t queue_bytes;    /* text queued now, the batch in flight included */
     uint64_t queue_lines;
     uint64_t lines_done;      /* lines answered for good (kept or refused), in submit order */
     uint64_t last_latency_us; /* duration of the last POST that got an HTTP answer */

@@ -18,6 +18,7 @@
 #include <openssl/rand.h>
 
 #include "gw_buf.h"
+#include "gw_fs.h"
 #include "gw_registry.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -688,6 +689,9 @@ static int replace_file(const char *path, const struct gw_buf *content, mode_t m
     char *tmp = NULL, *dir_copy = NULL;
     int fd = -1, r = 0;
 
+    r = gw_mkdir_parent(path); /* a fresh installation's var/ */
+    if (r < 0)
+        return r;
     if (asprintf(&tmp, "%s.XXXXXX", path) < 0)
         return -ENOMEM;
     fd = mkstemp(tmp); /* 0600 */

@@ -1429,6 +1429,52 @@ int gw_cases_count_by_state(struct gw_cases *cases, const struct gw_actor *viewe
     return store_count_by_state(cases->store, &scope, ret_counts, ret_overdue);
 }
 
+/* ---- the InfluxDB outbox ---- */
+
+int gw_cases_outbox_put(struct gw_cases *cases, const char *lines, size_t len)
+{
+    if (!cases || !lines)
+        return -EINVAL;
+    if (cases->read_only)
+        return -EROFS;
+    /* Outside a batch the row would be a transaction of its own, apart
+     * from the change it describes: that is the hole the outbox closes. */
+    if (!cases->in_batch)
+        return -EINVAL;
+    if (!store_in_transaction(cases->store))
+        return -EIO; /* a failure ended the batch */
+    return store_outbox_put(cases->store, lines, len);
+}
+
+int gw_cases_outbox_read(struct gw_cases *cases, int64_t after_id, int max_rows, size_t max_bytes,
+                         store_outbox_fn fn, void *userdata)
+{
+    if (!cases)
+        return -EINVAL;
+    return store_outbox_read(cases->store, after_id, max_rows, max_bytes, fn, userdata);
+}
+
+int64_t gw_cases_outbox_delete(struct gw_cases *cases, int64_t up_to_id)
+{
+    if (!cases || cases->in_batch)
+        return -EINVAL;
+    if (cases->read_only)
+        return -EROFS;
+    return store_outbox_delete(cases->store, up_to_id);
+}
+
+int64_t gw_cases_outbox_count(struct gw_cases *cases)
+{
+    return cases ? store_outbox_count(cases->store) : -EINVAL;
+}
+
+int gw_cases_open_counts(struct gw_cases *cases, store_open_count_fn fn, void *userdata)
+{
+    if (!cases || !fn)
+        return -EINVAL;
+    return store_open_counts(cases->store, fn, userdata);
+}
+
 /* ---- devices' last-seen times ---- */
 
 int gw_cases_save_last_seen(struct gw_cases *cases, const struct gw_registry *reg)

@@ -288,6 +288,27 @@ void gw_cases_free_figures(struct gw_case_figures *figures, int n);
 int gw_cases_count_by_state(struct gw_cases *cases, const struct gw_actor *viewer,
                             int64_t ret_counts[GW_CASE_STATE_COUNT], int64_t *ret_overdue);
 
+/* ---- the InfluxDB outbox (store.h) ----
+ *
+ * gw_cases_outbox_put adds a row of whole lines of line protocol to the
+ * open batch (between gw_cases_begin and gw_cases_commit), so the lines
+ * exist iff the batch commits: -EINVAL outside a batch, -EROFS in a
+ * reader. The reads and the delete are the InfluxDB feeder's, on its own
+ * (writing) gw_cases; each delete is a transaction of its own. */
+int gw_cases_outbox_put(struct gw_cases *cases, const char *lines, size_t len);
+/* See store_outbox_read. */
+int gw_cases_outbox_read(struct gw_cases *cases, int64_t after_id, int max_rows, size_t max_bytes,
+                         store_outbox_fn fn, void *userdata);
+/* Returns the rows deleted (ids up to up_to_id) or a negative errno. */
+int64_t gw_cases_outbox_delete(struct gw_cases *cases, int64_t up_to_id);
+/* Rows waiting, or a negative errno. */
+int64_t gw_cases_outbox_count(struct gw_cases *cases);
+
+/* Open cases per (street, category) with the overdue ones among them (see
+ * store_open_counts), for the case_open figure. Any gw_cases; no scope:
+ * the gateway's own figures. */
+int gw_cases_open_counts(struct gw_cases *cases, store_open_count_fn fn, void *userdata);
+
 /* Saves the live last-seen time (gw_device_state) of each device of reg
  * (the devices file's, not quarantined ones) that changed since this
  * gw_cases last saved it, in one transaction, taken only when there is

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "gw_buf.h"
 #include "gw_log.h"
 #include "gw_reading.h"
 #include "rule_engine.h"
@@ -27,6 +28,7 @@ enum command_kind {
     CMD_ACTION,     /* a rule worker's open_case / clear_case */
     CMD_TRANSITION, /* the API's POST /cases/{id}/{op} */
     CMD_REPORT,     /* the API's POST /cases */
+    CMD_LINES,      /* a rule worker's emit() lines, for the outbox */
 };
 
 /* An API call waiting for its answer; lives on the caller's stack, under
@@ -55,6 +57,7 @@ struct event_copy {
 };
 
 struct command {
+    struct gw_casesvc *svc;
     struct command *next;           /* in the queue, then in its batch */
     struct command *next_of_worker; /* CMD_ACTION: the worker's not yet durable ones */
     enum command_kind kind;
@@ -63,6 +66,9 @@ struct command {
     uint64_t seq;
     struct rule_action action;
     struct gw_reading *reading;
+    /* CMD_LINES: owned */
+    char *lines;
+    size_t len;
     /* CMD_TRANSITION, CMD_REPORT: the caller's, alive while it waits */
     const struct gw_case_request *request;
     const struct gw_case_report *report;
@@ -105,6 +111,14 @@ struct gw_casesvc {
     int64_t next_scan_mono;
     int64_t next_deadline; /* gateway clock, 0: none */
     int64_t last_scan_wall;
+
+    /* The outbox lines of the open transaction (the service thread's):
+     * written as one row just before its commit, forgotten with it when
+     * it rolls back. outbox_error: a line could not be made (memory), so
+     * the transaction must not commit. */
+    struct gw_buf outbox;
+    size_t outbox_n;
+    int outbox_error;
 
     struct gw_casesvc_stats stats; /* __atomic builtins; queued is depth */
 };
@@ -208,11 +222,42 @@ static void drop_events(struct command *cmd)
     cmd->events_tail = &cmd->events;
 }
 
-/* gw_cases' callback: the event is kept until its batch is durable. */
+static size_t count_lines(const char *text, size_t len)
+{
+    size_t n = 0;
+
+    for (const char *c = text; (c = memchr(c, '\n', len - (size_t)(c - text))); c++)
+        n++;
+    return n;
+}
+
+/* The event's lines join the transaction's outbox row. */
+static void format_event(struct gw_casesvc *svc, const struct gw_case_event *event)
+{
+    size_t before = svc->outbox.len;
+    int r;
+
+    if (!svc->o.format_event)
+        return;
+    r = svc->o.format_event(event, &svc->outbox, svc->o.userdata);
+    if (r == -ENOMEM) {
+        svc->outbox_error = r;
+    } else if (r == 0) {
+        svc->outbox_n += count_lines(svc->outbox.data + before, svc->outbox.len - before);
+        return;
+    }
+    gw_buf_truncate(&svc->outbox, before);
+}
+
+/* gw_cases' callback, inside the transaction: the event's outbox lines
+ * are written with it; the event is kept until its batch is durable. */
 static void collect(const struct gw_case_event *event, void *userdata)
 {
     struct command *cmd = userdata;
-    struct event_copy *e = event_copy_new(event);
+    struct event_copy *e;
+
+    format_event(cmd->svc, event);
+    e = event_copy_new(event);
 
     if (!e) {
         gw_log_limited(&store_log_limit, GW_LOG_ERROR, "casesvc",
@@ -247,12 +292,13 @@ static void deliver(struct gw_casesvc *svc, struct command *cmd)
 
 /* ---- commands ------------------------------------------------------------- */
 
-static struct command *command_new(enum command_kind kind)
+static struct command *command_new(struct gw_casesvc *svc, enum command_kind kind)
 {
     struct command *cmd = calloc(1, sizeof(*cmd));
 
     if (!cmd)
         return NULL;
+    cmd->svc = svc;
     cmd->kind = kind;
     cmd->events_tail = &cmd->events;
     return cmd;
@@ -263,6 +309,7 @@ static void command_free(struct command *cmd)
     drop_events(cmd);
     rule_action_free_contents(&cmd->action);
     gw_reading_unref(cmd->reading);
+    free(cmd->lines);
     free(cmd);
 }
 
@@ -271,6 +318,63 @@ static void command_free(struct command *cmd)
 static bool is_refusal(int rc)
 {
     return rc == -EINVAL || rc == -ENOENT || rc == -EACCES || rc == -ESTALE || rc == -EROFS;
+}
+
+static bool of_worker(const struct command *cmd)
+{
+    return cmd->kind == CMD_ACTION || cmd->kind == CMD_LINES;
+}
+
+/* ---- transactions and the outbox ------------------------------------------ */
+
+static int tx_begin(struct gw_casesvc *svc)
+{
+    gw_buf_reset(&svc->outbox);
+    svc->outbox_n = 0;
+    svc->outbox_error = 0;
+    return gw_cases_begin(svc->cases);
+}
+
+/* Writes the transaction's outbox row, then commits; on any failure
+ * nothing of the transaction happened. */
+static int tx_commit(struct gw_casesvc *svc)
+{
+    size_t n = svc->outbox_n;
+    int r = svc->outbox_error;
+
+    if (r == 0 && svc->outbox.len > 0)
+        r = gw_cases_outbox_put(svc->cases, svc->outbox.data, svc->outbox.len);
+    gw_buf_reset(&svc->outbox);
+    svc->outbox_n = 0;
+    svc->outbox_error = 0;
+    if (r < 0) {
+        gw_cases_rollback(svc->cases);
+        return r;
+    }
+    r = gw_cases_commit(svc->cases);
+    if (r == 0 && n > 0) {
+        count(&svc->stats.outbox_rows, 1);
+        count(&svc->stats.outbox_lines, n);
+    }
+    return r;
+}
+
+static void tx_rollback(struct gw_casesvc *svc)
+{
+    gw_buf_reset(&svc->outbox);
+    svc->outbox_n = 0;
+    svc->outbox_error = 0;
+    gw_cases_rollback(svc->cases);
+}
+
+/* A worker's emit lines join the transaction's outbox row. */
+static int add_lines(struct gw_casesvc *svc, const struct command *cmd)
+{
+    int r = gw_buf_append(&svc->outbox, cmd->lines, cmd->len);
+
+    if (r == 0)
+        svc->outbox_n += count_lines(cmd->lines, cmd->len);
+    return r;
 }
 
 /* Carries the command out inside the open transaction. A refused command
@@ -294,6 +398,9 @@ static void execute(struct gw_casesvc *svc, struct command *cmd)
         cmd->rc = gw_cases_report(svc->cases, cmd->report, now, collect, cmd, &cmd->value,
                                   &cmd->why);
         break;
+    case CMD_LINES:
+        cmd->rc = add_lines(svc, cmd);
+        break;
     }
     if (cmd->rc < 0)
         drop_events(cmd);
@@ -309,13 +416,17 @@ static void log_failure(const struct command *cmd)
                        "rule %s, device %s: %s not carried out: %s", cmd->action.rule,
                        cmd->reading->device_id, rule_action_kind_name(cmd->action.kind),
                        strerror(-cmd->rc));
+    else if (cmd->kind == CMD_LINES)
+        gw_log_limited(&store_log_limit, GW_LOG_ERROR, "casesvc",
+                       "%zu line(s) of rules' emit() not saved for InfluxDB: %s",
+                       count_lines(cmd->lines, cmd->len), strerror(-cmd->rc));
 }
 
 /* One command in a transaction of its own: after a failed batch, or a
  * second try. Its events are told as soon as it is durable. */
 static void run_alone(struct gw_casesvc *svc, struct command *cmd)
 {
-    int r = gw_cases_begin(svc->cases);
+    int r = tx_begin(svc);
 
     if (r < 0) {
         cmd->rc = r;
@@ -324,10 +435,10 @@ static void run_alone(struct gw_casesvc *svc, struct command *cmd)
     }
     execute(svc, cmd);
     if (cmd->rc < 0) {
-        gw_cases_rollback(svc->cases);
+        tx_rollback(svc);
         return;
     }
-    r = gw_cases_commit(svc->cases);
+    r = tx_commit(svc);
     if (r < 0) {
         drop_events(cmd);
         cmd->rc = r;
@@ -342,14 +453,14 @@ static void run_alone(struct gw_casesvc *svc, struct command *cmd)
  * after the batch. Events are told in the order they became durable. */
 static void run_batch(struct gw_casesvc *svc, struct command *batch)
 {
-    int r = gw_cases_begin(svc->cases);
+    int r = tx_begin(svc);
 
     if (r == 0) {
         for (struct command *cmd = batch; cmd; cmd = cmd->next) {
             execute(svc, cmd);
             cmd->retry = cmd->rc < 0 && !is_refusal(cmd->rc);
         }
-        r = gw_cases_commit(svc->cases);
+        r = tx_commit(svc);
     }
     if (r < 0) {
         gw_log_limited(&store_log_limit, GW_LOG_ERROR, "casesvc",
@@ -399,7 +510,7 @@ static void complete(struct gw_casesvc *svc, struct command *batch)
         count(cmd->rc < 0 ? &svc->stats.failed : &svc->stats.commands, 1);
         if (cmd->rc < 0)
             log_failure(cmd);
-        if (cmd->kind == CMD_ACTION) {
+        if (of_worker(cmd)) {
             unlink_from_worker(svc, cmd);
         } else {
             struct call *call = cmd->call;
@@ -509,22 +620,22 @@ static void refresh_deadline(struct gw_casesvc *svc)
  * events are told only once durable. */
 static void run_timer(struct gw_casesvc *svc)
 {
-    struct command tick = { .events_tail = &tick.events };
+    struct command tick = { .svc = svc, .events_tail = &tick.events };
     int64_t now = gw_now_ns();
     int n, r;
 
     svc->last_scan_wall = now;
     svc->next_scan_mono = gw_monotonic_ns() + (int64_t)svc->o.timer_interval_ms * 1000000;
-    r = gw_cases_begin(svc->cases);
+    r = tx_begin(svc);
     if (r < 0)
         goto fail;
     n = gw_cases_escalate_due(svc->cases, now, svc->o.batch_max, collect, &tick);
     if (n < 0) {
         r = n;
-        gw_cases_rollback(svc->cases);
+        tx_rollback(svc);
         goto fail;
     }
-    r = gw_cases_commit(svc->cases);
+    r = tx_commit(svc);
     if (r < 0)
         goto fail;
     count(&svc->stats.escalated, (uint64_t)n);
@@ -664,19 +775,33 @@ void gw_casesvc_free(struct gw_casesvc *svc)
         pthread_mutex_destroy(&svc->lock);
     }
     free(svc->workers);
+    gw_buf_free(&svc->outbox);
     free(svc);
+}
+
+/* A worker's queued command joins its pending list. Under lock, before
+ * the unlock that lets the thread take it. */
+static void track_locked(struct gw_casesvc *svc, struct command *cmd)
+{
+    struct worker_pos *wp = &svc->workers[cmd->worker];
+
+    if (wp->tail)
+        wp->tail->next_of_worker = cmd;
+    else
+        wp->head = cmd;
+    wp->tail = cmd;
+    wp->last_submitted = cmd->seq;
 }
 
 int gw_casesvc_submit(struct gw_casesvc *svc, unsigned worker, uint64_t seq,
                       struct rule_action *action, struct gw_reading *reading)
 {
     struct command *cmd;
-    struct worker_pos *wp;
     int r;
 
     if (worker >= svc->o.n_workers || !reading)
         return -EINVAL;
-    cmd = command_new(CMD_ACTION);
+    cmd = command_new(svc, CMD_ACTION);
     if (!cmd)
         return -ENOMEM;
     cmd->worker = worker;
@@ -695,15 +820,45 @@ int gw_casesvc_submit(struct gw_casesvc *svc, unsigned worker, uint64_t seq,
     memset(action, 0, sizeof(*action));
     gw_reading_ref(reading);
     cmd->reading = reading;
-    wp = &svc->workers[worker];
-    if (wp->tail)
-        wp->tail->next_of_worker = cmd;
-    else
-        wp->head = cmd;
-    wp->tail = cmd;
-    wp->last_submitted = seq;
+    track_locked(svc, cmd);
     pthread_mutex_unlock(&svc->lock);
     return 0;
+}
+
+int gw_casesvc_submit_lines(struct gw_casesvc *svc, unsigned worker, uint64_t seq,
+                            const char *lines, size_t len)
+{
+    struct command *cmd;
+    int r;
+
+    if (worker >= svc->o.n_workers || !lines || len == 0 || lines[len - 1] != '\n' ||
+        memchr(lines, '\0', len))
+        return -EINVAL;
+    cmd = command_new(svc, CMD_LINES);
+    if (!cmd)
+        return -ENOMEM;
+    cmd->lines = malloc(len);
+    if (!cmd->lines) {
+        free(cmd);
+        return -ENOMEM;
+    }
+    memcpy(cmd->lines, lines, len);
+    cmd->len = len;
+    cmd->worker = worker;
+    cmd->seq = seq;
+    pthread_mutex_lock(&svc->lock);
+    r = enqueue_locked(svc, cmd);
+    if (r == 0)
+        track_locked(svc, cmd);
+    pthread_mutex_unlock(&svc->lock);
+    if (r < 0)
+        command_free(cmd);
+    return r;
+}
+
+uint64_t gw_casesvc_outbox_rows(struct gw_casesvc *svc)
+{
+    return load(&svc->stats.outbox_rows);
 }
 
 uint64_t gw_casesvc_durable(struct gw_casesvc *svc, unsigned worker)
@@ -757,7 +912,7 @@ static int call_service(struct gw_casesvc *svc, struct command *cmd, int64_t *re
 int gw_casesvc_transition(struct gw_casesvc *svc, const struct gw_case_request *request,
                           int64_t *ret_version, char *why, size_t why_len)
 {
-    struct command *cmd = command_new(CMD_TRANSITION);
+    struct command *cmd = command_new(svc, CMD_TRANSITION);
 
     if (!cmd) {
         if (why && why_len)
@@ -771,7 +926,7 @@ int gw_casesvc_transition(struct gw_casesvc *svc, const struct gw_case_request *
 int gw_casesvc_report(struct gw_casesvc *svc, const struct gw_case_report *report,
                       int64_t *ret_id, char *why, size_t why_len)
 {
-    struct command *cmd = command_new(CMD_REPORT);
+    struct command *cmd = command_new(svc, CMD_REPORT);
 
     if (!cmd) {
         if (why && why_len)
@@ -789,6 +944,8 @@ void gw_casesvc_stats(struct gw_casesvc *svc, struct gw_casesvc_stats *ret)
     ret->batches = load(&svc->stats.batches);
     ret->escalated = load(&svc->stats.escalated);
     ret->events = load(&svc->stats.events);
+    ret->outbox_rows = load(&svc->stats.outbox_rows);
+    ret->outbox_lines = load(&svc->stats.outbox_lines);
     pthread_mutex_lock(&svc->lock);
     ret->queued = svc->depth;
     pthread_mutex_unlock(&svc->lock);

@@ -8,8 +8,8 @@
  * meet one writer and make one case. It also runs the timer that
  * escalates cases past their step's limit. After each commit it tells
  * on_event about every change, in order, on its own thread (the pipeline
- * turns them into InfluxDB case_event points and MQTT notices); nothing is
- * told before it is durable. The case in an event carries no trigger
+ * turns them into MQTT notices and log lines); nothing is told before it
+ * is durable. The case in an event carries no trigger
  * reading (kilobytes, times a whole batch); the API reads it from the
  * store.
  *
@@ -18,6 +18,15 @@
  * worker learns through gw_casesvc_durable which of its submissions are
  * committed, and commits its journal position no further, so a case
  * action is durable before the reading that caused it counts as done.
+ *
+ * The InfluxDB outbox (store.h): when format_event is set, the line
+ * protocol of every event is written to the outbox table in the very
+ * transaction of the change (format_event is called as the event is
+ * raised, inside the batch), so a case_event point exists iff its change
+ * committed; a rule worker's emit() lines come as commands of their own
+ * (gw_casesvc_submit_lines) and land in the outbox the same way, durable
+ * before their reading counts as done. The service knows nothing of line
+ * protocol: the formatter does. The InfluxDB feeder empties the outbox.
  */
 #ifndef GW_CASESVC_H
 #define GW_CASESVC_H
@@ -27,8 +36,18 @@
 
 #include "gw_cases.h"
 
+struct gw_buf;
 struct gw_reading;
 struct rule_action;
+
+/* Appends the event's whole lines (each ending in '\n') to lines, inside
+ * the batch's transaction, on the service's thread; the event lives only
+ * during the call. Returns 0; -ENOMEM undoes the change the event belongs
+ * to, like a store failure (tried again alone); any other negative errno
+ * means the event has no line (the formatter logs why) and the change
+ * stands. On failure lines must be left as they were. */
+typedef int (*gw_case_format_fn)(const struct gw_case_event *event, struct gw_buf *lines,
+                                 void *userdata);
 
 struct gw_casesvc_options {
     struct gw_cases_options cases; /* the writer's gw_cases */
@@ -37,7 +56,8 @@ struct gw_casesvc_options {
     int batch_max;                 /* commands per transaction at most (0: 512) */
     int timer_interval_ms;         /* escalation scans at least this often (0: 1000) */
     gw_case_event_fn on_event;     /* after commit, on the service's thread; may be NULL */
-    void *userdata;
+    gw_case_format_fn format_event; /* inside the batch, into the outbox; NULL: no outbox lines */
+    void *userdata;                /* both callbacks' */
 };
 
 struct gw_casesvc_stats {
@@ -47,6 +67,8 @@ struct gw_casesvc_stats {
     uint64_t escalated; /* by the timer */
     uint64_t events;
     uint64_t queued;    /* waiting now */
+    uint64_t outbox_rows;  /* rows written to the outbox (one per transaction that had lines) */
+    uint64_t outbox_lines; /* lines in them */
 };
 
 struct gw_casesvc;
@@ -65,6 +87,18 @@ void gw_casesvc_free(struct gw_casesvc *svc);
  * while the queue is full. Returns 0, or -ESHUTDOWN once stopping. */
 int gw_casesvc_submit(struct gw_casesvc *svc, unsigned worker, uint64_t seq,
                       struct rule_action *action, struct gw_reading *reading);
+/* Rule worker `worker` hands over whole lines of line protocol (len
+ * bytes, each ending in '\n': its emit()s) of the reading at journal
+ * position seq, to be written to the outbox; they count for
+ * gw_casesvc_durable like an action. Copies the text. Blocks while the
+ * queue is full. Returns 0, -EINVAL (no lines, not whole lines), -ENOMEM,
+ * or -ESHUTDOWN once stopping. */
+int gw_casesvc_submit_lines(struct gw_casesvc *svc, unsigned worker, uint64_t seq,
+                            const char *lines, size_t len);
+/* Rows written to the outbox so far: a cheap way for the feeder to learn
+ * that there is something new to read. Thread-safe, lock-free. */
+uint64_t gw_casesvc_outbox_rows(struct gw_casesvc *svc);
+
 /* The position up to which worker's actions are all committed (or given
  * up on, counted as failed): just before its oldest action still pending,
  * or its last submitted position when none is. A worker commits its

@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gw_fs.h"
 #include "gw_log.h"
 
 #define MODULE "journal"
@@ -980,31 +981,6 @@ out:
 
 /* ---- open and close ------------------------------------------------------ */
 
-static int mkdir_p(const char *path)
-{
-    char *copy = strdup(path);
-    int r = 0;
-
-    if (!copy)
-        return -ENOMEM;
-    for (char *p = copy + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-
-        *p = '\0';
-        if (mkdir(copy, 0750) < 0 && errno != EEXIST) {
-            r = -errno;
-            break;
-        }
-        *p = c;
-        if (c == '\0')
-            break;
-    }
-    free(copy);
-    return r;
-}
-
 static bool valid_consumer_name(const char *name)
 {
     size_t len = name ? strlen(name) : 0;
@@ -1161,7 +1137,7 @@ struct gw_journal *gw_journal_open(const struct gw_journal_options *options, cha
         }
     }
 
-    r = mkdir_p(j->dir);
+    r = gw_mkdir_p(j->dir);
     if (r < 0) {
         set_error(ret_error, "%s: cannot create: %s", j->dir, strerror(-r));
         goto fail;

@@ -1,6 +1,7 @@
 #include "gw_pipeline.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -35,8 +36,20 @@
 #define FEED_BATCH_LINES 1000
 /* Quarantined devices at most (district.unknown_devices: quarantine). */
 #define QUARANTINE_MAX 10000
-/* Lines from the rule worker and the health report waiting for the feeder. */
+/* Best-effort lines (health, case figures) waiting for the feeder. */
 #define SIDE_QUEUE_LINES 4096
+/* What the feeder reads from the outbox at once. */
+#define OUTBOX_READ_ROWS 64
+#define OUTBOX_READ_BYTES ((size_t)1 << 20)
+/* The feeder looks at the outbox at least this often, whatever the case
+ * service says it wrote. */
+#define OUTBOX_POLL_NS ((int64_t)1000000000)
+/* Lines handed to the writer and not answered yet, at most, in writer
+ * batches: the journal and the outbox are the buffers of an outage, not
+ * the writer's memory (and a crash replays no more than this). */
+#define IN_FLIGHT_BATCHES 4
+/* The window of the case_rates figure. */
+#define RATES_WINDOW_NS ((int64_t)30 * 86400 * 1000000000)
 
 /* How often a rule worker looks for silent devices. */
 #define SILENCE_SCAN_MS 5000
@@ -78,11 +91,15 @@ struct rule_worker {
     bool running;
 };
 
-/* A run of lines handed to the writer, and the last journal record among
- * them (0: none, lines from the side queue). */
+/* A run of lines handed to the writer and where they came from: the last
+ * journal record among them, or the outbox row they are (0: neither,
+ * best-effort lines from the side queue). Once the writer's lines_done
+ * passes lines_end, the journal position is committed and the outbox rows
+ * up to the id deleted: one mark, two kinds of position. */
 struct feed_mark {
     uint64_t lines_end; /* the writer's line count once these are done */
     uint64_t seq;
+    int64_t outbox_id;
 };
 
 struct gw_pipeline {
@@ -104,10 +121,10 @@ struct gw_pipeline {
     struct gw_cases *seen_store;
 
     /* The one writer of cases. Its events (on its own thread) become
-     * case_event lines, MQTT notices and log lines through the buffers
+     * case_event lines in its outbox (format_case_event, inside its
+     * transactions), then MQTT notices and log lines through the buffers
      * below, which only that thread touches. */
     struct gw_casesvc *casesvc;
-    struct gw_buf event_lines;
     struct gw_buf notice;
     struct gw_buf notice_topic;
     /* The adapter that publishes notices: set once the adapters run,
@@ -116,16 +133,45 @@ struct gw_pipeline {
     pthread_mutex_t notify_lock;
     struct gw_adapter *notifier;
 
-    /* The InfluxDB feeder: journal cursor "influx" and the side queue ->
-     * line protocol -> writer; it commits what InfluxDB has answered. */
+    /* The InfluxDB feeder: journal cursor "influx", the outbox (through
+     * its own store connection) and the side queue -> line protocol ->
+     * writer; it commits journal positions and deletes outbox rows once
+     * InfluxDB has answered them. */
     struct influx_writer *influx;
     struct gw_journal_cursor *influx_cursor;
-    struct gw_queue *side_lines; /* malloc'd char* of whole lines */
+    struct gw_cases *outbox_store; /* the feeder thread's */
+    struct gw_queue *side_lines;   /* malloc'd char* of whole lines: best effort */
     pthread_t feed_thread;
     bool feed_running;
     struct feed_mark *marks; /* ring of what the writer has not answered yet */
     size_t marks_cap, marks_head, marks_count;
     uint64_t lines_submitted;
+    uint64_t in_flight_max;
+    uint64_t feed_last_seq; /* the last journal record the feeder read */
+    int64_t outbox_sent_id; /* the last outbox row handed to the writer */
+    int64_t outbox_done_id; /* answered: to delete up to it */
+    int64_t outbox_deleted_id;
+    uint64_t outbox_seen_rows; /* the case service's row count at the last read */
+    int64_t outbox_next_poll;
+    bool outbox_more; /* the last read gave rows: there may be more */
+    uint64_t in_flight_bytes;
+    /* The outbox's depth without a query (outbox_depth): its rows at the
+     * feeder's start less the case service's count then, and the rows the
+     * feeder deleted since. */
+    int64_t outbox_base;
+    uint64_t outbox_deleted_rows;
+
+    /* The case service's thread: the last case_event timestamp, so two
+     * events never share one point (InfluxDB keeps one per series and
+     * time). */
+    int64_t last_event_ts;
+
+    /* The main thread's reader for the case figures and the outbox's
+     * depth, and the (street, category) pairs of the last case_open
+     * report ("street\ncategory"), to write their zeros. */
+    struct gw_cases *report_store;
+    char **open_keys;
+    size_t n_open_keys;
 
     struct gw_adapter adapters[MAX_ADAPTERS];
     size_t n_adapters;
@@ -346,13 +392,21 @@ static int next_reading(struct gw_pipeline *p, struct gw_journal_cursor *cursor,
 
 /* ---- the rule worker ---------------------------------------------------- */
 
-/* Lines for InfluxDB that are not journal records (case events, emits,
- * health) go through the feeder too, so that it alone talks to the writer
- * and can tell which journal records InfluxDB has answered. They never
- * wait for it: while InfluxDB is down and the side queue is full, they are
- * dropped and counted, so an outage cannot stall the rules or the case
- * service (the journal's readings are not affected: the feeder replays
- * them). */
+static size_t count_lines(const char *text, size_t len)
+{
+    size_t n = 0;
+
+    for (const char *c = text; (c = memchr(c, '\n', len - (size_t)(c - text))); c++)
+        n++;
+    return n;
+}
+
+/* Best-effort lines for InfluxDB (gateway health, case figures: each
+ * report supersedes the last) go through the feeder too, so that it alone
+ * talks to the writer. They never wait for it: while InfluxDB is down and
+ * the side queue is full, they are dropped and counted. What must not be
+ * lost takes other ways: readings the journal, case events and rules'
+ * emits the outbox. */
 static void send_side_lines(struct gw_pipeline *p, struct gw_buf *lines)
 {
     char *copy;
@@ -366,7 +420,7 @@ static void send_side_lines(struct gw_pipeline *p, struct gw_buf *lines)
     r = copy ? gw_queue_try_push(p->side_lines, copy) : -ENOMEM;
     if (r < 0) {
         free(copy);
-        count(&p->stats.lines_lost, 1);
+        count(&p->stats.side_dropped, count_lines(lines->data, lines->len));
         gw_log_limited(&worker_log_limit, GW_LOG_WARN, "pipeline",
                        "lines for InfluxDB lost: %s",
                        r == -EAGAIN ? "InfluxDB is behind and the side queue is full"
@@ -395,18 +449,44 @@ static void log_case_event(const struct gw_case_event *ev)
             c->overdue ? ", overdue" : "");
 }
 
-/* The case_event point (issue 5 spec, "InfluxDB case_event"): tags grid,
+/* Where a case is: the report's location, else its device's position in
+ * the registry; false when neither is known. */
+static bool case_position(const struct gw_pipeline *p, const struct store_case *c, double *ret_lat,
+                          double *ret_lon)
+{
+    const struct gw_device *d;
+
+    if (c->has_location && isfinite(c->lat) && isfinite(c->lon)) {
+        *ret_lat = c->lat;
+        *ret_lon = c->lon;
+        return true;
+    }
+    d = c->device_id ? gw_registry_device(p->reg, c->device_id) : NULL;
+    if (!d || !isfinite(d->lat) || !isfinite(d->lon))
+        return false;
+    *ret_lat = d->lat;
+    *ret_lon = d->lon;
+    return true;
+}
+
+/* The case service's formatter (gw_case_format_fn), inside the batch: the
+ * case_event point (issue 5 spec, "InfluxDB case_event"): tags grid,
  * community, street, rule ("report" for a staff or citizen report),
  * category, severity, state; fields case_id, title, escalation, event,
- * count, actor, role (when assigned), overdue. */
-static void case_event_line(struct gw_pipeline *p, const struct gw_case_event *ev)
+ * count, actor, role (when assigned), overdue, and lat/lon (issue 6) when
+ * the case's place is known. Each point gets a timestamp of its own (a
+ * nanosecond after the previous one when the clock has not moved), since
+ * two events of one series at one time would be one point in InfluxDB. */
+static int format_case_event(const struct gw_case_event *ev, struct gw_buf *lines, void *userdata)
 {
+    struct gw_pipeline *p = userdata;
     const struct store_case *c = ev->c;
+    int64_t ts = ev->ts_ns > p->last_event_ts ? ev->ts_ns : p->last_event_ts + 1;
     struct influx_line line;
+    double lat, lon;
+    int r;
 
-    if (!p->influx)
-        return;
-    influx_line_begin(&line, &p->event_lines, "case_event");
+    influx_line_begin(&line, lines, "case_event");
     influx_line_tag(&line, "category", c->category);
     influx_line_tag(&line, "community", c->community_id);
     influx_line_tag(&line, "grid", c->grid_id);
@@ -423,10 +503,18 @@ static void case_event_line(struct gw_pipeline *p, const struct gw_case_event *e
     if (c->has_assignee_role)
         influx_line_field_string(&line, "role", gw_role_name(c->assignee_role));
     influx_line_field_bool(&line, "overdue", c->overdue);
-    if (influx_line_end(&line, ev->ts_ns) < 0)
+    if (case_position(p, c, &lat, &lon)) {
+        influx_line_field_float(&line, "lat", lat);
+        influx_line_field_float(&line, "lon", lon);
+    }
+    r = influx_line_end(&line, ts);
+    if (r == 0)
+        p->last_event_ts = ts;
+    else if (r != -ENOMEM)
         gw_log_limited(&worker_log_limit, GW_LOG_WARN, "pipeline",
-                       "case %lld: event could not be written as line protocol", (long long)c->id);
-    send_side_lines(p, &p->event_lines);
+                       "case %lld: %s event could not be written as line protocol",
+                       (long long)c->id, ev->kind);
+    return r;
 }
 
 /* cases.notify_topic with every "{grid_id}" replaced. Returns 0, or
@@ -494,7 +582,6 @@ static void on_case_event(const struct gw_case_event *ev, void *userdata)
     else if (kind_is(ev, "escalated"))
         count(&p->stats.cases_escalated, 1);
     log_case_event(ev);
-    case_event_line(p, ev);
     send_notice(p, ev);
 }
 
@@ -533,8 +620,34 @@ static void submit_case_action(struct rule_worker *w, struct rule_action *a,
                    reading->device_id, strerror(-r));
 }
 
-/* Carries out what the rules asked for: case actions to the case service,
- * emits towards InfluxDB. A shadow rule's actions are only logged and
+/* The reading's emit() lines go to the case service, which writes them to
+ * the outbox: durable before the reading counts as done, like its case
+ * actions. */
+static void submit_emits(struct rule_worker *w, uint64_t seq)
+{
+    struct gw_pipeline *p = w->p;
+    int r;
+
+    if (w->lines.len == 0)
+        return;
+    if (!p->influx) {
+        gw_buf_reset(&w->lines); /* InfluxDB off: nothing may pile up */
+        return;
+    }
+    r = gw_casesvc_submit_lines(p->casesvc, w->index, seq, w->lines.data, w->lines.len);
+    if (r == 0) {
+        w->submitted_seq = seq;
+    } else {
+        count(&p->stats.lines_lost, count_lines(w->lines.data, w->lines.len));
+        gw_log_limited(&worker_log_limit, GW_LOG_ERROR, "pipeline",
+                       "rules' emit() lines for InfluxDB lost: the case service refused them: %s",
+                       strerror(-r));
+    }
+    gw_buf_reset(&w->lines);
+}
+
+/* Carries out what the rules asked for: case actions and emits to the
+ * case service. A shadow rule's actions are only logged and
  * counted, so a liaison can watch a new rule on live traffic. seq is the
  * journal record the actions come from (for the deadman, the last one
  * read). */
@@ -563,7 +676,7 @@ static void apply_actions(struct rule_worker *w, struct gw_reading *reading, uin
     }
     /* Submitted actions are left zeroed: clearing frees only the rest. */
     rule_actions_clear(&w->actions);
-    send_side_lines(p, &w->lines);
+    submit_emits(w, seq);
 }
 
 /* Keeps the device's newest telemetry reading for the API
@@ -787,7 +900,7 @@ static void *rule_worker_main(void *arg)
 
 /* ---- the InfluxDB feeder ------------------------------------------------ */
 
-static int push_mark(struct gw_pipeline *p, uint64_t lines_end, uint64_t seq)
+static int push_mark(struct gw_pipeline *p, uint64_t lines_end, uint64_t seq, int64_t outbox_id)
 {
     if (p->marks_count == p->marks_cap) {
         size_t cap = p->marks_cap ? p->marks_cap * 2 : 64;
@@ -803,12 +916,22 @@ static int push_mark(struct gw_pipeline *p, uint64_t lines_end, uint64_t seq)
         p->marks_head = 0;
     }
     p->marks[(p->marks_head + p->marks_count) % p->marks_cap] =
-        (struct feed_mark){ .lines_end = lines_end, .seq = seq };
+        (struct feed_mark){ .lines_end = lines_end, .seq = seq, .outbox_id = outbox_id };
     p->marks_count++;
     return 0;
 }
 
-/* Commits the journal position of everything InfluxDB has answered. */
+/* Remembers where the lines handed to the writer so far came from. */
+static void mark(struct gw_pipeline *p, uint64_t seq, int64_t outbox_id)
+{
+    if (push_mark(p, p->lines_submitted, seq, outbox_id) < 0)
+        gw_log_limited(&worker_log_limit, GW_LOG_WARN, "pipeline",
+                       "out of memory: InfluxDB's journal position or outbox not advanced");
+}
+
+/* Of everything InfluxDB has answered: commits the journal position and
+ * deletes the outbox rows. A delete that fails (the store busy) is tried
+ * again next time: the rows are only sent again after a restart. */
 static void commit_answered(struct gw_pipeline *p)
 {
     struct influx_writer_stats w;
@@ -822,33 +945,63 @@ static void commit_answered(struct gw_pipeline *p)
             break;
         if (m->seq)
             seq = m->seq;
+        if (m->outbox_id)
+            p->outbox_done_id = m->outbox_id;
         p->marks_head = (p->marks_head + 1) % p->marks_cap;
         p->marks_count--;
     }
     if (seq)
         commit(p->influx_cursor, seq, CONSUMER_INFLUX);
+    if (p->outbox_done_id > p->outbox_deleted_id) {
+        int64_t n = gw_cases_outbox_delete(p->outbox_store, p->outbox_done_id);
+
+        if (n >= 0) {
+            p->outbox_deleted_id = p->outbox_done_id;
+            __atomic_add_fetch(&p->outbox_deleted_rows, (uint64_t)n, __ATOMIC_RELAXED);
+        }
+    }
+}
+
+/* Whether the writer holds as much as the feeder may hand it: then the
+ * feeder reads nothing more until InfluxDB answers. */
+static bool writer_full(struct gw_pipeline *p)
+{
+    struct influx_writer_stats w;
+
+    influx_writer_stats(p->influx, &w);
+    return p->lines_submitted - w.lines_done >= p->in_flight_max ||
+           w.queue_bytes >= p->in_flight_bytes;
 }
 
 /* Hands n whole lines to the writer (blocking while its queue is full)
- * and remembers which journal record they end with. */
-static void feed(struct gw_pipeline *p, struct gw_buf *lines, size_t n, uint64_t last_seq)
+ * and marks where they came from: journal record seq, outbox row
+ * outbox_id, or neither (0, 0). Lines the writer refuses as malformed
+ * can never be written: they are counted, logged and marked done, so an
+ * outbox row of them does not come back for ever. Returns the writer's
+ * answer. */
+static int feed(struct gw_pipeline *p, const char *lines, size_t len, size_t n, uint64_t seq,
+                int64_t outbox_id)
 {
     int r;
 
-    if (n == 0)
-        return;
-    r = influx_writer_submit(p->influx, lines->data, lines->len, n);
+    if (n == 0) {
+        if (outbox_id)
+            mark(p, 0, outbox_id); /* nothing to send: done */
+        return 0;
+    }
+    r = influx_writer_submit(p->influx, lines, len, n);
     if (r < 0) {
         count(&p->stats.lines_lost, n);
         gw_log_limited(&worker_log_limit, GW_LOG_ERROR, "pipeline",
                        "%zu line(s) not handed to the InfluxDB writer: %s", n, strerror(-r));
-    } else {
-        p->lines_submitted += n;
-        if (push_mark(p, p->lines_submitted, last_seq) < 0)
-            gw_log_limited(&worker_log_limit, GW_LOG_WARN, "pipeline",
-                           "out of memory: journal position for InfluxDB not advanced");
+        if (r == -EINVAL || r == -EMSGSIZE)
+            mark(p, 0, outbox_id);
+        return r;
     }
-    gw_buf_reset(lines);
+    p->lines_submitted += n;
+    if (seq || outbox_id)
+        mark(p, seq, outbox_id);
+    return 0;
 }
 
 /* Devices' status messages go to their own measurement, so that a smoke
@@ -871,6 +1024,110 @@ static int status_line(struct gw_buf *buf, const struct gw_reading *reading)
     return influx_line_end(&line, reading->ts_ns);
 }
 
+/* One outbox row to the writer (store_outbox_fn). */
+static int feed_outbox_row(int64_t id, const char *lines, size_t len, void *userdata)
+{
+    struct gw_pipeline *p = userdata;
+    int r = feed(p, lines, len, count_lines(lines, len), 0, id);
+
+    if (r == -ESHUTDOWN || r == -ENOMEM)
+        return r; /* sent again after the next start (or the next read) */
+    p->outbox_sent_id = id;
+    return 0;
+}
+
+/* Sends the outbox rows after the last one sent, in id order, when the
+ * case service wrote some since the last look (or the last read was cut
+ * by its bounds, or a while has passed: a row committed by another
+ * process). force: look anyway. Returns the rows read, or a negative
+ * errno (the store logged it). */
+static int feed_outbox(struct gw_pipeline *p, bool force)
+{
+    uint64_t rows = gw_casesvc_outbox_rows(p->casesvc);
+    int64_t now = gw_monotonic_ns();
+    int n;
+
+    if (!force && !p->outbox_more && rows == p->outbox_seen_rows && now < p->outbox_next_poll)
+        return 0;
+    /* Read the count before the rows: a row committed after this read
+     * changes the count again, so it is not missed. */
+    p->outbox_seen_rows = rows;
+    p->outbox_next_poll = now + OUTBOX_POLL_NS;
+    n = gw_cases_outbox_read(p->outbox_store, p->outbox_sent_id, OUTBOX_READ_ROWS,
+                             OUTBOX_READ_BYTES, feed_outbox_row, p);
+    p->outbox_more = n > 0;
+    return n;
+}
+
+/* The next journal record as lines, counting the records a drop_oldest
+ * took before the feeder could read them. */
+static int feed_read(struct gw_pipeline *p, struct gw_buf *lines, size_t *n_lines, int timeout_ms,
+                     uint64_t *ret_seq)
+{
+    struct gw_reading *reading;
+    int r = next_reading(p, p->influx_cursor, timeout_ms, &reading, ret_seq);
+
+    if (r < 0)
+        return r;
+    if (p->feed_last_seq && *ret_seq > p->feed_last_seq + 1)
+        count(&p->stats.influx_skipped, *ret_seq - p->feed_last_seq - 1);
+    p->feed_last_seq = *ret_seq;
+    if (reading) {
+        int lr = reading->channel == GW_CHANNEL_STATUS ? status_line(lines, reading)
+                                                        : influx_line_reading(lines, reading);
+        if (lr == 0)
+            (*n_lines)++;
+        else
+            gw_log_limited(&worker_log_limit, GW_LOG_WARN, "pipeline",
+                           "device %s: reading has no field InfluxDB can store",
+                           reading->device_id);
+    }
+    gw_reading_unref(reading);
+    return 0;
+}
+
+/* The best-effort lines waiting in the side queue. */
+static void feed_side_lines(struct gw_pipeline *p, int timeout_ms)
+{
+    char *side;
+
+    while ((side = gw_queue_pop(p->side_lines, timeout_ms))) {
+        size_t len = strlen(side);
+
+        feed(p, side, len, count_lines(side, len), 0, 0);
+        free(side);
+    }
+}
+
+/* Readings from the journal, case events and emits from the outbox, health
+ * and figures from the side queue, in batches to the writer; what InfluxDB
+ * answered is committed (journal) or deleted (outbox). While the writer
+ * holds as much as it may (InfluxDB down or slow), the feeder reads
+ * nothing: the journal and the outbox keep the rest. Once the gateway
+ * stops it goes on for at most INFLUX_DRAIN_MS; what is left waits for the
+ * next start. */
+/* The outbox's depth at the start, for outbox_depth: the case service
+ * may be writing meanwhile, so its count is read around the query until
+ * it holds still. */
+static void outbox_count_base(struct gw_pipeline *p)
+{
+    for (int tries = 0; tries < 5; tries++) {
+        uint64_t before = gw_casesvc_outbox_rows(p->casesvc);
+        int64_t rows = gw_cases_outbox_count(p->outbox_store);
+
+        if (rows < 0)
+            return;
+        if (gw_casesvc_outbox_rows(p->casesvc) == before) {
+            __atomic_store_n(&p->outbox_base, rows - (int64_t)before, __ATOMIC_RELAXED);
+            if (rows > 0)
+                gw_info("pipeline",
+                        "%lld row(s) of case events and emits wait in the outbox for InfluxDB",
+                        (long long)rows);
+            return;
+        }
+    }
+}
+
 static void *influx_feeder(void *arg)
 {
     struct gw_pipeline *p = arg;
@@ -878,25 +1135,28 @@ static void *influx_feeder(void *arg)
     size_t n_lines = 0;
     uint64_t seq = 0, pending_seq = 0;
     bool journal_done = false;
+    int64_t stop_by = 0;
+
+    outbox_count_base(p);
+    /* After a restart, from the outbox's first row: rows go only once
+     * answered. */
+    feed_outbox(p, true);
 
     while (!journal_done || !gw_queue_closed(p->side_lines) || gw_queue_depth(p->side_lines)) {
-        struct gw_reading *reading;
-        char *side;
-        int r = journal_done ? -ESHUTDOWN
-                             : next_reading(p, p->influx_cursor, n_lines ? 0 : 100, &reading, &seq);
+        bool full = writer_full(p);
+        int r;
 
+        if (stopping(p) && !stop_by)
+            stop_by = gw_monotonic_ns() + (int64_t)INFLUX_DRAIN_MS * 1000000;
+        if (stop_by && (full || gw_monotonic_ns() >= stop_by))
+            break;
+        if (full) {
+            usleep(20 * 1000);
+            commit_answered(p);
+            continue;
+        }
+        r = journal_done ? -ESHUTDOWN : feed_read(p, &lines, &n_lines, n_lines ? 0 : 100, &seq);
         if (r == 0) {
-            if (reading) {
-                int lr = reading->channel == GW_CHANNEL_STATUS ? status_line(&lines, reading)
-                                                                : influx_line_reading(&lines, reading);
-                if (lr == 0)
-                    n_lines++;
-                else
-                    gw_log_limited(&worker_log_limit, GW_LOG_WARN, "pipeline",
-                                   "device %s: reading has no field InfluxDB can store",
-                                   reading->device_id);
-            }
-            gw_reading_unref(reading);
             pending_seq = seq;
             if (n_lines < FEED_BATCH_LINES)
                 continue;
@@ -909,29 +1169,42 @@ static void *influx_feeder(void *arg)
         }
         /* A record whose reading made no line still moves the position. */
         if (n_lines)
-            feed(p, &lines, n_lines, pending_seq);
-        else if (pending_seq && push_mark(p, p->lines_submitted, pending_seq) < 0)
-            gw_log_limited(&worker_log_limit, GW_LOG_WARN, "pipeline",
-                           "out of memory: journal position for InfluxDB not advanced");
+            feed(p, lines.data, lines.len, n_lines, pending_seq, 0);
+        else if (pending_seq)
+            mark(p, pending_seq, 0);
+        gw_buf_reset(&lines);
         pending_seq = 0;
         n_lines = 0;
-        while ((side = gw_queue_pop(p->side_lines, journal_done ? 100 : 0))) {
-            struct gw_buf b = { side, strlen(side), strlen(side) + 1 };
-            size_t n = 0;
-
-            for (const char *c = side; (c = strchr(c, '\n')); c++)
-                n++;
-            feed(p, &b, n, 0);
-            free(side);
-        }
+        feed_outbox(p, false);
+        feed_side_lines(p, journal_done ? 100 : 0);
         commit_answered(p);
     }
+    /* The case service has stopped (the side queue closes after it): its
+     * last rows, as far as the writer takes them in time. */
+    while (journal_done && !writer_full(p) && gw_monotonic_ns() < stop_by &&
+           feed_outbox(p, true) > 0)
+        ;
     /* Everything is with the writer: let it finish, then commit what it
-     * answered. What it could not send stays in the journal for next time. */
+     * answered. What it could not send stays in the journal and the outbox
+     * for next time. */
     influx_writer_shutdown(p->influx, INFLUX_DRAIN_MS);
     commit_answered(p);
     gw_buf_free(&lines);
     return NULL;
+}
+
+/* Rows in the outbox now: what was there when the feeder started, plus
+ * what the case service wrote since, minus what the feeder deleted. */
+static uint64_t outbox_depth(struct gw_pipeline *p)
+{
+    int64_t base = __atomic_load_n(&p->outbox_base, __ATOMIC_RELAXED);
+    uint64_t deleted = __atomic_load_n(&p->outbox_deleted_rows, __ATOMIC_RELAXED);
+    int64_t depth;
+
+    if (!p->influx)
+        return 0;
+    depth = base + (int64_t)gw_casesvc_outbox_rows(p->casesvc) - (int64_t)deleted;
+    return depth > 0 ? (uint64_t)depth : 0;
 }
 
 /* ---- building, starting, stopping -------------------------------------- */
@@ -1025,6 +1298,22 @@ static void save_last_seen(struct gw_pipeline *p)
                        "cannot save the devices' last-seen times: %s", strerror(-n));
 }
 
+/* The feeder's connection (it deletes what InfluxDB answered) and the
+ * report's reader, once the case service has migrated the file. */
+static int open_stores(struct gw_pipeline *p, char **ret_error)
+{
+    struct gw_cases_options writer = { .db_path = p->cfg->store.path };
+    struct gw_cases_options reader = { .db_path = p->cfg->store.path, .read_only = true };
+
+    if (p->cfg->influx.enabled) {
+        p->outbox_store = gw_cases_open(&writer, ret_error);
+        if (!p->outbox_store)
+            return -EIO;
+    }
+    p->report_store = gw_cases_open(&reader, ret_error);
+    return p->report_store ? 0 : -EIO;
+}
+
 /* Loads the rule directory into a new engine; NULL with *ret_error. */
 static struct rule_engine *load_rules(const struct gw_pipeline *p, char **ret_error)
 {
@@ -1098,6 +1387,7 @@ static int build_casesvc(struct gw_pipeline *p, char **ret_error)
         .batch_max = cfg->cases.batch_max,
         .timer_interval_ms = cfg->cases.timer_interval_ms,
         .on_event = on_case_event,
+        .format_event = cfg->influx.enabled ? format_case_event : NULL,
         .userdata = p,
     };
     char *why = NULL;
@@ -1157,7 +1447,7 @@ struct gw_pipeline *gw_pipeline_new(const struct gw_config *cfg, struct gw_regis
     if (build_workers(p, &error) < 0 || open_journal(p, &error) < 0 ||
         build_casesvc(p, &error) < 0)
         goto fail;
-    if (load_last_seen(p, &error) < 0)
+    if (load_last_seen(p, &error) < 0 || open_stores(p, &error) < 0)
         goto fail;
     return p;
 
@@ -1210,6 +1500,12 @@ static int start_influx(struct gw_pipeline *p)
         .retention_policy = cfg->influx.retention_policy,
         .username = cfg->influx.username,
         .password = cfg->influx.password,
+        .version = cfg->influx.version,
+        .org = cfg->influx.org,
+        .bucket = cfg->influx.bucket,
+        .token = cfg->influx.token,
+        .gzip = cfg->influx.gzip,
+        .dead_letter_path = cfg->influx.dead_letter,
         .batch_size = cfg->influx.batch_size,
         .flush_interval_ms = cfg->influx.flush_interval_ms,
         .timeout_ms = cfg->influx.timeout_ms,
@@ -1220,6 +1516,14 @@ static int start_influx(struct gw_pipeline *p)
 
     if (!cfg->influx.enabled)
         return 0;
+    p->in_flight_max = (uint64_t)IN_FLIGHT_BATCHES *
+                       (uint64_t)(cfg->influx.batch_size > 0 ? cfg->influx.batch_size
+                                                             : INFLUX_WRITER_DEFAULT_BATCH_SIZE);
+    if (p->in_flight_max < 2 * FEED_BATCH_LINES)
+        p->in_flight_max = 2 * FEED_BATCH_LINES;
+    /* Half the writer's bound, so a submit seldom blocks on it. */
+    p->in_flight_bytes = (options.queue_bytes ? options.queue_bytes
+                                              : INFLUX_WRITER_DEFAULT_QUEUE_BYTES) / 2;
     p->influx = influx_writer_start(&options, &error);
     if (!p->influx) {
         gw_error("influx", "cannot start the InfluxDB writer: %s", error ? error : "unknown");
@@ -1388,6 +1692,11 @@ void gw_pipeline_free(struct gw_pipeline *p)
     if (p->feed_running)
         pthread_join(p->feed_thread, NULL);
     influx_writer_stop(p->influx, INFLUX_DRAIN_MS);
+    gw_cases_close(p->outbox_store);
+    gw_cases_close(p->report_store);
+    for (size_t i = 0; i < p->n_open_keys; i++)
+        free(p->open_keys[i]);
+    free(p->open_keys);
     for (unsigned i = 0; p->workers && i < p->n_workers; i++) {
         struct rule_worker *w = &p->workers[i];
 
@@ -1401,7 +1710,6 @@ void gw_pipeline_free(struct gw_pipeline *p)
     }
     free(p->workers);
     gw_casesvc_free(p->casesvc);
-    gw_buf_free(&p->event_lines);
     gw_buf_free(&p->notice);
     gw_buf_free(&p->notice_topic);
     if (p->seen_store)
@@ -1450,6 +1758,9 @@ void gw_pipeline_stats(struct gw_pipeline *p, struct gw_pipeline_stats *ret)
     ret->journal_errors = load(&s->journal_errors);
     ret->records_skipped = load(&s->records_skipped);
     ret->lines_lost = load(&s->lines_lost);
+    ret->side_dropped = load(&s->side_dropped);
+    ret->influx_skipped = load(&s->influx_skipped);
+    ret->outbox_rows = outbox_depth(p);
     gw_journal_stats(p->journal, &js);
     ret->journal_bytes = js.bytes;
     ret->journal_dropped = js.dropped;
@@ -1462,6 +1773,7 @@ void gw_pipeline_stats(struct gw_pipeline *p, struct gw_pipeline_stats *ret)
         influx_writer_stats(p->influx, &w);
         ret->points_written = w.points_written;
         ret->points_rejected = w.points_rejected;
+        ret->points_dead_lettered = w.points_dead_lettered;
         ret->write_errors = w.write_errors;
         ret->write_latency_us = w.last_latency_us;
     }
@@ -1488,13 +1800,197 @@ struct gw_reading *gw_pipeline_last_reading(struct gw_pipeline *p, const struct 
     return reading;
 }
 
+/* ---- the periodic report: health and case figures ------------------------ */
+
+/* case_open (issue 6 spec, "Case figures for Grafana"): one point per
+ * (street, category) with open cases, and a zero for each pair of the last
+ * report that has none now, so a count falling to zero shows. */
+struct open_report {
+    struct gw_pipeline *p;
+    struct gw_buf *buf;
+    int64_t ts;
+    char **keys; /* this report's pairs, "street\ncategory" */
+    size_t n_keys, cap_keys;
+};
+
+static void open_point(struct gw_buf *buf, const char *street, const char *category, int64_t open,
+                       int64_t overdue, int64_t ts)
+{
+    struct influx_line line;
+
+    influx_line_begin(&line, buf, "case_open");
+    influx_line_tag(&line, "category", category);
+    influx_line_tag(&line, "street", street);
+    influx_line_field_int(&line, "open", open);
+    influx_line_field_int(&line, "overdue", overdue);
+    (void)influx_line_end(&line, ts); /* a bad pair is only left out */
+}
+
+static int open_row(const char *street_id, const char *category, int64_t open, int64_t overdue,
+                    void *userdata)
+{
+    struct open_report *o = userdata;
+    char *key;
+
+    open_point(o->buf, street_id, category, open, overdue, o->ts);
+    if (o->n_keys == o->cap_keys) {
+        size_t cap = o->cap_keys ? o->cap_keys * 2 : 32;
+        char **grown = realloc(o->keys, cap * sizeof(*grown));
+
+        if (!grown)
+            return -ENOMEM;
+        o->keys = grown;
+        o->cap_keys = cap;
+    }
+    if (asprintf(&key, "%s\n%s", street_id, category) < 0)
+        return -ENOMEM;
+    o->keys[o->n_keys++] = key;
+    return 0;
+}
+
+static bool key_listed(char *const *keys, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i], key) == 0)
+            return true;
+    return false;
+}
+
+static void report_open_cases(struct gw_pipeline *p, struct gw_buf *buf, int64_t ts)
+{
+    struct open_report o = { .p = p, .buf = buf, .ts = ts };
+    int r = gw_cases_open_counts(p->report_store, open_row, &o);
+
+    if (r < 0) {
+        /* Keep the last report's pairs: their zeros come next time. */
+        for (size_t i = 0; i < o.n_keys; i++)
+            free(o.keys[i]);
+        free(o.keys);
+        return;
+    }
+    for (size_t i = 0; i < p->n_open_keys; i++) {
+        char *nl = strchr(p->open_keys[i], '\n');
+
+        if (nl && !key_listed(o.keys, o.n_keys, p->open_keys[i])) {
+            *nl = '\0';
+            open_point(buf, p->open_keys[i], nl + 1, 0, 0, ts);
+        }
+        free(p->open_keys[i]);
+    }
+    free(p->open_keys);
+    p->open_keys = o.keys;
+    p->n_open_keys = o.n_keys;
+}
+
+static void rate_field(struct influx_line *line, const char *key, int64_t num, int64_t den)
+{
+    if (den > 0)
+        influx_line_field_float(line, key, (double)num / (double)den);
+}
+
+/* case_rates: the figures of gw_cases_figures over the last 30 days, per
+ * street and for the district (street="district"), the rates as docs/api.md
+ * defines them, left out when their denominator is 0. */
+static void report_rates(struct gw_pipeline *p, struct gw_buf *buf, int64_t ts)
+{
+    static const struct gw_actor district = {
+        .name = "gridgate:report", .role = GW_ACTOR_COMMANDER, .scope = GW_SCOPE_DISTRICT
+    };
+    const enum gw_figures_group groups[] = { GW_GROUP_STREET, GW_GROUP_DISTRICT };
+
+    for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) {
+        struct gw_case_figures *f = NULL;
+        int n = gw_cases_figures(p->report_store, &district, groups[g], ts - RATES_WINDOW_NS, ts,
+                                 ts, &f);
+
+        for (int i = 0; i < n; i++) {
+            struct influx_line line;
+            int64_t open_due = f[i].due - f[i].deferred;
+
+            influx_line_begin(&line, buf, "case_rates");
+            influx_line_tag(&line, "street", f[i].key);
+            influx_line_field_int(&line, "opened", f[i].opened);
+            influx_line_field_int(&line, "due", f[i].due);
+            influx_line_field_int(&line, "closed", f[i].closed);
+            rate_field(&line, "closure_rate", f[i].closed, open_due);
+            rate_field(&line, "on_time_rate", f[i].closed_on_time, open_due);
+            rate_field(&line, "rework_rate", f[i].reworked, f[i].dispatched);
+            influx_line_field_int(&line, "overdue_now", f[i].overdue_now);
+            (void)influx_line_end(&line, ts);
+        }
+        gw_cases_free_figures(f, n);
+    }
+}
+
+/* The `gridgate` point: the gateway's health. */
+static void health_line(struct gw_pipeline *p, struct gw_buf *buf, const struct gw_pipeline_stats *s,
+                        const struct gw_casesvc_stats *cs, const struct influx_writer_stats *w,
+                        int64_t ts)
+{
+    struct influx_line line;
+    char key[40];
+
+    influx_line_begin(&line, buf, "gridgate");
+    influx_line_tag(&line, "instance", p->cfg->mqtt.client_id);
+    influx_line_field_int(&line, "readings_in", (int64_t)s->received);
+    influx_line_field_int(&line, "readings_decoded", (int64_t)s->accepted);
+    influx_line_field_int(&line, "readings_accepted", (int64_t)s->accepted);
+    influx_line_field_int(&line, "readings_rejected",
+                          (int64_t)(s->bad_payload + s->unknown_device + s->too_large +
+                                    s->unsupported));
+    influx_line_field_int(&line, "bad_payload", (int64_t)s->bad_payload);
+    influx_line_field_int(&line, "unknown_device", (int64_t)s->unknown_device);
+    influx_line_field_int(&line, "too_large", (int64_t)s->too_large);
+    influx_line_field_int(&line, "unsupported", (int64_t)s->unsupported);
+    influx_line_field_int(&line, "quarantined", (int64_t)s->quarantined);
+    influx_line_field_int(&line, "rule_errors", (int64_t)s->rule_errors);
+    influx_line_field_int(&line, "shadow_actions", (int64_t)s->shadow_actions);
+    influx_line_field_int(&line, "cases_opened", (int64_t)s->cases_opened);
+    influx_line_field_int(&line, "case_events", (int64_t)s->case_events);
+    influx_line_field_int(&line, "cases_escalated", (int64_t)s->cases_escalated);
+    influx_line_field_int(&line, "case_commands_failed", (int64_t)cs->failed);
+    influx_line_field_int(&line, "notices", (int64_t)s->notices);
+    influx_line_field_int(&line, "notice_failures", (int64_t)s->notice_failures);
+    influx_line_field_int(&line, "store_errors", (int64_t)s->store_errors);
+    /* Queue depths. */
+    influx_line_field_int(&line, "case_queue", (int64_t)cs->queued);
+    influx_line_field_int(&line, "influx_queue", (int64_t)w->queue_lines);
+    influx_line_field_int(&line, "side_queue", (int64_t)gw_queue_depth(p->side_lines));
+    influx_line_field_int(&line, "outbox_rows", (int64_t)s->outbox_rows);
+    /* The journal, and each consumer's lag. */
+    influx_line_field_int(&line, "journal_bytes", (int64_t)s->journal_bytes);
+    influx_line_field_int(&line, "journal_dropped", (int64_t)s->journal_dropped);
+    influx_line_field_int(&line, "journal_errors", (int64_t)s->journal_errors);
+    influx_line_field_int(&line, "rules_lag", (int64_t)s->rules_lag);
+    influx_line_field_int(&line, "influx_lag", (int64_t)s->influx_lag);
+    influx_line_field_int(&line, "influx_skipped", (int64_t)s->influx_skipped);
+    for (unsigned i = 0; i < p->n_workers; i++) {
+        snprintf(key, sizeof(key), "lag_%s", p->workers[i].consumer);
+        influx_line_field_int(&line, key,
+                              (int64_t)(p->workers[i].cursor
+                                            ? gw_journal_cursor_lag(p->workers[i].cursor)
+                                            : 0));
+    }
+    /* InfluxDB's side. */
+    influx_line_field_int(&line, "points_written", (int64_t)w->points_written);
+    influx_line_field_int(&line, "points_rejected", (int64_t)w->points_rejected);
+    influx_line_field_int(&line, "points_dead_lettered", (int64_t)w->points_dead_lettered);
+    influx_line_field_int(&line, "dead_letter_errors", (int64_t)w->dead_letter_errors);
+    influx_line_field_int(&line, "points_dropped", (int64_t)w->points_dropped);
+    influx_line_field_int(&line, "write_errors", (int64_t)w->write_errors);
+    influx_line_field_int(&line, "write_latency_us", (int64_t)w->last_latency_us);
+    influx_line_field_int(&line, "lines_lost", (int64_t)s->lines_lost);
+    influx_line_field_int(&line, "side_dropped", (int64_t)s->side_dropped);
+    (void)influx_line_end(&line, ts);
+}
+
 void gw_pipeline_report(struct gw_pipeline *p)
 {
     struct gw_pipeline_stats s;
     struct influx_writer_stats w = { 0 };
     struct gw_casesvc_stats cs;
     struct gw_buf buf = GW_BUF_INIT;
-    struct influx_line line;
+    int64_t now = gw_now_ns();
 
     save_last_seen(p);
     gw_pipeline_stats(p, &s);
@@ -1505,49 +2001,23 @@ void gw_pipeline_report(struct gw_pipeline *p)
             "received %llu, accepted %llu, bad payload %llu, unknown device %llu, "
             "rule errors %llu, cases opened %llu, escalated %llu, case commands failed %llu "
             "(%llu queued), notices %llu (%llu failed), journal %llu bytes (rules %llu, "
-            "influx %llu behind), points written %llu, influx errors %llu",
+            "influx %llu behind, %llu dropped, %llu never read by influx), outbox %llu rows, "
+            "points written %llu, influx errors %llu",
             (unsigned long long)s.received, (unsigned long long)s.accepted,
             (unsigned long long)s.bad_payload, (unsigned long long)s.unknown_device,
             (unsigned long long)s.rule_errors, (unsigned long long)s.cases_opened,
             (unsigned long long)s.cases_escalated, (unsigned long long)cs.failed,
             (unsigned long long)cs.queued, (unsigned long long)s.notices,
-            (unsigned long long)s.notice_failures,
-            (unsigned long long)s.journal_bytes, (unsigned long long)s.rules_lag,
-            (unsigned long long)s.influx_lag, (unsigned long long)w.points_written,
+            (unsigned long long)s.notice_failures, (unsigned long long)s.journal_bytes,
+            (unsigned long long)s.rules_lag, (unsigned long long)s.influx_lag,
+            (unsigned long long)s.journal_dropped, (unsigned long long)s.influx_skipped,
+            (unsigned long long)s.outbox_rows, (unsigned long long)w.points_written,
             (unsigned long long)w.write_errors);
     if (!p->influx)
         return;
-
-    influx_line_begin(&line, &buf, "gridgate");
-    influx_line_tag(&line, "instance", p->cfg->mqtt.client_id);
-    influx_line_field_int(&line, "readings_in", (int64_t)s.received);
-    influx_line_field_int(&line, "readings_accepted", (int64_t)s.accepted);
-    influx_line_field_int(&line, "bad_payload", (int64_t)s.bad_payload);
-    influx_line_field_int(&line, "unknown_device", (int64_t)s.unknown_device);
-    influx_line_field_int(&line, "too_large", (int64_t)s.too_large);
-    influx_line_field_int(&line, "unsupported", (int64_t)s.unsupported);
-    influx_line_field_int(&line, "quarantined", (int64_t)s.quarantined);
-    influx_line_field_int(&line, "rule_errors", (int64_t)s.rule_errors);
-    influx_line_field_int(&line, "shadow_actions", (int64_t)s.shadow_actions);
-    influx_line_field_int(&line, "cases_opened", (int64_t)s.cases_opened);
-    influx_line_field_int(&line, "case_events", (int64_t)s.case_events);
-    influx_line_field_int(&line, "cases_escalated", (int64_t)s.cases_escalated);
-    influx_line_field_int(&line, "case_commands_failed", (int64_t)cs.failed);
-    influx_line_field_int(&line, "case_queue", (int64_t)cs.queued);
-    influx_line_field_int(&line, "notices", (int64_t)s.notices);
-    influx_line_field_int(&line, "notice_failures", (int64_t)s.notice_failures);
-    influx_line_field_int(&line, "store_errors", (int64_t)s.store_errors);
-    influx_line_field_int(&line, "journal_bytes", (int64_t)s.journal_bytes);
-    influx_line_field_int(&line, "journal_dropped", (int64_t)s.journal_dropped);
-    influx_line_field_int(&line, "journal_errors", (int64_t)s.journal_errors);
-    influx_line_field_int(&line, "rules_lag", (int64_t)s.rules_lag);
-    influx_line_field_int(&line, "influx_lag", (int64_t)s.influx_lag);
-    influx_line_field_int(&line, "points_written", (int64_t)w.points_written);
-    influx_line_field_int(&line, "points_rejected", (int64_t)w.points_rejected);
-    influx_line_field_int(&line, "points_dropped", (int64_t)w.points_dropped);
-    influx_line_field_int(&line, "write_errors", (int64_t)w.write_errors);
-    influx_line_field_int(&line, "write_latency_us", (int64_t)w.last_latency_us);
-    if (influx_line_end(&line, gw_now_ns()) == 0)
-        send_side_lines(p, &buf);
+    health_line(p, &buf, &s, &cs, &w, now);
+    report_open_cases(p, &buf, now);
+    report_rates(p, &buf, now);
+    send_side_lines(p, &buf);
     gw_buf_free(&buf);
 }

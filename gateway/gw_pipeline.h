@@ -5,8 +5,10 @@
  *
  * Owns the adapters it starts, the journal and its consumer threads, the
  * rule engines, the case service (the one writer of cases, whose events
- * it turns into case_event points and MQTT notices) and the InfluxDB
- * writer. An adapter's ingest call returns once the reading is in the
+ * it turns into case_event points, written to the store's InfluxDB outbox
+ * in the change's own transaction, and MQTT notices) and the InfluxDB
+ * writer, fed from the journal (readings), the outbox (case events, rules'
+ * emits) and, best effort, the periodic report (health, case figures). An adapter's ingest call returns once the reading is in the
  * journal, so what an adapter acknowledges survives a crash. Does not own
  * the configuration or the registry, which must outlive it (the registry
  * is written only to admit quarantined devices and to keep devices' live
@@ -45,6 +47,14 @@ struct gw_pipeline_stats {
     uint64_t journal_errors;  /* appends the file system refused (then retried) */
     uint64_t records_skipped; /* journal records no consumer could use */
     uint64_t lines_lost;      /* lines for InfluxDB given up on (out of memory, stopping) */
+    uint64_t side_dropped;    /* best-effort lines (health, figures) dropped: side queue full */
+    /* Journal records the InfluxDB feeder never read: dropped under
+     * drop_oldest before it got there. Exactly the readings InfluxDB
+     * misses; journal_dropped also counts records the feeder had read and
+     * still delivers (the journal counts what some consumer had not
+     * committed). */
+    uint64_t influx_skipped;
+    uint64_t outbox_rows;     /* rows waiting in the InfluxDB outbox (case events, emits) */
     uint64_t journal_bytes;
     uint64_t journal_dropped; /* records lost to journal.full_policy: drop_oldest */
     uint64_t rules_lag;       /* records the slowest rule worker has not committed */
@@ -53,6 +63,7 @@ struct gw_pipeline_stats {
     /* The InfluxDB writer's (0 when InfluxDB is off). */
     uint64_t points_written;   /* lines InfluxDB kept */
     uint64_t points_rejected;  /* lines it refused (400) */
+    uint64_t points_dead_lettered; /* of those, appended to the dead-letter file */
     uint64_t write_errors;     /* requests that failed and were retried */
     uint64_t write_latency_us; /* the last request's */
 };
@@ -90,8 +101,12 @@ struct gw_casesvc *gw_pipeline_casesvc(struct gw_pipeline *p);
  * a reference the caller drops with gw_reading_unref; NULL when none since
  * the start. Thread-safe. */
 struct gw_reading *gw_pipeline_last_reading(struct gw_pipeline *p, const struct gw_device *device);
-/* Logs the gateway's health and writes it to InfluxDB as measurement
- * `gridgate`; called by the daemon every stats interval and at stop. */
+/* Logs the gateway's health and writes it to InfluxDB, best effort, as
+ * measurement `gridgate`, with the case figures for Grafana: `case_open`
+ * (open and overdue cases per street and category, and a zero for a pair
+ * that had some at the last report) and `case_rates` (gw_cases_figures
+ * over the last 30 days per street and for street="district"). Called by
+ * the daemon, from one thread, every stats interval and at stop. */
 void gw_pipeline_report(struct gw_pipeline *p);
 
 #endif

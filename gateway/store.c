@@ -13,6 +13,7 @@
 
 #include "gw_buf.h"
 #include "gw_cases.h"
+#include "gw_fs.h"
 #include "gw_log.h"
 
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
@@ -120,6 +121,16 @@ static const char *const migrations[] = {
     "CREATE INDEX cases_by_street ON cases (street_id, id);\n"
     "CREATE INDEX cases_by_state ON cases (state, id);\n"
     "CREATE INDEX cases_by_incident ON cases (incident_id) WHERE incident_id IS NOT NULL;\n",
+    /* 4: the transactional outbox towards InfluxDB: the case service
+     * writes the line protocol of what a batch changed (case events, rule
+     * emits) in the batch's own transaction; the InfluxDB feeder sends the
+     * rows in id order and deletes them once InfluxDB has answered them.
+     * AUTOINCREMENT: the feeder reads after the last id it sent, so an
+     * id must never come back once the rows before it are deleted. */
+    "CREATE TABLE influx_outbox (\n"
+    "  id    INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+    "  lines TEXT NOT NULL\n"
+    ") STRICT;\n",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
@@ -144,6 +155,11 @@ enum stmt_id {
     STMT_NEXT_DEADLINE,
     STMT_SEEN_PUT,
     STMT_SEEN_ALL,
+    STMT_OUTBOX_PUT,
+    STMT_OUTBOX_READ,
+    STMT_OUTBOX_DELETE,
+    STMT_OUTBOX_COUNT,
+    STMT_OPEN_COUNTS,
     STMT_COUNT,
 };
 
@@ -212,6 +228,17 @@ static const char *const stmt_sql[STMT_COUNT] = {
                       " ON CONFLICT (device_id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
                       " WHERE excluded.last_seen_at > device_seen.last_seen_at",
     [STMT_SEEN_ALL] = "SELECT device_id, last_seen_at FROM device_seen",
+    [STMT_OUTBOX_PUT] = "INSERT INTO influx_outbox (lines) VALUES (?)",
+    [STMT_OUTBOX_READ] = "SELECT id, lines FROM influx_outbox WHERE id > ? ORDER BY id LIMIT ?",
+    [STMT_OUTBOX_DELETE] = "DELETE FROM influx_outbox WHERE id <= ?",
+    [STMT_OUTBOX_COUNT] = "SELECT count(*) FROM influx_outbox",
+    /* Open as the case_open figure counts it (not closed or cancelled),
+     * overdue as store_count_by_state counts it (a deferred case's clock
+     * is stopped). The open cases are few next to the archived ones. */
+    [STMT_OPEN_COUNTS] = "SELECT street_id, category, count(*),"
+                         " sum(overdue AND state <> 'deferred') FROM cases"
+                         " WHERE " OPEN_STATE " AND street_id IS NOT NULL"
+                         " GROUP BY street_id, category ORDER BY street_id, category",
 };
 
 struct store {
@@ -771,6 +798,11 @@ struct store *store_open(const struct store_options *options, char **ret_error)
                   "%s: no case store there yet (a reader opens only what the gateway "
                   "created): %s",
                   s->path, strerror(errno));
+        goto fail;
+    }
+    rc = s->read_only ? 0 : gw_mkdir_parent(s->path);
+    if (rc < 0) {
+        set_error(&error, "%s: cannot make its directory: %s", s->path, strerror(-rc));
         goto fail;
     }
     /* NOMUTEX: one thread at a time per store (see store.h). */
@@ -1569,4 +1601,97 @@ int store_figures(struct store *store, const struct store_place *scope, const ch
     }
     *ret = rows;
     return n;
+}
+
+/* ---- the InfluxDB outbox ---- */
+
+int store_outbox_put(struct store *store, const char *lines, size_t len)
+{
+    struct binder b = { store->stmts[STMT_OUTBOX_PUT], 0, SQLITE_OK };
+
+    if (len == 0 || len > INT32_MAX)
+        return -EINVAL;
+    b.index++;
+    b.rc = sqlite3_bind_text(b.stmt, b.index, lines, (int)len, SQLITE_STATIC);
+    return run(store, b.stmt, b.rc, "put lines in the outbox");
+}
+
+int store_outbox_read(struct store *store, int64_t after_id, int max_rows, size_t max_bytes,
+                      store_outbox_fn fn, void *userdata)
+{
+    struct binder b = { store->stmts[STMT_OUTBOX_READ], 0, SQLITE_OK };
+    size_t bytes = 0;
+    int rc, r = 0, n = 0;
+
+    if (max_rows <= 0 || !fn)
+        return -EINVAL;
+    bind_int64(&b, after_id);
+    bind_int64(&b, max_rows);
+    rc = b.rc;
+    /* At least one row, whatever its size: a row larger than max_bytes
+     * must not stop the reader for good. */
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+        const char *text;
+        int len;
+
+        if (n > 0 && bytes >= max_bytes)
+            break;
+        rc = sqlite3_step(b.stmt);
+        if (rc != SQLITE_ROW)
+            break;
+        text = (const char *)sqlite3_column_text(b.stmt, 1);
+        len = sqlite3_column_bytes(b.stmt, 1);
+        if (!text) {
+            r = -ENOMEM; /* the column is NOT NULL: only memory fails here */
+            break;
+        }
+        r = fn(sqlite3_column_int64(b.stmt, 0), text, (size_t)len, userdata);
+        if (r < 0)
+            break;
+        bytes += (size_t)len;
+        n++;
+    }
+    if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        r = fail(store, rc, "read the outbox");
+    release(b.stmt);
+    return r < 0 ? r : n;
+}
+
+int64_t store_outbox_delete(struct store *store, int64_t up_to_id)
+{
+    struct binder b = { store->stmts[STMT_OUTBOX_DELETE], 0, SQLITE_OK };
+    int r;
+
+    bind_int64(&b, up_to_id);
+    r = run(store, b.stmt, b.rc, "delete from the outbox");
+    return r < 0 ? r : (int64_t)sqlite3_changes(store->db);
+}
+
+int64_t store_outbox_count(struct store *store)
+{
+    return step_int(store, store->stmts[STMT_OUTBOX_COUNT], SQLITE_OK, "count the outbox");
+}
+
+int store_open_counts(struct store *store, store_open_count_fn fn, void *userdata)
+{
+    sqlite3_stmt *stmt = store->stmts[STMT_OPEN_COUNTS];
+    int rc, r = 0;
+
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *street = (const char *)sqlite3_column_text(stmt, 0);
+        const char *category = (const char *)sqlite3_column_text(stmt, 1);
+
+        if (!street || !category) {
+            r = -ENOMEM; /* both are NOT NULL here: only memory fails */
+            break;
+        }
+        r = fn(street, category, sqlite3_column_int64(stmt, 2), sqlite3_column_int64(stmt, 3),
+               userdata);
+        if (r < 0)
+            break;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = fail(store, rc, "count open cases");
+    release(stmt);
+    return r;
 }

@@ -14,6 +14,11 @@
  * serialised by the database (store_begin takes the write lock at once)
  * and wait up to busy_timeout_ms for each other.
  *
+ * The store also holds the InfluxDB outbox (schema version 4): line
+ * protocol written in the transaction of the case change it describes,
+ * read and deleted by the InfluxDB feeder once InfluxDB answered it. The
+ * store treats the lines as opaque text.
+ *
  * Times are int64 nanoseconds since the Unix epoch (UTC), like every
  * timestamp in gridgate; 0 stands for SQL NULL.
  *
@@ -33,7 +38,7 @@
 
 /* The schema version this build creates and understands (PRAGMA
  * user_version). A file with a newer version is refused. */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 struct store_options {
     const char *path;
@@ -239,5 +244,38 @@ typedef int (*store_seen_fn)(const char *device_id, int64_t last_seen_at, void *
 /* Walks every stored device (in no particular order). Returns 0, fn's
  * negative result, or a negative errno. */
 int store_seen_each(struct store *store, store_seen_fn fn, void *userdata);
+
+/* ---- the InfluxDB outbox ---- */
+
+/* Adds a row of len bytes of whole lines (len > 0) in the open
+ * transaction (or on its own without one). Returns 0 or a negative errno. */
+int store_outbox_put(struct store *store, const char *lines, size_t len);
+
+/* Called for each row read, id ascending; lines (len bytes, followed by
+ * a NUL) live until fn returns. A negative return stops the read and
+ * becomes its result. */
+typedef int (*store_outbox_fn)(int64_t id, const char *lines, size_t len, void *userdata);
+
+/* Reads the rows after after_id in id order: at most max_rows, and no
+ * more once max_bytes were read (but always one row when there is one).
+ * Returns the number of rows given to fn, fn's negative result, or a
+ * negative errno. */
+int store_outbox_read(struct store *store, int64_t after_id, int max_rows, size_t max_bytes,
+                      store_outbox_fn fn, void *userdata);
+/* Deletes every row up to and including up_to_id. Returns the number of
+ * rows deleted or a negative errno. */
+int64_t store_outbox_delete(struct store *store, int64_t up_to_id);
+/* Rows in the outbox, or a negative errno. */
+int64_t store_outbox_count(struct store *store);
+
+/* Open cases (not closed or cancelled) per (street, category), and of
+ * those the ones overdue now (deferred ones are not); cases without a
+ * street are left out. The strings live until fn returns; a negative
+ * return stops the walk and becomes the result. */
+typedef int (*store_open_count_fn)(const char *street_id, const char *category, int64_t open,
+                                   int64_t overdue, void *userdata);
+/* Calls fn per (street, category) having open cases, sorted. Returns 0,
+ * fn's negative result, or a negative errno. */
+int store_open_counts(struct store *store, store_open_count_fn fn, void *userdata);
 
 #endif

@@ -16,7 +16,8 @@ static void usage(FILE *f)
           "             gridsim district --seed N --out DIR [--streets K] [--devices N]\n"
           "  run        run a device fleet that publishes readings over MQTT\n"
           "             gridsim run [OPTIONS]\n"
-          "  bench      benchmarks: gridsim bench journal|decode|ingest|rules|storm|cases [OPTIONS] (--help for each)\n"
+          "  bench      benchmarks: gridsim bench journal|decode|ingest|rules|storm|cases|influx\n"
+          "             [OPTIONS] (--help for each)\n"
           "\n"
           "`gridsim COMMAND --help` describes each command's options.\n",
           f);
@@ -50,6 +51,8 @@ int main(int argc, char **argv)
             return sim_bench_storm(argc - 2, argv + 2);
         if (strcmp(argv[2], "cases") == 0)
             return sim_bench_cases(argc - 2, argv + 2);
+        if (strcmp(argv[2], "influx") == 0)
+            return sim_bench_influx(argc - 2, argv + 2);
     }
     fprintf(stderr, "gridsim: unknown command \"%s\"\n", argv[1]);
     usage(stderr);

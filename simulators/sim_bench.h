@@ -8,6 +8,17 @@
 #ifndef SIM_BENCH_H
 #define SIM_BENCH_H
 
+struct gw_config;
+struct gw_registry;
+
+/* Loads gridgate's configuration and its district; errors are printed.
+ * Returns 0 or -EINVAL (both left NULL). */
+int sim_bench_load_world(const char *path, struct gw_config **ret_cfg,
+                         struct gw_registry **ret_reg);
+/* Replaces a configuration string (the configuration owns its strings).
+ * Returns 0 or -ENOMEM (the old value kept). */
+int sim_bench_set_string(char **field, const char *value);
+
 /* Journal appends into the page cache and with grouped fsync. */
 int sim_bench_journal(int argc, char **argv);
 /* Payload decoders: flat JSON, SenML JSON, SenML CBOR. */
@@ -20,5 +31,7 @@ int sim_bench_rules(int argc, char **argv);
 int sim_bench_storm(int argc, char **argv);
 /* Grid-scoped case pages on a large generated store, in-process and over HTTP. */
 int sim_bench_cases(int argc, char **argv);
+/* Line protocol encoding, and influx_writer against a plain bulk load. */
+int sim_bench_influx(int argc, char **argv);
 
 #endif

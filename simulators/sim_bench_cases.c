@@ -47,18 +47,6 @@ static const struct gw_actor district_viewer = {
     .scope = GW_SCOPE_DISTRICT,
 };
 
-/* Replaces a configuration string (the config owns its strings). */
-static int set_string(char **field, const char *value)
-{
-    char *copy = strdup(value);
-
-    if (!copy)
-        return -ENOMEM;
-    free(*field);
-    *field = copy;
-    return 0;
-}
-
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
@@ -233,10 +221,10 @@ static int isolate(struct gw_config *cfg, const char *dir, const char *run)
     cfg->api.enabled = false;
     cfg->rules.silence_grace_s = 604800; /* no deadman in a benchmark */
     snprintf(path, sizeof(path), "%s/%s.db", dir, run);
-    if (set_string(&cfg->store.path, path) < 0)
+    if (sim_bench_set_string(&cfg->store.path, path) < 0)
         return -ENOMEM;
     snprintf(path, sizeof(path), "%s/%s-journal", dir, run);
-    return set_string(&cfg->journal.dir, path);
+    return sim_bench_set_string(&cfg->journal.dir, path);
 }
 
 struct storm_result {
@@ -318,26 +306,6 @@ static int run_storm(struct gw_config *cfg, struct storm *s, const char *dir, co
     return 0;
 }
 
-/* Loads the configuration and its district; errors printed. */
-static int load_world(const char *path, struct gw_config **ret_cfg, struct gw_registry **ret_reg)
-{
-    char *error = NULL;
-
-    *ret_reg = NULL;
-    *ret_cfg = gw_config_load(path, &error);
-    if (*ret_cfg)
-        *ret_reg = gw_registry_load((*ret_cfg)->district.grids, (*ret_cfg)->district.devices,
-                                    &error);
-    if (!*ret_reg) {
-        fprintf(stderr, "%s\n", error ? error : "cannot load the configuration");
-        free(error);
-        gw_config_free(*ret_cfg);
-        *ret_cfg = NULL;
-        return -EINVAL;
-    }
-    return 0;
-}
-
 int sim_bench_storm(int argc, char **argv)
 {
     static const struct option long_options[] = {
@@ -395,7 +363,7 @@ int sim_bench_storm(int argc, char **argv)
         return 2;
     }
     gw_log_set_level(GW_LOG_ERROR);
-    if (load_world(config_path, &cfg, &reg) < 0)
+    if (sim_bench_load_world(config_path, &cfg, &reg) < 0)
         return 1;
     s.reg = reg;
     s.n_storm = n_alarms;
@@ -624,7 +592,7 @@ int sim_bench_cases(int argc, char **argv)
         return 2;
     }
     gw_log_set_level(GW_LOG_ERROR);
-    if (load_world(config_path, &cfg, &reg) < 0)
+    if (sim_bench_load_world(config_path, &cfg, &reg) < 0)
         return 1;
     struct gw_cases_options options = { .db_path = store_path, .reg = reg };
     cases = gw_cases_open(&options, &error);

@@ -238,7 +238,7 @@ int sim_bench_ingest(int argc, char **argv)
     };
     const char *config_path = NULL, *devices = NULL;
     char tmp[] = "/tmp/gridsim-bench-ingest.XXXXXX", journal[64], store[64], client_id[64];
-    char *error = NULL, *end;
+    char *end;
     unsigned long long n = 50000;
     struct gw_config *cfg = NULL;
     struct gw_registry *reg = NULL;
@@ -276,18 +276,8 @@ int sim_bench_ingest(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    cfg = gw_config_load(config_path, &error);
-    if (!cfg) {
-        fprintf(stderr, "%s\n", error ? error : "cannot load the configuration");
-        free(error);
+    if (sim_bench_load_world(config_path, &cfg, &reg) < 0)
         return 1;
-    }
-    reg = gw_registry_load(cfg->district.grids, cfg->district.devices, &error);
-    if (!reg) {
-        fprintf(stderr, "%s\n", error ? error : "cannot load the district");
-        free(error);
-        goto out;
-    }
     if (!mkdtemp(tmp)) {
         perror("gridsim bench ingest: mkdtemp");
         goto out;
@@ -297,13 +287,9 @@ int sim_bench_ingest(int argc, char **argv)
     snprintf(journal, sizeof(journal), "%s/journal", tmp);
     snprintf(store, sizeof(store), "%s/cases.db", tmp);
     snprintf(client_id, sizeof(client_id), "gridgate-bench-%ld", (long)getpid());
-    free(cfg->journal.dir);
-    free(cfg->store.path);
-    free(cfg->mqtt.client_id);
-    cfg->journal.dir = strdup(journal);
-    cfg->store.path = strdup(store);
-    cfg->mqtt.client_id = strdup(client_id);
-    if (!cfg->journal.dir || !cfg->store.path || !cfg->mqtt.client_id)
+    if (sim_bench_set_string(&cfg->journal.dir, journal) < 0 ||
+        sim_bench_set_string(&cfg->store.path, store) < 0 ||
+        sim_bench_set_string(&cfg->mqtt.client_id, client_id) < 0)
         goto out;
     if (!devices)
         devices = cfg->district.devices;

@@ -161,12 +161,8 @@ int sim_bench_rules(int argc, char **argv)
         return 2;
     }
     gw_log_set_level(GW_LOG_ERROR);
-    cfg = gw_config_load(config_path, &error);
-    if (!cfg)
-        goto fail;
-    reg = gw_registry_load(cfg->district.grids, cfg->district.devices, &error);
-    if (!reg)
-        goto fail;
+    if (sim_bench_load_world(config_path, &cfg, &reg) < 0)
+        return 1;
     n = gw_registry_device_count(reg) * 10;
     readings = make_readings(reg, n, alarm_every);
     engine = load(cfg, true);
@@ -211,11 +207,8 @@ int sim_bench_rules(int argc, char **argv)
            pause_ms, copy_ms);
     printf("  after the reload                 %12.0f readings/s\n", after);
     status = 0;
-    goto out;
-fail:
-    fprintf(stderr, "%s\n", error ? error : "out of memory");
-    free(error);
 out:
+    free(error);
     for (size_t i = 0; readings && i < n; i++)
         gw_reading_unref(readings[i]);
     free(readings);

@@ -546,7 +546,8 @@ grep -q 'debug \[api\] POST /api/v1/cases' "$work/gridgate.log" || fail "request
 call GET /metrics "$boss" 200 "/metrics"
 for m in 'gridgate_readings_received_total ' 'gridgate_cases{state="closed"} ' '# TYPE gridgate_cases gauge' \
          'gridgate_api_auth_failures_total ' 'gridgate_case_commands_total ' \
-         'gridgate_influx_points_written_total ' 'gridgate_influx_write_latency_microseconds '; do
+         'gridgate_influx_points_written_total ' 'gridgate_influx_write_latency_microseconds ' \
+         'gridgate_influx_outbox_rows ' 'gridgate_influx_points_dead_lettered_total '; do
     grep -qF "$m" "$work/body" || fail "/metrics lacks $m"
 done
 grep -qi '^Content-Type: text/plain; version=0.0.4' "$work/headers" || fail "/metrics' Content-Type"

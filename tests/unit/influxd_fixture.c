@@ -69,6 +69,11 @@ int influxd_fixture_free_port(void)
 
 int influxd_fixture_init(struct influxd_fixture *f)
 {
+    return influxd_fixture_init_auth(f, 0);
+}
+
+int influxd_fixture_init_auth(struct influxd_fixture *f, int auth_enabled)
+{
     const char *tmp = getenv("TMPDIR");
     char path[512];
     FILE *conf;
@@ -106,8 +111,9 @@ int influxd_fixture_init(struct influxd_fixture *f)
             "[meta]\n  dir = \"%s/meta\"\n"
             "[data]\n  dir = \"%s/data\"\n  wal-dir = \"%s/wal\"\n  query-log-enabled = false\n"
             "[monitor]\n  store-enabled = false\n"
-            "[http]\n  bind-address = \"127.0.0.1:%d\"\n  log-enabled = false\n",
-            f->rpc_port, f->dir, f->dir, f->dir, f->http_port);
+            "[http]\n  bind-address = \"127.0.0.1:%d\"\n  log-enabled = false\n"
+            "  auth-enabled = %s\n",
+            f->rpc_port, f->dir, f->dir, f->dir, f->http_port, auth_enabled ? "true" : "false");
     if (fclose(conf) != 0)
         return -EIO;
     return 0;
@@ -155,7 +161,8 @@ static size_t collect(char *data, size_t size, size_t nmemb, void *userdata)
 }
 
 /* GET when post is NULL. Returns the HTTP status or -EIO. */
-static int http(const char *url, const char *post, struct gw_buf *ret_body, long timeout_ms)
+static int http_auth(const char *url, const char *post, struct gw_buf *ret_body, long timeout_ms,
+                     const char *user, const char *password)
 {
     CURL *c = curl_easy_init();
     long status = 0;
@@ -170,11 +177,20 @@ static int http(const char *url, const char *post, struct gw_buf *ret_body, long
     curl_easy_setopt(c, CURLOPT_WRITEDATA, ret_body);
     if (post)
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, post);
+    if (user && *user) {
+        curl_easy_setopt(c, CURLOPT_USERNAME, user);
+        curl_easy_setopt(c, CURLOPT_PASSWORD, password);
+    }
     rc = curl_easy_perform(c);
     if (rc == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
     return rc == CURLE_OK ? (int)status : -EIO;
+}
+
+static int http(const char *url, const char *post, struct gw_buf *ret_body, long timeout_ms)
+{
+    return http_auth(url, post, ret_body, timeout_ms, NULL, NULL);
 }
 
 int influxd_fixture_start(struct influxd_fixture *f)
@@ -282,7 +298,7 @@ int influxd_fixture_query(const struct influxd_fixture *f, const char *db, const
             0) {
         struct gw_buf form = GW_BUF_INIT;
         if (gw_buf_printf(&form, "q=%s", eq) == 0)
-            r = http(url.data, form.data, ret_body, 10000);
+            r = http_auth(url.data, form.data, ret_body, 10000, f->user, f->password);
         gw_buf_free(&form);
     }
     curl_free(eq);

@@ -19,6 +19,9 @@ struct influxd_fixture {
     int http_port;
     int rpc_port;
     pid_t pid; /* 0 while not running */
+    /* Basic auth for the fixture's own queries, when user[0]. */
+    char user[32];
+    char password[32];
 };
 
 /* A loopback TCP port that was free a moment ago, or -errno. */
@@ -28,6 +31,10 @@ int influxd_fixture_free_port(void);
  * start the server, so a test can point a client at the port first.
  * Returns 0 or -errno. */
 int influxd_fixture_init(struct influxd_fixture *f);
+/* The same, with [http] auth-enabled = true when auth_enabled: the first
+ * CREATE USER ... WITH ALL PRIVILEGES needs no credentials, the rest do
+ * (set f->user and f->password after creating it). */
+int influxd_fixture_init_auth(struct influxd_fixture *f, int auth_enabled);
 
 /* Starts influxd and waits, at most about 15 s, until GET /ping answers
  * 204. Returns 0; -ENOENT when influxd is not on PATH; -ECHILD when it

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -17,6 +18,7 @@
 #include "gw_buf.h"
 #include "gw_domain.h"
 #include "gw_duration.h"
+#include "gw_fs.h"
 #include "gw_log.h"
 #include "gw_queue.h"
 #include "gw_reading.h"
@@ -312,6 +314,36 @@ static void log_limit_refuses_bursts_and_counts(void **state)
     assert_int_equal(gw_log_parse_level("loud", &(enum gw_log_level){ 0 }), -EINVAL);
 }
 
+/* A fresh installation's var/: every missing directory is made, an
+ * existing one is fine, a file in the way is an error. */
+static void mkdir_makes_missing_directories(void **state)
+{
+    char root[] = "/tmp/gw_test_fs.XXXXXX", path[256];
+    struct stat st;
+
+    (void)state;
+    assert_non_null(mkdtemp(root));
+    snprintf(path, sizeof(path), "%s/a/b/c", root);
+    assert_int_equal(gw_mkdir_p(path), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(gw_mkdir_p(path), 0);
+    snprintf(path, sizeof(path), "%s/d/e/file.db", root);
+    assert_int_equal(gw_mkdir_parent(path), 0);
+    snprintf(path, sizeof(path), "%s/d/e", root);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(gw_mkdir_parent("file-here.db"), 0);
+    snprintf(path, sizeof(path), "%s/d/e/plain", root);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/d/e/plain/x.db", root);
+    assert_int_equal(gw_mkdir_parent(path), -ENOTDIR);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -325,6 +357,7 @@ int main(void)
         cmocka_unit_test(durations_parse_as_people_write_them),
         cmocka_unit_test(domain_names_round_trip),
         cmocka_unit_test(log_limit_refuses_bursts_and_counts),
+        cmocka_unit_test(mkdir_makes_missing_directories),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -373,8 +373,12 @@ static void test_open_creates_schema(void **state)
     snprintf(wal, sizeof(wal), "%s-wal", f->db_path);
     assert_int_not_equal(access(wal, F_OK), 0);
 
-    assert_int_equal(STORE_SCHEMA_VERSION, 3);
-    assert_int_equal(db_int(f, "PRAGMA user_version"), 3);
+    assert_int_equal(STORE_SCHEMA_VERSION, 4);
+    assert_int_equal(db_int(f, "PRAGMA user_version"), 4);
+    /* Version 4: the InfluxDB outbox. */
+    assert_int_equal(db_int(f, "SELECT strict AND ncol = 2 FROM pragma_table_list "
+                               "WHERE name = 'influx_outbox'"),
+                     1);
     assert_string_equal(db_text(f, "PRAGMA journal_mode", buf, sizeof(buf)), "wal");
     assert_int_equal(db_int(f, "SELECT count(*) FROM sqlite_master WHERE name IN ("
                                "'cases', 'case_history', 'cases_one_open', "
@@ -3086,7 +3090,7 @@ static void test_migrate_from_version_2(void **state)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 
     open_district(f, &(struct district_options){ .auto_dispatch = true });
-    assert_int_equal(db_int(f, "PRAGMA user_version"), 3);
+    assert_int_equal(db_int(f, "PRAGMA user_version"), 4);
     assert_string_equal(
         db_text(f,
                 "SELECT group_concat(id || ':' || version || ',' || overdue || ',' ||"
@@ -3154,6 +3158,191 @@ static void test_transition_store_failure(void **state)
     assert_int_equal(gw_cases_escalate_due(f->cases, T0 + HOUR, 10, record, f), 1);
 }
 
+/* ---- the InfluxDB outbox (schema version 4) ---- */
+
+struct outbox_rows {
+    int64_t ids[16];
+    char text[16][64];
+    int n;
+    int stop_at; /* fn answers -ECANCELED at this row; 0: never */
+};
+
+static int outbox_row(int64_t id, const char *lines, size_t len, void *userdata)
+{
+    struct outbox_rows *rows = userdata;
+
+    assert_true(rows->n < 16);
+    if (rows->stop_at && rows->n + 1 == rows->stop_at)
+        return -ECANCELED;
+    assert_true(len < sizeof(rows->text[0]));
+    assert_int_equal(strlen(lines), len);
+    rows->ids[rows->n] = id;
+    memcpy(rows->text[rows->n], lines, len);
+    rows->text[rows->n][len] = '\0';
+    rows->n++;
+    return 0;
+}
+
+static void put_row(struct fixture *f, const char *lines)
+{
+    assert_int_equal(gw_cases_begin(f->cases), 0);
+    assert_int_equal(gw_cases_outbox_put(f->cases, lines, strlen(lines)), 0);
+    assert_int_equal(gw_cases_commit(f->cases), 0);
+}
+
+static void test_outbox_put_read_delete(void **state)
+{
+    struct fixture *f = *state;
+    struct outbox_rows rows = { .n = 0 };
+
+    assert_int_equal(gw_cases_outbox_count(f->cases), 0);
+    assert_int_equal(gw_cases_outbox_read(f->cases, 0, 10, 1 << 20, outbox_row, &rows), 0);
+    put_row(f, "m a=1i 1\n");
+    put_row(f, "m a=2i 2\nm a=3i 3\n");
+    put_row(f, "m a=4i 4\n");
+    assert_int_equal(gw_cases_outbox_count(f->cases), 3);
+
+    /* All of them, in id order. */
+    assert_int_equal(gw_cases_outbox_read(f->cases, 0, 10, 1 << 20, outbox_row, &rows), 3);
+    assert_string_equal(rows.text[0], "m a=1i 1\n");
+    assert_string_equal(rows.text[1], "m a=2i 2\nm a=3i 3\n");
+    assert_string_equal(rows.text[2], "m a=4i 4\n");
+    assert_true(rows.ids[0] < rows.ids[1] && rows.ids[1] < rows.ids[2]);
+
+    /* After an id; bounded by rows; by bytes (but one row at least). */
+    rows.n = 0;
+    assert_int_equal(gw_cases_outbox_read(f->cases, rows.ids[0], 10, 1 << 20, outbox_row, &rows),
+                     2);
+    assert_string_equal(rows.text[0], "m a=2i 2\nm a=3i 3\n");
+    rows.n = 0;
+    assert_int_equal(gw_cases_outbox_read(f->cases, 0, 2, 1 << 20, outbox_row, &rows), 2);
+    rows.n = 0;
+    assert_int_equal(gw_cases_outbox_read(f->cases, 0, 10, 1, outbox_row, &rows), 1);
+    rows.n = 0;
+    assert_int_equal(gw_cases_outbox_read(f->cases, 0, 10, 10, outbox_row, &rows), 2);
+    /* The callback's error stops the read and is its result. */
+    rows = (struct outbox_rows){ .stop_at = 2 };
+    assert_int_equal(gw_cases_outbox_read(f->cases, 0, 10, 1 << 20, outbox_row, &rows),
+                     -ECANCELED);
+    assert_int_equal(rows.n, 1);
+
+    /* Deleting up to an id. */
+    rows = (struct outbox_rows){ .n = 0 };
+    assert_int_equal(gw_cases_outbox_read(f->cases, 0, 10, 1 << 20, outbox_row, &rows), 3);
+    assert_int_equal(gw_cases_outbox_delete(f->cases, rows.ids[1]), 2);
+    assert_int_equal(gw_cases_outbox_count(f->cases), 1);
+    assert_int_equal(gw_cases_outbox_delete(f->cases, rows.ids[1]), 0);
+    assert_int_equal(gw_cases_outbox_delete(f->cases, rows.ids[2]), 1);
+    assert_int_equal(gw_cases_outbox_count(f->cases), 0);
+    /* An emptied outbox never gives an id back: the feeder reads after the
+     * last id it sent. */
+    put_row(f, "m a=5i 5\n");
+    rows.n = 0;
+    assert_int_equal(gw_cases_outbox_read(f->cases, rows.ids[2], 10, 1 << 20, outbox_row, &rows),
+                     1);
+    assert_string_equal(rows.text[0], "m a=5i 5\n");
+}
+
+static void test_outbox_put_only_in_a_batch(void **state)
+{
+    struct fixture *f = *state;
+    struct gw_cases_options options = { .db_path = f->db_path, .read_only = true };
+    struct outbox_rows rows = { .n = 0 };
+    struct gw_cases *ro;
+    char *error = NULL;
+
+    /* Alone it would be a transaction apart from the change it describes. */
+    assert_int_equal(gw_cases_outbox_put(f->cases, "m a=1i 1\n", 9), -EINVAL);
+    /* An empty row is refused. */
+    assert_int_equal(gw_cases_begin(f->cases), 0);
+    assert_int_equal(gw_cases_outbox_put(f->cases, "", 0), -EINVAL);
+    /* A rolled-back batch leaves no row, and no case. */
+    assert_int_equal(gw_cases_outbox_put(f->cases, "m a=1i 1\n", 9), 0);
+    assert_int_equal(apply(f, open_action("fire.smoke", NULL, GW_SEVERITY_MAJOR, -1, T0)), 0);
+    assert_int_equal(gw_cases_outbox_count(f->cases), 1); /* seen inside it */
+    gw_cases_rollback(f->cases);
+    assert_int_equal(gw_cases_outbox_count(f->cases), 0);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM cases"), 0);
+    /* Not while a batch is open: deletes are the feeder's own. */
+    assert_int_equal(gw_cases_begin(f->cases), 0);
+    assert_int_equal(gw_cases_outbox_delete(f->cases, 100), -EINVAL);
+    gw_cases_rollback(f->cases);
+
+    put_row(f, "m a=1i 1\n");
+    ro = gw_cases_open(&options, &error);
+    assert_non_null(ro);
+    assert_int_equal(gw_cases_outbox_count(ro), 1);
+    assert_int_equal(gw_cases_outbox_read(ro, 0, 10, 1 << 20, outbox_row, &rows), 1);
+    assert_int_equal(gw_cases_begin(ro), -EROFS);
+    assert_int_equal(gw_cases_outbox_put(ro, "m a=1i 1\n", 9), -EROFS);
+    assert_int_equal(gw_cases_outbox_delete(ro, 100), -EROFS);
+    gw_cases_close(ro);
+}
+
+/* A failure inside the batch (the put refused by a trigger) rolls the
+ * whole batch back: no case without its outbox row. */
+static void test_outbox_failure_rolls_back(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(db_exec(f,
+                             "CREATE TRIGGER outbox_fails BEFORE INSERT ON influx_outbox "
+                             "BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+                             NULL, 0),
+                     SQLITE_OK);
+    assert_int_equal(gw_cases_begin(f->cases), 0);
+    assert_int_equal(apply(f, open_action("fire.smoke", NULL, GW_SEVERITY_MAJOR, -1, T0)), 0);
+    assert_true(gw_cases_outbox_put(f->cases, "m a=1i 1\n", 9) < 0);
+    gw_cases_rollback(f->cases);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM cases"), 0);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM influx_outbox"), 0);
+}
+
+struct open_counts {
+    char text[512];
+};
+
+static int open_count_row(const char *street_id, const char *category, int64_t open,
+                          int64_t overdue, void *userdata)
+{
+    struct open_counts *oc = userdata;
+    size_t len = strlen(oc->text);
+
+    snprintf(oc->text + len, sizeof(oc->text) - len, "%s/%s:%lld,%lld ", street_id, category,
+             (long long)open, (long long)overdue);
+    return 0;
+}
+
+static void test_open_counts(void **state)
+{
+    struct fixture *f = *state;
+    struct open_counts oc = { "" };
+    struct rule_action other = open_action("gas.leak", NULL, GW_SEVERITY_MINOR, -1, T0);
+
+    assert_int_equal(gw_cases_open_counts(f->cases, open_count_row, &oc), 0);
+    assert_string_equal(oc.text, "");
+    assert_int_equal(apply(f, open_action("fire.smoke", NULL, GW_SEVERITY_MAJOR, -1, T0)), 0);
+    assert_int_equal(apply(f, open_action("fire.smoke", "other", GW_SEVERITY_MAJOR, -1, T0)), 0);
+    free(other.category);
+    other.category = dup_or_null("gas");
+    assert_int_equal(apply(f, other), 0);
+    assert_int_equal(db_exec(f, "UPDATE cases SET overdue = 1 WHERE subject = 'other'", NULL, 0),
+                     SQLITE_OK);
+    /* A closed case and a case without a street count nowhere. */
+    assert_int_equal(apply(f, open_action("fire.heat", NULL, GW_SEVERITY_MAJOR, -1, T0)), 0);
+    assert_int_equal(
+        db_exec(f, "UPDATE cases SET state = 'closed' WHERE rule = 'fire.heat'", NULL, 0),
+        SQLITE_OK);
+    assert_int_equal(db_exec(f,
+                             "INSERT INTO cases (category, severity, state, title, grid_id,"
+                             " opened_at, updated_at) VALUES ('x', 'minor', 'reported', 't',"
+                             " 'g', 1, 1)",
+                             NULL, 0),
+                     SQLITE_OK);
+    assert_int_equal(gw_cases_open_counts(f->cases, open_count_row, &oc), 0);
+    assert_string_equal(oc.text, "110101001/fire:2,1 110101001/gas:1,0 ");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3207,6 +3396,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrate_from_version_2, setup_district_unopened,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_transition_store_failure, setup_district, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_put_read_delete, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_put_only_in_a_batch, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_failure_rolls_back, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_open_counts, setup_open, teardown),
     };
 
     /* The failure tests make the store log on purpose. */

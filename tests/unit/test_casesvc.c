@@ -953,6 +953,173 @@ static void test_free_unstarted(void **state)
     assert_int_equal(n_events(f), 0);
 }
 
+/* ---- the outbox ------------------------------------------------------------------ */
+
+/* A formatter that writes one line per event, "ev,kind=K id=Ni N\n" (no
+ * line protocol needed here), and fails as told. */
+struct formatter {
+    int fail_first; /* calls that answer fail_with before the rest succeed */
+    int fail_with;
+    int calls;
+};
+
+static struct formatter formatter;
+
+static int format_event(const struct gw_case_event *e, struct gw_buf *lines, void *userdata)
+{
+    (void)userdata;
+    if (formatter.calls++ < formatter.fail_first)
+        return formatter.fail_with;
+    return gw_buf_printf(lines, "ev,kind=%s id=%lldi %lld\n", e->kind, (long long)e->c->id,
+                         (long long)e->ts_ns);
+}
+
+static void new_outbox_service(struct fixture *f, unsigned n_workers)
+{
+    struct gw_casesvc_options options = {
+        .cases = { .db_path = f->db_path, .auto_dispatch = true, .reg = f->reg },
+        .n_workers = n_workers,
+        .batch_max = 64,
+        .timer_interval_ms = 20,
+        .on_event = on_event,
+        .format_event = format_event,
+        .userdata = f,
+    };
+    char *error = NULL;
+
+    f->svc = gw_casesvc_new(&options, &error);
+    if (!f->svc)
+        fail_msg("gw_casesvc_new: %s", error ? error : "(no message)");
+}
+
+#define OUTBOX_LINES                                                                               \
+    "SELECT coalesce(sum(length(lines) - length(replace(lines, char(10), ''))), 0)"             \
+    " FROM influx_outbox"
+
+/* Every event's line is in the outbox once its change is durable, in the
+ * same transaction; emit lines too, and they hold the worker's position
+ * back until then. */
+static void test_outbox_events_and_emits(void **state)
+{
+    struct fixture *f = *state;
+    struct gw_casesvc_stats st;
+    static const char emits[] = "custom,device=d v=1i 1\ncustom,device=d v=2i 2\n";
+
+    formatter = (struct formatter){ 0 };
+    new_outbox_service(f, 1);
+    submit(f, 0, 3, open_action("test.outbox", "a", false, GW_ROLE_MANAGER));
+    assert_int_equal(gw_casesvc_submit_lines(f->svc, 0, 4, emits, strlen(emits)), 0);
+    submit(f, 0, 5, open_action("test.outbox", "a", false, GW_ROLE_MANAGER));
+    assert_int_equal(gw_casesvc_submit_lines(f->svc, 0, 6, emits, strlen(emits)), 0);
+    /* Queued: nothing is durable from 3 on, nothing is written. */
+    assert_int_equal(gw_casesvc_durable(f->svc, 0), 2);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM influx_outbox"), 0);
+
+    assert_int_equal(gw_casesvc_start(f->svc), 0);
+    assert_true(durable_reaches(f, 0, 6));
+    gw_casesvc_stats(f->svc, &st);
+    assert_int_equal(st.failed, 0);
+    assert_int_equal(st.commands, 4);
+    /* opened + updated, and the four emit lines. */
+    assert_int_equal(n_events(f), 2);
+    assert_int_equal(db_int(f, OUTBOX_LINES), 2 + 4);
+    assert_int_equal(st.outbox_lines, 2 + 4);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM influx_outbox"), (int64_t)st.outbox_rows);
+    assert_int_equal(gw_casesvc_outbox_rows(f->svc), st.outbox_rows);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM influx_outbox WHERE lines LIKE"
+                               " '%ev,kind=opened id=1i %'"),
+                     1);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM influx_outbox WHERE lines LIKE"
+                               " '%ev,kind=updated id=1i %'"),
+                     1);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM influx_outbox WHERE lines LIKE"
+                               " '%custom,device=d v=2i 2%'"),
+                     st.outbox_rows == 1 ? 1 : 2);
+    gw_casesvc_stop(f->svc);
+    assert_int_equal(gw_casesvc_submit_lines(f->svc, 0, 7, emits, strlen(emits)), -ESHUTDOWN);
+}
+
+static void test_outbox_submit_lines_checks(void **state)
+{
+    struct fixture *f = *state;
+
+    new_outbox_service(f, 1);
+    assert_int_equal(gw_casesvc_submit_lines(f->svc, 0, 1, "", 0), -EINVAL);
+    assert_int_equal(gw_casesvc_submit_lines(f->svc, 0, 1, "m v=1i 1", 8), -EINVAL);
+    assert_int_equal(gw_casesvc_submit_lines(f->svc, 1, 1, "m v=1i 1\n", 9), -EINVAL);
+    assert_int_equal(gw_casesvc_submit_lines(f->svc, 0, 1, "m v=1i\0 1\n", 10), -EINVAL);
+    /* Nothing pending: the position is free to move. */
+    assert_int_equal(gw_casesvc_durable(f->svc, 0), 0);
+}
+
+/* A line that cannot be made for lack of memory undoes the batch: the
+ * commands run again one by one, and in the end every event has its one
+ * line and no change is without it. */
+static void test_outbox_nomem_rolls_back(void **state)
+{
+    struct fixture *f = *state;
+    struct gw_casesvc_stats st;
+
+    formatter = (struct formatter){ .fail_first = 1, .fail_with = -ENOMEM };
+    new_outbox_service(f, 1);
+    submit(f, 0, 1, open_action("test.nomem", "a", false, GW_ROLE_MANAGER));
+    submit(f, 0, 2, open_action("test.nomem", "b", false, GW_ROLE_MANAGER));
+    submit(f, 0, 3, open_action("test.nomem", "c", false, GW_ROLE_MANAGER));
+    assert_int_equal(gw_casesvc_start(f->svc), 0);
+    assert_true(durable_reaches(f, 0, 3));
+    gw_casesvc_stats(f->svc, &st);
+    assert_int_equal(st.failed, 0);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM cases"), 3);
+    assert_int_equal(n_events(f), 3);
+    assert_int_equal(db_int(f, OUTBOX_LINES), 3);
+    assert_int_equal(db_int(f, "SELECT count(DISTINCT lines) FROM influx_outbox"),
+                     db_int(f, "SELECT count(*) FROM influx_outbox"));
+    /* One transaction per command after the failed batch. */
+    assert_int_equal(st.outbox_rows, 3);
+}
+
+/* An event the formatter cannot express has no line; its change stands. */
+static void test_outbox_unformattable_event(void **state)
+{
+    struct fixture *f = *state;
+
+    formatter = (struct formatter){ .fail_first = 1, .fail_with = -EINVAL };
+    new_outbox_service(f, 1);
+    submit(f, 0, 1, open_action("test.bad", "a", false, GW_ROLE_MANAGER));
+    submit(f, 0, 2, open_action("test.bad", "a", false, GW_ROLE_MANAGER));
+    assert_int_equal(gw_casesvc_start(f->svc), 0);
+    assert_true(durable_reaches(f, 0, 2));
+    assert_int_equal(db_int(f, "SELECT count(*) FROM cases"), 1);
+    assert_int_equal(n_events(f), 2);
+    assert_int_equal(db_int(f, OUTBOX_LINES), 1);
+}
+
+/* A store that refuses the outbox row (a trigger here) refuses the change
+ * with it: no case without its line. */
+static void test_outbox_put_failure_refuses_change(void **state)
+{
+    struct fixture *f = *state;
+    struct gw_casesvc_stats st;
+    sqlite3 *db;
+
+    formatter = (struct formatter){ 0 };
+    new_outbox_service(f, 1);
+    assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TRIGGER outbox_fails BEFORE INSERT ON influx_outbox "
+                                  "BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    submit(f, 0, 1, open_action("test.refused", "a", false, GW_ROLE_MANAGER));
+    assert_int_equal(gw_casesvc_start(f->svc), 0);
+    assert_true(durable_reaches(f, 0, 1));
+    gw_casesvc_stats(f->svc, &st);
+    assert_int_equal(st.failed, 1);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM cases"), 0);
+    assert_int_equal(n_events(f), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -969,6 +1136,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timer_escalates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_drains, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_unstarted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_events_and_emits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_submit_lines_checks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_nomem_rolls_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_unformattable_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_put_failure_refuses_change, setup, teardown),
     };
 
     gw_log_set_level(GW_LOG_WARN);

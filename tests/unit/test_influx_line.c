@@ -1,6 +1,7 @@
 /* Unit tests for InfluxDB line protocol: the escaping examples of the 1.x
  * line protocol reference, every field type, what is skipped and what
- * makes a line invalid (rolled back), and DESIGN.md's reading line. */
+ * makes a line invalid (rolled back), DESIGN.md's reading line, and a
+ * round trip of hostile names and values through a real influxd. */
 #include <errno.h>
 #include <float.h>
 #include <math.h>
@@ -14,10 +15,17 @@
 
 #include <cmocka.h>
 
+#include <cJSON.h>
+#include <curl/curl.h>
+#include <unistd.h>
+
 #include "gw_buf.h"
 #include "gw_reading.h"
 #include "gw_registry.h"
 #include "influx_line.h"
+#include "influx_query.h"
+#include "influx_writer.h"
+#include "influxd_fixture.h"
 
 #define TS INT64_C(1465839830100400200)
 
@@ -180,6 +188,37 @@ static void floats_round_trip(void **state)
         assert_memory_equal(&back, &v, sizeof(v));
         assert_null(strpbrk(text, "inIN,"));
     }
+
+    /* Readings as devices send them (decimals, the fast path): exact, and
+     * never longer than printf's %.15g (or %.17g where that is not exact). */
+    for (int i = 0; i < 200000; i++) {
+        static const double scale[] = { 1, 10, 100, 1000, 1e4, 1e5, 1e6, 3, 7 };
+        double v;
+        char ref[40];
+
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v = (double)(int64_t)(x % 20000001 - 10000000) / scale[x % 9];
+        if (x % 5 == 0)
+            v *= 1e9;
+        snprintf(ref, sizeof(ref), "%.15g", v);
+        if (strtod(ref, NULL) != v)
+            snprintf(ref, sizeof(ref), "%.17g", v);
+        const char *text = float_text(&b, v);
+        double back = strtod(text, NULL);
+        assert_memory_equal(&back, &v, sizeof(v));
+        if (strlen(text) > strlen(ref))
+            fail_msg("%.17g: wrote %s, %s is shorter", v, text, ref);
+    }
+    assert_string_equal(float_text(&b, 0.0001), "0.0001");
+    assert_string_equal(float_text(&b, 0.00012), "0.00012");
+    assert_string_equal(float_text(&b, 9.9999e-5), "9.9999e-05");
+    assert_string_equal(float_text(&b, -87), "-87");
+    assert_string_equal(float_text(&b, 100), "100");
+    assert_string_equal(float_text(&b, 999999999999999.0), "999999999999999");
+    assert_string_equal(float_text(&b, 1e15), "1e+15");
+    assert_string_equal(float_text(&b, 116.397128), "116.397128");
     gw_buf_free(&b);
 }
 
@@ -463,6 +502,178 @@ static void reading_line(void **state)
     gw_buf_free(&b);
 }
 
+/* ---- a round trip through a real influxd ---- */
+
+struct hostile {
+    const char *measurement, *tag_key, *tag_value, *field_key, *string;
+    double f;
+    int64_t i;
+};
+
+static const struct hostile hostile[] = {
+    { "m,comma", "k,comma", "v,comma", "f,comma", "s,comma", 0.1, 1 },
+    { "m space", "k space", "v space", "f space", "s space", 1.0 / 3, -2 },
+    { " lead", " lead", " lead", " lead", " lead", 1e-300, 3 },
+    { "trail ", "trail ", "trail ", "trail ", "trail ", -2.5e300, -4 },
+    { "m=eq", "k=eq", "v=eq", "f=eq", "s=eq", 123456.789, 5 },
+    { "m\"quote", "k\"quote", "v\"quote", "f\"quote", "s\"quote\"", 0.30000000000000004, 6 },
+    { "m\\back", "k\\back", "v\\back", "f\\back", "s\\back\\", DBL_MAX, 7 },
+    { "温度", "街道", "东华门街道", "字段", "中文 值", DBL_MIN, 9007199254740993 - 1 },
+    { "🔥smoke", "🔥", "🚒", "🧯", "🔥 fire", -0.0, -9007199254740992 },
+    { "m#hash", "#", "#", "#f", "# not a comment", 4.9406564584124654e-324, 0 },
+    { "m=", "=", "=", "=", "=", 1e21, 10 },
+    { "all, b=c\\d\"é🔥 ", " k, =\"\\x ", " v, =\"\\x🔥 ", " f, =\"\\x ", " \\\"\\\\ , = 🔥 \" ",
+      2.2250738585072014e-308, 11 },
+    { "m'apos", "k'apos", "v'apos", "f'apos", "'", 42, 12 },
+    { "tab\tin", "k\ttab", "v\ttab", "f\ttab", "s\ttab\r", 7.0e-5, 13 },
+};
+#define N_HOSTILE (sizeof(hostile) / sizeof(hostile[0]))
+#define RT_TS INT64_C(1700000000123456789)
+
+static const cJSON *column_value(const cJSON *series, const char *name)
+{
+    const cJSON *columns = cJSON_GetObjectItemCaseSensitive(series, "columns");
+    const cJSON *row = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(series, "values"), 0);
+    int i = 0;
+    const cJSON *c;
+
+    cJSON_ArrayForEach(c, columns)
+    {
+        if (cJSON_IsString(c) && strcmp(c->valuestring, name) == 0)
+            return cJSON_GetArrayItem(row, i);
+        i++;
+    }
+    return NULL;
+}
+
+static void round_trip_through_influxd(void **state)
+{
+    struct influxd_fixture server;
+    struct influx_writer_options wo = { .database = "rt", .flush_interval_ms = 10, .gzip = true };
+    struct influx_query_options qo = { .database = "rt" };
+    struct gw_buf lines = GW_BUF_INIT, answer = GW_BUF_INIT, raw = GW_BUF_INIT;
+    struct influx_writer_stats st;
+    struct influx_writer *w;
+    char *error = NULL;
+    cJSON *json, *series_list, *series;
+    int r;
+
+    (void)state;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    assert_int_equal(influxd_fixture_init(&server), 0);
+    if (influxd_fixture_start(&server) < 0)
+        fail_msg("cannot start influxd (see above)");
+    assert_int_equal(influxd_fixture_create_db(&server, "rt"), 0);
+
+    for (size_t k = 0; k < N_HOSTILE; k++) {
+        const struct hostile *h = &hostile[k];
+        struct influx_line line;
+
+        influx_line_begin(&line, &lines, h->measurement);
+        influx_line_tag(&line, h->tag_key, h->tag_value);
+        influx_line_field_string(&line, h->field_key, h->string);
+        influx_line_field_float(&line, "f", h->f);
+        influx_line_field_int(&line, "i", h->i);
+        influx_line_field_bool(&line, "b", k % 2);
+        assert_int_equal(influx_line_end(&line, RT_TS + (int64_t)k), 0);
+    }
+    /* integers at the limits, checked in the raw answer below */
+    {
+        struct influx_line line;
+        influx_line_begin(&line, &lines, "limits");
+        influx_line_field_int(&line, "max", INT64_MAX);
+        influx_line_field_int(&line, "min", INT64_MIN);
+        assert_int_equal(influx_line_end(&line, -1), 0);
+    }
+
+    wo.url = server.url;
+    w = influx_writer_start(&wo, &error);
+    assert_non_null(w);
+    assert_int_equal(influx_writer_submit(w, lines.data, lines.len, N_HOSTILE + 1), 0);
+    for (int i = 0; i < 500; i++) {
+        influx_writer_stats(w, &st);
+        if (st.lines_done >= N_HOSTILE + 1)
+            break;
+        usleep(10000);
+    }
+    influx_writer_stats(w, &st);
+    influx_writer_stop(w, 1000);
+    assert_int_equal(st.lines_done, N_HOSTILE + 1);
+    assert_int_equal(st.points_rejected, 0);
+    assert_int_equal(st.points_written, N_HOSTILE + 1);
+
+    qo.url = server.url;
+    r = influx_query(&qo, "SELECT * FROM /.*/ GROUP BY *", &answer, &error);
+    if (r < 0)
+        fail_msg("influx_query: %s", error);
+    json = cJSON_Parse(answer.data);
+    assert_non_null(json);
+    series_list = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(json, "results"), 0), "series");
+    assert_int_equal(cJSON_GetArraySize(series_list), N_HOSTILE + 1);
+
+    for (size_t k = 0; k < N_HOSTILE; k++) {
+        const struct hostile *h = &hostile[k];
+        const cJSON *found = NULL, *tags, *tag, *v;
+
+        cJSON_ArrayForEach(series, series_list)
+        {
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(series, "name");
+            if (cJSON_IsString(name) && strcmp(name->valuestring, h->measurement) == 0)
+                found = series;
+        }
+        if (!found)
+            fail_msg("measurement \"%s\" did not come back", h->measurement);
+        /* A regex FROM with GROUP BY * lists every measurement's tag keys, empty
+         * where a series has no such tag: exactly one is set here. */
+        tags = cJSON_GetObjectItemCaseSensitive(found, "tags");
+        {
+            int set = 0;
+            cJSON_ArrayForEach(tag, tags) set += cJSON_IsString(tag) && tag->valuestring[0];
+            assert_int_equal(set, 1);
+        }
+        tag = cJSON_GetObjectItemCaseSensitive(tags, h->tag_key);
+        if (!cJSON_IsString(tag))
+            fail_msg("tag key \"%s\" of \"%s\" did not come back", h->tag_key, h->measurement);
+        assert_string_equal(tag->valuestring, h->tag_value);
+
+        v = column_value(found, "time");
+        assert_true(cJSON_IsNumber(v));
+        assert_true(v->valuedouble == (double)((RT_TS + (int64_t)k) / 1000)); /* epoch=u */
+        v = column_value(found, h->field_key);
+        if (!cJSON_IsString(v))
+            fail_msg("field \"%s\" of \"%s\" did not come back", h->field_key, h->measurement);
+        assert_string_equal(v->valuestring, h->string);
+        v = column_value(found, "f");
+        assert_true(cJSON_IsNumber(v));
+        if (h->f == 0) /* JSON has no -0: InfluxDB answers 0 */
+            assert_true(v->valuedouble == 0);
+        else
+            assert_memory_equal(&v->valuedouble, &h->f, sizeof(double));
+        v = column_value(found, "i");
+        assert_true(cJSON_IsNumber(v));
+        assert_true(v->valuedouble == (double)h->i);
+        v = column_value(found, "b");
+        assert_true(k % 2 ? cJSON_IsTrue(v) : cJSON_IsFalse(v));
+    }
+    cJSON_Delete(json);
+
+    /* Nanoseconds and 64-bit integers, which a JSON double cannot hold:
+     * from the raw text of an epoch=ns answer. */
+    assert_int_equal(influxd_fixture_query(&server, "rt", "SELECT max, min FROM limits", &raw),
+                     200);
+    assert_non_null(strstr(raw.data, "[-1,9223372036854775807,-9223372036854775808]"));
+    gw_buf_reset(&raw);
+    assert_int_equal(influxd_fixture_query(&server, "rt", "SELECT * FROM \"m,comma\"", &raw), 200);
+    assert_non_null(strstr(raw.data, "[1700000000123456789,"));
+
+    influxd_fixture_destroy(&server);
+    gw_buf_free(&lines);
+    gw_buf_free(&answer);
+    gw_buf_free(&raw);
+    free(error);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -474,6 +685,7 @@ int main(void)
         cmocka_unit_test(rollback),
         cmocka_unit_test(rollback_from_empty_buffer),
         cmocka_unit_test(reading_line),
+        cmocka_unit_test(round_trip_through_influxd),
     };
 
     return cmocka_run_group_tests_name("influx_line", tests, NULL, NULL);
