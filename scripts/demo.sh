@@ -7,16 +7,32 @@
 #
 #   DEMO_RATE=20       readings per second from the simulator
 #   DEMO_SECONDS=0     stop by itself after this many seconds (0 = never)
+#   DEMO_DISTRICT=sample  or full: the generated 350,000-device district
+#                      (made in var/district-full the first time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-config=config/gridgate.yaml
-devices=config/district/devices.csv
+district=${DEMO_DISTRICT:-sample}
+case $district in
+sample)
+    config=config/gridgate.yaml
+    devices=config/district/devices.csv
+    db=var/gridgate.db # store.path in config/gridgate.yaml
+    ;;
+full)
+    config=config/gridgate-full.yaml
+    devices=var/district-full/devices.csv
+    db=var/gridgate-full.db # store.path in config/gridgate-full.yaml
+    ;;
+*)
+    echo "DEMO_DISTRICT must be sample or full, not $district" >&2
+    exit 2
+    ;;
+esac
 rate=${DEMO_RATE:-20}
 seconds=${DEMO_SECONDS:-0}
 state=var/demo
-db=var/gridgate.db # store.path in config/gridgate.yaml
 mqtt_port=1883
 influx_port=8086
 api_port=8080 # api.port in config/gridgate.yaml
@@ -25,6 +41,11 @@ scripts/deps.sh
 echo "== building"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)" -- --no-print-directory -s
+
+if [ "$district" = full ] && [ ! -s "$devices" ]; then
+    echo "== generating the full district (seed 1) in var/district-full"
+    build/gridsim district --seed 1 --out var/district-full
+fi
 
 # shellcheck source=servers.sh
 . scripts/servers.sh

@@ -703,6 +703,27 @@ static void test_shipped_config_loads(void **state)
     gw_config_free(cfg);
 }
 
+/* The full district's config: only what differs from the defaults, and
+ * its district where scripts/demo.sh generates it. */
+static void test_full_config_loads(void **state)
+{
+    char config_dir[PATH_MAX];
+    char *error = NULL;
+    struct gw_config *cfg = gw_config_load(GW_SOURCE_DIR "/config/gridgate-full.yaml", &error);
+
+    (void)state;
+    if (!cfg)
+        fail_msg("config/gridgate-full.yaml: %s", error ? error : "(no message)");
+    assert_non_null(realpath(GW_SOURCE_DIR "/config", config_dir));
+    assert_path_in(config_dir, "../var/district-full/grids.geojson", cfg->district.grids);
+    assert_path_in(config_dir, "../var/district-full/devices.csv", cfg->district.devices);
+    assert_path_in(config_dir, "../var/gridgate-full.db", cfg->store.path);
+    assert_path_in(config_dir, "../var/journal-full", cfg->journal.dir);
+    assert_int_equal(cfg->rules.memory_kb, 1048576);
+    assert_true(cfg->api.enabled);
+    gw_config_free(cfg);
+}
+
 /* --- describe and free -------------------------------------------------- */
 
 static const char *const every_key[] = {
@@ -891,6 +912,7 @@ int main(void)
         cmocka_unit_test(test_error_without_ret_error),
         cmocka_unit_test(test_error_after_strings_were_set),
         cmocka_unit_test(test_shipped_config_loads),
+        cmocka_unit_test(test_full_config_loads),
         cmocka_unit_test(test_describe_lists_every_key),
         cmocka_unit_test(test_free_null_and_half_built),
     };
