@@ -98,6 +98,11 @@ void rule_engine_free(struct rule_engine *engine)
     free(engine);
 }
 
+size_t rule_engine_memory(const struct rule_engine *engine)
+{
+    return engine->mem_used;
+}
+
 size_t rule_engine_rule_count(const struct rule_engine *engine)
 {
     return engine->n_committed;

@@ -179,6 +179,12 @@ int sim_bench_rules(int argc, char **argv)
     printf("  one worker with the rules    %12.0f readings/s (%llu actions)\n", rate,
            (unsigned long long)actions);
     printf("  target 300000/s per worker: %s\n", rate >= 300000 ? "met" : "NOT met");
+    printf("  rule state: %.1f MB in the worker's Lua state, %.0f bytes per device "
+           "(without rules: %.1f MB)\n",
+           (double)rule_engine_memory(engine) / 1e6,
+           (double)(rule_engine_memory(engine) - rule_engine_memory(empty)) /
+               (double)gw_registry_device_count(reg),
+           (double)rule_engine_memory(empty) / 1e6);
 
     /* A reload as the workers make it: the running engine loads the
      * checked files next to its rules and hands their state over by
