@@ -30,6 +30,9 @@
 #define MAX_ADAPTERS 8
 /* How long a stop waits for InfluxDB to take what is queued. */
 #define INFLUX_DRAIN_MS 10000
+/* At a stop the rule workers go on reading the journal this long at most;
+ * what they have not read waits there for the next start. */
+#define RULES_DRAIN_MS 10000
 /* Records a consumer handles between two commits of its position. */
 #define COMMIT_EVERY 256
 /* Lines the InfluxDB feeder gathers before handing them to the writer. */
@@ -176,6 +179,7 @@ struct gw_pipeline {
     struct gw_adapter adapters[MAX_ADAPTERS];
     size_t n_adapters;
     int stopping;
+    int64_t rules_drain_until; /* monotonic ns; set before stopping */
 
     struct gw_pipeline_stats stats; /* updated with __atomic builtins */
 };
@@ -893,6 +897,12 @@ static void *rule_worker_main(void *arg)
         uncommitted = 0;
         if (r == -ESHUTDOWN)
             break;
+        if (stopping(p) && gw_monotonic_ns() > p->rules_drain_until) {
+            gw_warn("rules", "%s: stopped before the end of the journal (%d s passed); the rest "
+                             "is taken at the next start",
+                    w->consumer, RULES_DRAIN_MS / 1000);
+            break;
+        }
         scan_silence(w, gw_now_ns());
     }
     return NULL;
@@ -1666,6 +1676,7 @@ void gw_pipeline_free(struct gw_pipeline *p)
 {
     if (!p)
         return;
+    p->rules_drain_until = gw_monotonic_ns() + (int64_t)RULES_DRAIN_MS * 1000000;
     __atomic_store_n(&p->stopping, 1, __ATOMIC_RELEASE);
     /* No notice may be in an adapter's publish while it stops. */
     detach_notifier(p);

@@ -75,10 +75,10 @@ struct gw_pipeline *gw_pipeline_new(const struct gw_config *cfg, struct gw_regis
 /* Starts the rule worker, the InfluxDB writer and every adapter the
  * configuration enables. Returns 0 or a negative errno (logged). */
 int gw_pipeline_start(struct gw_pipeline *p);
-/* Stops the adapters, lets both consumers finish what the journal holds
- * (InfluxDB gets up to 10 s; what it does not take stays in the journal
- * for the next start), then closes the journal and the store. NULL is
- * fine. */
+/* Stops the adapters, lets the consumers finish what the journal holds
+ * (the rule workers and InfluxDB get up to 10 s each; what they do not
+ * take stays in the journal for the next start), then closes the journal
+ * and the store. NULL is fine. */
 void gw_pipeline_free(struct gw_pipeline *p);
 
 /* The ingest function adapters call (a gw_ingest_fn). */

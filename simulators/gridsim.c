@@ -14,9 +14,12 @@ static void usage(FILE *f)
           "commands:\n"
           "  district   write a synthetic Dongcheng district: grids.geojson and devices.csv\n"
           "             gridsim district --seed N --out DIR [--streets K] [--devices N]\n"
-          "  run        run a device fleet that publishes readings over MQTT\n"
+          "  run        run a device fleet that publishes readings over MQTT or CoAP:\n"
+          "             steady (--rate), live (--heartbeat-scale, Last Will, battery drain)\n"
+          "             or a scenario (--scenario fire|crowd|offline|storm|bad --seed N)\n"
           "             gridsim run [OPTIONS]\n"
-          "  bench      benchmarks: gridsim bench journal|decode|ingest|rules|storm|cases|influx\n"
+          "  bench      benchmarks: gridsim bench\n"
+          "             journal|decode|ingest|rules|storm|cases|influx|e2e\n"
           "             [OPTIONS] (--help for each)\n"
           "\n"
           "`gridsim COMMAND --help` describes each command's options.\n",
@@ -53,6 +56,8 @@ int main(int argc, char **argv)
             return sim_bench_cases(argc - 2, argv + 2);
         if (strcmp(argv[2], "influx") == 0)
             return sim_bench_influx(argc - 2, argv + 2);
+        if (strcmp(argv[2], "e2e") == 0)
+            return sim_bench_e2e(argc - 2, argv + 2);
     }
     fprintf(stderr, "gridsim: unknown command \"%s\"\n", argv[1]);
     usage(stderr);

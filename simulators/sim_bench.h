@@ -33,5 +33,8 @@ int sim_bench_storm(int argc, char **argv);
 int sim_bench_cases(int argc, char **argv);
 /* Line protocol encoding, and influx_writer against a plain bulk load. */
 int sim_bench_influx(int argc, char **argv);
+/* gridgate end to end (a running gridgate, with broker and InfluxDB)
+ * against the broker's ceiling; --no-broker: the in-process headroom. */
+int sim_bench_e2e(int argc, char **argv);
 
 #endif

@@ -21,87 +21,10 @@
 #include "gw_registry.h"
 #include "mqtt_adapter.h"
 #include "sim_bench.h"
+#include "sim_bench_mqtt.h"
 #include "sim_fleet.h"
 
 #define WAIT_LIMIT_S 300
-
-struct baseline {
-    MQTTAsync client;
-    char topic[64];
-    uint64_t received;
-    int connected;
-    int subscribed;
-};
-
-static int base_message(void *context, char *topic, int topic_len, MQTTAsync_message *m)
-{
-    struct baseline *b = context;
-
-    (void)topic_len;
-    __atomic_add_fetch(&b->received, 1, __ATOMIC_RELAXED);
-    MQTTAsync_freeMessage(&m);
-    MQTTAsync_free(topic);
-    return 1;
-}
-
-static void base_subscribed(void *context, MQTTAsync_successData5 *response)
-{
-    struct baseline *b = context;
-
-    (void)response;
-    __atomic_store_n(&b->subscribed, 1, __ATOMIC_RELEASE);
-}
-
-static void base_connected(void *context, MQTTAsync_successData5 *response)
-{
-    struct baseline *b = context;
-    MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
-
-    (void)response;
-    __atomic_store_n(&b->connected, 1, __ATOMIC_RELEASE);
-    opts.context = b;
-    opts.onSuccess5 = base_subscribed;
-    MQTTAsync_subscribe(b->client, b->topic, 1, &opts);
-}
-
-static int base_connect(struct baseline *b)
-{
-    MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer5;
-    MQTTProperties props = MQTTProperties_initializer;
-    MQTTProperty expiry = { .identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL,
-                            .value.integer4 = 600 };
-    int r;
-
-    MQTTProperties_add(&props, &expiry);
-    opts.cleanstart = 0;
-    opts.connectProperties = &props;
-    opts.onSuccess5 = base_connected;
-    opts.context = b;
-    b->connected = b->subscribed = 0;
-    r = MQTTAsync_connect(b->client, &opts);
-    MQTTProperties_free(&props);
-    return r == MQTTASYNC_SUCCESS ? 0 : -EIO;
-}
-
-static void base_disconnect(struct baseline *b)
-{
-    MQTTAsync_disconnectOptions opts = MQTTAsync_disconnectOptions_initializer5;
-
-    MQTTAsync_disconnect(b->client, &opts);
-    for (int i = 0; i < 100 && MQTTAsync_isConnected(b->client); i++)
-        usleep(20 * 1000);
-}
-
-/* Waits until *flag is set, polling; false after limit_s seconds. */
-static bool wait_flag(int *flag, int limit_s)
-{
-    for (int i = 0; i < limit_s * 100; i++) {
-        if (__atomic_load_n(flag, __ATOMIC_ACQUIRE))
-            return true;
-        usleep(10 * 1000);
-    }
-    return false;
-}
 
 static int publish(const char *devices, const char *broker, uint64_t n, const char *prefix)
 {
@@ -116,45 +39,42 @@ static int publish(const char *devices, const char *broker, uint64_t n, const ch
     return sim_fleet_main((int)(sizeof(argv) / sizeof(argv[0])) - 1, argv);
 }
 
-/* The baseline: a subscriber that counts and acknowledges, nothing else. */
+/* The baseline: a subscriber that counts and acknowledges, nothing else,
+ * on a persistent session so that the broker queues the backlog for it. */
 static double run_baseline(const struct gw_config *cfg, const char *devices, uint64_t n)
 {
-    struct baseline b = { 0 };
-    MQTTAsync_createOptions create = MQTTAsync_createOptions_initializer5;
-    char client_id[64], prefix[32];
+    struct sim_sub b;
+    char client_id[64], prefix[32], topic[64];
     int64_t t0, t1;
     double rate = -1;
 
     snprintf(prefix, sizeof(prefix), "bench%ld", (long)getpid());
-    snprintf(b.topic, sizeof(b.topic), "%s/+/telemetry", prefix);
+    snprintf(topic, sizeof(topic), "%s/+/telemetry", prefix);
     snprintf(client_id, sizeof(client_id), "gridsim-bench-base-%ld", (long)getpid());
-    if (MQTTAsync_createWithOptions(&b.client, cfg->mqtt.uri, client_id,
-                                    MQTTCLIENT_PERSISTENCE_NONE, NULL, &create) != 0)
+    if (sim_sub_init(&b, cfg->mqtt.uri, client_id, topic, 1, 600) < 0)
         return -1;
-    MQTTAsync_setCallbacks(b.client, &b, NULL, base_message, NULL);
-    if (base_connect(&b) < 0 || !wait_flag(&b.subscribed, 10)) {
+    if (sim_sub_connect(&b) < 0 || !sim_bench_wait_flag(&b.subscribed, 10)) {
         fprintf(stderr, "gridsim bench ingest: baseline cannot subscribe on %s\n", cfg->mqtt.uri);
         goto out;
     }
-    base_disconnect(&b);
+    sim_sub_disconnect(&b);
     if (publish(devices, cfg->mqtt.uri, n, prefix) != 0)
         goto out;
-    b.received = 0;
+    sim_sub_reset(&b);
     t0 = gw_monotonic_ns();
-    if (base_connect(&b) < 0)
+    if (sim_sub_connect(&b) < 0)
         goto out;
-    for (int i = 0; i < WAIT_LIMIT_S * 1000 && __atomic_load_n(&b.received, __ATOMIC_RELAXED) < n;
-         i++)
+    for (int i = 0; i < WAIT_LIMIT_S * 1000 && sim_sub_received(&b) < n; i++)
         usleep(1000);
     t1 = gw_monotonic_ns();
-    if (b.received >= n)
+    if (sim_sub_received(&b) >= n)
         rate = (double)n / ((double)(t1 - t0) / 1e9);
     else
         fprintf(stderr, "gridsim bench ingest: baseline got %llu of %llu\n",
-                (unsigned long long)b.received, (unsigned long long)n);
-    base_disconnect(&b);
+                (unsigned long long)sim_sub_received(&b), (unsigned long long)n);
+    sim_sub_disconnect(&b);
 out:
-    MQTTAsync_destroy(&b.client);
+    sim_sub_destroy(&b);
     return rate;
 }
 

@@ -48,6 +48,8 @@
 #include <unistd.h>
 
 #include "gw_log.h"
+#include "sim_int.h"
+#include "sim_scenario.h"
 
 #define MODULE "gridsim"
 #define NS_PER_S INT64_C(1000000000)
@@ -282,8 +284,10 @@ void sim_devices_free(struct sim_device *devices, size_t count)
 {
     if (!devices)
         return;
-    for (size_t i = 0; i < count; i++)
+    for (size_t i = 0; i < count; i++) {
         free(devices[i].id);
+        free(devices[i].grid_id);
+    }
     free(devices);
 }
 
@@ -333,7 +337,7 @@ int sim_devices_load(const char *path, struct sim_device **ret_devices, size_t *
     ssize_t len;
     unsigned lineno = 0;
     char *fields[MAX_FIELDS];
-    int n_columns = 0, col_id = -1, col_type = -1;
+    int n_columns = 0, col_id = -1, col_type = -1, col_grid = -1;
     struct sim_device *devices = NULL;
     size_t count = 0, cap = 0;
     int r = 0;
@@ -369,6 +373,8 @@ int sim_devices_load(const char *path, struct sim_device **ret_devices, size_t *
                     col_id = i;
                 else if (strcmp(fields[i], "type") == 0)
                     col_type = i;
+                else if (strcmp(fields[i], "grid_id") == 0)
+                    col_grid = i;
             }
             if (col_id < 0 || col_type < 0) {
                 gw_error(MODULE,
@@ -415,6 +421,13 @@ int sim_devices_load(const char *path, struct sim_device **ret_devices, size_t *
             goto out;
         }
         count++;
+        if (col_grid >= 0 && fields[col_grid][0] != '\0') {
+            dev->grid_id = strdup(fields[col_grid]);
+            if (!dev->grid_id) {
+                r = -ENOMEM;
+                goto out;
+            }
+        }
         dev->kind = sim_device_kind_parse(fields[col_type]);
         dev->line = lineno;
         device_init_baselines(dev);
@@ -450,6 +463,8 @@ out:
 
 enum pick_mode { PICK_ROUND_ROBIN, PICK_RANDOM };
 static const char *const pick_names[] = {"round-robin", "random", NULL};
+enum transport { TRANSPORT_MQTT, TRANSPORT_COAP };
+static const char *const transport_names[] = {"mqtt", "coap", NULL};
 
 struct fleet_opts {
     const char *devices;
@@ -464,6 +479,12 @@ struct fleet_opts {
     int pick;
     const char *client_id;
     const char *topic_prefix;
+    const char *scenario;
+    const char *grids;
+    int transport;
+    const char *coap;
+    uint64_t content_format;
+    double heartbeat_scale;
     bool quiet;
     bool help;
 };
@@ -509,6 +530,19 @@ static const struct opt_desc opt_table[] = {
      "MQTT client id (default gridsim-fleet-PID)"},
     {"topic-prefix", OPT_STRING, OPT_OFF(topic_prefix), "devices", "PREFIX", 0, 0, NULL,
      "publish to PREFIX/{device_id}/telemetry (benchmarks use another prefix for a baseline)"},
+    {"scenario", OPT_STRING, OPT_OFF(scenario), NULL, "NAME", 0, 0, NULL,
+     "fire, crowd, offline, storm or bad: a scripted incident; prints the cases it expects"},
+    {"grids", OPT_STRING, OPT_OFF(grids), NULL, "FILE.geojson", 0, 0, NULL,
+     "grids of the district, for --scenario (default: grids.geojson next to --devices)"},
+    {"transport", OPT_CHOICE, OPT_OFF(transport), "mqtt", "mqtt|coap", 0, 0, transport_names,
+     "coap: confirmable POSTs to --coap on the live schedule (see --heartbeat-scale; no Will)"},
+    {"coap", OPT_STRING, OPT_OFF(coap), "coap://127.0.0.1:5683", "URI", 0, 0, NULL,
+     "the gateway's CoAP server, with --transport coap"},
+    {"content-format", OPT_UINT, OPT_OFF(content_format), "50", "50|110", 50, 110, NULL,
+     "CoAP Content-Format: 50 JSON, 110 SenML JSON"},
+    {"heartbeat-scale", OPT_DOUBLE, OPT_OFF(heartbeat_scale), "0", "S", 0, 1e9, NULL,
+     "each device reports at its type's heartbeat (smoke 12 h, camera 5 min...) +-10 %, "
+     "S simulated seconds per second, with a Last Will and battery drain; 0 = paced by --rate"},
     {"quiet", OPT_FLAG, OPT_OFF(quiet), NULL, NULL, 0, 0, NULL, "no line per second"},
     {"help", OPT_FLAG, OPT_OFF(help), NULL, NULL, 0, 0, NULL, "show this help"},
 };
@@ -662,6 +696,11 @@ static int parse_args(int argc, char **argv, struct fleet_opts *opts)
     }
     if (!opts->devices) {
         fprintf(stderr, "gridsim run: --devices FILE.csv is required\n");
+        return -EINVAL;
+    }
+    if (opts->content_format != 50 && opts->content_format != 110) {
+        fprintf(stderr, "gridsim run: --content-format: expected 50 (JSON) or 110 (SenML JSON), "
+                        "got %" PRIu64 "\n", opts->content_format);
         return -EINVAL;
     }
     for (size_t i = 0; i < COUNT_OF(opt_table); i++) {
@@ -1149,9 +1188,25 @@ int sim_fleet_main(int argc, char **argv)
         return 1;
     }
     if (f.opts.limit_devices && f.opts.limit_devices < f.n_devices) {
-        for (size_t i = f.opts.limit_devices; i < f.n_devices; i++)
+        for (size_t i = f.opts.limit_devices; i < f.n_devices; i++) {
             free(f.devices[i].id);
+            free(f.devices[i].grid_id);
+        }
         f.n_devices = f.opts.limit_devices;
+    }
+    if (f.opts.scenario) {
+        struct sim_scenario_opts so = {
+            .name = f.opts.scenario,
+            .devices_path = f.opts.devices,
+            .grids_path = f.opts.grids,
+            .broker = f.opts.broker,
+            .coap_uri = f.opts.transport == TRANSPORT_COAP ? f.opts.coap : NULL,
+            .content_format = (int)f.opts.content_format,
+            .seed = f.opts.seed,
+        };
+        r = sim_scenario_run(&so, f.devices, f.n_devices);
+        sim_devices_free(f.devices, f.n_devices);
+        return r < 0 ? 1 : 0;
     }
     sim_rng_seed(&f.rng, f.opts.seed);
     if (f.opts.client_id)
@@ -1180,7 +1235,21 @@ int sim_fleet_main(int argc, char **argv)
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
 
-    r = fleet_run(&f);
+    if (f.opts.heartbeat_scale > 0 || f.opts.transport == TRANSPORT_COAP) {
+        struct sim__live_opts lo = {
+            .broker = f.opts.broker,
+            .coap_uri = f.opts.transport == TRANSPORT_COAP ? f.opts.coap : NULL,
+            .content_format = (int)f.opts.content_format,
+            .scale = f.opts.heartbeat_scale > 0 ? f.opts.heartbeat_scale : 1,
+            .duration = f.opts.duration,
+            .count = f.opts.count,
+            .seed = f.opts.seed,
+            .quiet = f.opts.quiet,
+        };
+        r = sim__live_run(&lo, f.devices, f.n_devices, &stop_signals);
+    } else {
+        r = fleet_run(&f);
+    }
 
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);

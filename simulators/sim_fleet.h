@@ -54,9 +54,11 @@ struct sim_device {
     int battery;   /* percent, 0-100 */
     double base;   /* kind-specific baseline: temperature, water level... */
     double spread; /* kind-specific: humidity baseline, camera capacity... */
+    char *grid_id; /* from the CSV's grid_id column; NULL when empty or absent */
 };
 
-/* Reads a devices CSV (header naming at least device_id and type; fields
+/* Reads a devices CSV (header naming at least device_id and type, and
+ * optionally grid_id; fields
  * may be double-quoted, "" inside quotes is a quote; blank lines are
  * skipped). A device id must be non-empty, unique, at most 256 bytes, and
  * free of '/', '+', '#' and control characters: it becomes a topic level.

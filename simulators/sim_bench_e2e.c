@@ -1,0 +1,1188 @@
+/* gridsim bench e2e: gridgate end to end against the broker's own ceiling.
+ *
+ * Runs against a gridgate that is already running (simulators/bench.sh
+ * starts mosquitto, influxd and gridgate on loopback and passes the
+ * config and gridgate's PID), in one run:
+ *
+ *  1. the ceiling: N readings published as fast as a windowed Paho client
+ *     can, QoS 0 and QoS 1, to topics gridgate does not subscribe to, with a
+ *     do-nothing Paho subscriber counting them: readings/s from the first
+ *     publish to the last delivery;
+ *  2. gridgate: the same N readings from the district's smoke detectors to
+ *     devices/{id}/telemetry, QoS 0 and 1, flat JSON and SenML JSON, timed
+ *     from the first publish until the last one is a point in InfluxDB; the
+ *     count of points comes from InfluxDB, ingested and evaluated from
+ *     gridgate's own health points (measurement `gridgate`); gridgate's CPU
+ *     from /proc/PID/stat over that window;
+ *  3. latency: readings paced at --rate (10,000/s) for --seconds, QoS 1
+ *     JSON; one reading in R/100 is tracked and polled for in InfluxDB by
+ *     device and time (publish -> point); smoke alarms from distinct
+ *     detectors spread over the run, and the case store (read only) gives
+ *     each case's opened_at, in the gateway's wall clock like the publish
+ *     time (publish -> case, no polling error).
+ *
+ * With --no-broker instead: the headroom, in this process, without broker
+ * or InfluxDB: readings go through gw_pipeline_ingest (decode, registry,
+ * journal), the rule workers with the config's rules, and the InfluxDB
+ * feeder's line protocol encoding and gzip, posted to a null HTTP sink in
+ * this process that answers 204 (so encoded but not stored).
+ *
+ * Prints one table and writes the figures as JSON (--out). Every load loop
+ * is bounded in count and time; everything is on loopback. */
+/* _GNU_SOURCE (nftw, memmem) comes from the build. */
+#include <arpa/inet.h>
+#include <cJSON.h>
+#include <errno.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gw_access.h"
+#include "gw_adapter.h"
+#include "gw_buf.h"
+#include "gw_cases.h"
+#include "gw_config.h"
+#include "gw_log.h"
+#include "gw_pipeline.h"
+#include "gw_registry.h"
+#include "influx_query.h"
+#include "sim_bench.h"
+#include "sim_bench_mqtt.h"
+
+#define NS_PER_MS 1000000LL
+#define NS_PER_S 1000000000LL
+#define RUN_LIMIT_NS (120 * NS_PER_S)  /* one load run, publish and drain */
+#define QUIET_LIMIT_NS (10 * NS_PER_S) /* no progress this long: the rest is lost */
+#define MAX_ALARMS 200
+/* The headroom's devices at most: each gets rule state (about 1.7 KB per
+ * smoke detector), and a whole district's worth overflows the workers'
+ * rules.memory_kb, after which the rules crawl (docs/benchmarks.md,
+ * "Rules") and the pipeline's stop, which lets them finish, with them. */
+#define HEADROOM_DEVICES 50000
+#define WINDOW_QOS1 20   /* mosquitto's max_inflight_messages */
+#define WINDOW_QOS0 1000 /* QoS 0: completions are socket writes */
+
+static const struct gw_actor district_viewer = {
+    .name = "bench",
+    .role = GW_ACTOR_COMMANDER,
+    .scope = GW_SCOPE_DISTRICT,
+};
+
+enum fmt { FMT_JSON, FMT_SENML };
+static const char *const fmt_names[] = {"JSON", "SenML"};
+
+struct e2e {
+    const struct gw_config *cfg;
+    struct influx_query_options influx;
+    const struct gw_device **smoke; /* load: smoke detectors never alarmed */
+    size_t n_smoke;
+    const struct gw_device **alarm; /* reserved for the latency run's alarms */
+    size_t n_alarm;
+    int64_t *last_ts_ms; /* per load device: readings' times stay distinct */
+    int64_t floor_ms;    /* every reading of the next run is at or after this */
+    long pid;            /* gridgate's, 0: unknown */
+    uint64_t messages;
+    double rate, seconds;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+struct pct {
+    int n;
+    double p50, p99, max; /* ms */
+};
+
+static struct pct percentiles(double *ms, int n)
+{
+    struct pct p = {.n = n, .p50 = -1, .p99 = -1, .max = -1};
+
+    if (n <= 0)
+        return p;
+    qsort(ms, (size_t)n, sizeof(*ms), cmp_double);
+    p.p50 = ms[n / 2];
+    p.p99 = ms[(int)((double)(n - 1) * 0.99)];
+    p.max = ms[n - 1];
+    return p;
+}
+
+/* utime + stime of pid in seconds, or -1. */
+static double proc_cpu_s(long pid)
+{
+    char path[64], buf[1024];
+    unsigned long long ut, st;
+    FILE *f;
+    char *p;
+    size_t n;
+
+    if (pid <= 0)
+        return -1;
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    f = fopen(path, "r");
+    if (!f)
+        return -1;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields 14 and 15, counted after the command's closing parenthesis. */
+    p = strrchr(buf, ')');
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* A line of /proc/PID/status in kB ("VmHWM", "VmRSS"), or -1. */
+static long proc_status_kb(long pid, const char *key)
+{
+    char path[64], line[256];
+    size_t klen = strlen(key);
+    long kb = -1;
+    FILE *f;
+
+    if (pid <= 0)
+        return -1;
+    snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+    f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+            kb = strtol(line + klen + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb;
+}
+
+/* The first row of a one-statement query: up to n values after the time
+ * column (missing ones 0). Returns 1 with a row, 0 with none, or -EIO. */
+static int influx_row(const struct e2e *e, const char *query, double *ret, int n)
+{
+    struct gw_buf body = {0};
+    char *error = NULL;
+    cJSON *root = NULL, *row;
+    int r = -EIO;
+
+    for (int i = 0; i < n; i++)
+        ret[i] = 0;
+    if (influx_query(&e->influx, query, &body, &error) < 0) {
+        fprintf(stderr, "gridsim bench e2e: %s: %s\n", query, error ? error : "query failed");
+        free(error);
+        goto out;
+    }
+    root = cJSON_ParseWithLength(body.data, body.len);
+    row = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "results"), 0);
+    row = cJSON_GetArrayItem(cJSON_GetObjectItem(row, "series"), 0);
+    row = cJSON_GetArrayItem(cJSON_GetObjectItem(row, "values"), 0);
+    r = 0;
+    if (!row)
+        goto out;
+    for (int i = 0; i < n; i++) {
+        cJSON *v = cJSON_GetArrayItem(row, i + 1);
+        if (cJSON_IsNumber(v))
+            ret[i] = v->valuedouble;
+    }
+    r = 1;
+out:
+    cJSON_Delete(root);
+    gw_buf_free(&body);
+    return r;
+}
+
+/* Whether the reading of device at ts_ms is a point in InfluxDB. */
+static bool point_landed(const struct e2e *e, const char *device, int64_t ts_ms)
+{
+    char q[512];
+    double count;
+
+    snprintf(q, sizeof(q), "SELECT count(smoke) FROM smoke WHERE device = '%s' AND time = %lld",
+             device, (long long)(ts_ms * NS_PER_MS));
+    return influx_row(e, q, &count, 1) == 1 && count > 0;
+}
+
+static double points_since(const struct e2e *e, int64_t from_ms)
+{
+    char q[256];
+    double count;
+
+    snprintf(q, sizeof(q), "SELECT count(smoke) FROM smoke WHERE time >= %lld",
+             (long long)(from_ms * NS_PER_MS));
+    return influx_row(e, q, &count, 1) == 1 ? count : 0;
+}
+
+/* gridgate's health point: readings accepted, the rule workers' lag. */
+struct health {
+    double accepted, rules_lag, points_written;
+};
+
+static struct health health_now(const struct e2e *e)
+{
+    double v[3];
+    struct health h = {0};
+
+    if (influx_row(e,
+                   "SELECT last(readings_accepted), last(rules_lag), last(points_written) "
+                   "FROM gridgate",
+                   v, 3) == 1) {
+        h.accepted = v[0];
+        h.rules_lag = v[1];
+        h.points_written = v[2];
+    }
+    return h;
+}
+
+/* One smoke detector reading; its time stays distinct per device (a
+ * repeated time would overwrite a point instead of adding one). */
+static int format_reading(struct e2e *e, enum fmt fmt, size_t dev, bool alarm, uint64_t seq,
+                          int64_t *ret_ts_ms, char *buf, size_t size)
+{
+    int64_t ts = gw_now_ns() / NS_PER_MS;
+    int n;
+
+    if (ts < e->floor_ms)
+        ts = e->floor_ms;
+    if (!alarm) {
+        if (ts <= e->last_ts_ms[dev])
+            ts = e->last_ts_ms[dev] + 1;
+        e->last_ts_ms[dev] = ts;
+    }
+    if (fmt == FMT_JSON)
+        n = snprintf(buf, size,
+                     "{\"ts\":%lld,\"smoke\":%s,\"temp\":22.5,\"battery\":87,\"alarm\":%s,"
+                     "\"seq\":%llu}",
+                     (long long)ts, alarm ? "0.31" : "0.02", alarm ? "true" : "false",
+                     (unsigned long long)seq);
+    else
+        n = snprintf(buf, size,
+                     "[{\"bt\":%lld.%03d,\"n\":\"smoke\",\"v\":%s},{\"n\":\"temp\",\"v\":22.5},"
+                     "{\"n\":\"battery\",\"v\":87},{\"n\":\"alarm\",\"vb\":%s},"
+                     "{\"n\":\"seq\",\"v\":%llu}]",
+                     (long long)(ts / 1000), (int)(ts % 1000), alarm ? "0.31" : "0.02",
+                     alarm ? "true" : "false", (unsigned long long)seq);
+    *ret_ts_ms = ts;
+    return n > 0 && (size_t)n < size ? n : -ENOSPC;
+}
+
+/* The next run's readings start after every earlier one's. */
+static void next_floor(struct e2e *e)
+{
+    int64_t max = gw_now_ns() / NS_PER_MS;
+
+    for (size_t i = 0; i < e->n_smoke; i++)
+        if (e->last_ts_ms[i] > max)
+            max = e->last_ts_ms[i];
+    e->floor_ms = max + 1;
+}
+
+/* ---- the sustained rate -------------------------------------------------- */
+
+/* Counts sampled during a load run, in a thread of its own: readings the
+ * do-nothing subscriber got, or points InfluxDB holds since from_ms. The
+ * sustained rate is the slope between 10% and 90% of the final count,
+ * which leaves out the start (connections, first batches) and the tail
+ * (InfluxDB's flush interval), the same way for the ceiling and gridgate. */
+#define MAX_SAMPLES 4096
+
+struct sampler {
+    struct e2e *e;
+    struct sim_sub *sub; /* NULL: count InfluxDB's points */
+    int64_t from_ms;
+    int64_t interval_ns;
+    int stop; /* atomic */
+    int n;
+    int64_t t[MAX_SAMPLES];
+    double count[MAX_SAMPLES];
+    pthread_t thread;
+};
+
+static void *sample_thread(void *arg)
+{
+    struct sampler *s = arg;
+
+    while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE) && s->n < MAX_SAMPLES) {
+        int64_t t = gw_monotonic_ns();
+        double c = s->sub ? (double)sim_sub_received(s->sub) : points_since(s->e, s->from_ms);
+
+        s->t[s->n] = t;
+        s->count[s->n] = c;
+        s->n++;
+        usleep((useconds_t)(s->interval_ns / 1000));
+    }
+    return NULL;
+}
+
+static int sampler_start(struct sampler *s, struct e2e *e, struct sim_sub *sub, int64_t from_ms)
+{
+    memset(s, 0, sizeof(*s));
+    s->e = e;
+    s->sub = sub;
+    s->from_ms = from_ms;
+    s->interval_ns = sub ? 20 * NS_PER_MS : 200 * NS_PER_MS;
+    return pthread_create(&s->thread, NULL, sample_thread, s) == 0 ? 0 : -EAGAIN;
+}
+
+/* Stops sampling; the sustained rate given the final count, or -1. */
+static double sampler_stop(struct sampler *s, double total)
+{
+    int a = -1, b = -1;
+
+    __atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
+    pthread_join(s->thread, NULL);
+    for (int i = 0; i < s->n; i++) {
+        if (a < 0 && s->count[i] >= 0.1 * total)
+            a = i;
+        if (b < 0 && s->count[i] >= 0.9 * total)
+            b = i;
+    }
+    if (a < 0 || b <= a || s->t[b] == s->t[a])
+        return -1;
+    return (s->count[b] - s->count[a]) / ((double)(s->t[b] - s->t[a]) / 1e9);
+}
+
+/* ---- 1. the ceiling ----------------------------------------------------- */
+
+struct ceiling {
+    int qos;
+    uint64_t sent, received;
+    double pub_rate;
+    double rate;      /* delivered readings/s, first publish to last delivery */
+    double sustained; /* the 10%-90% slope */
+};
+
+static int run_ceiling(struct e2e *e, int qos, struct ceiling *ret)
+{
+    struct sim_sub sub;
+    struct sim_pub pub = {0};
+    char topic[256], payload[256], client[64], filter[64];
+    int64_t t0, t_pub = 0, last_change, ts;
+    uint64_t seen = 0, i;
+    struct sampler samples;
+    bool sampling = false;
+    int r = -EIO;
+
+    memset(ret, 0, sizeof(*ret));
+    ret->qos = qos;
+    snprintf(filter, sizeof(filter), "e2e-ceiling-%ld/+/telemetry", (long)getpid());
+    snprintf(client, sizeof(client), "gridsim-e2e-sub-%ld", (long)getpid());
+    if (sim_sub_init(&sub, e->cfg->mqtt.uri, client, filter, 1, 0) < 0)
+        return -EIO;
+    if (sim_sub_connect(&sub) < 0 || !sim_bench_wait_flag(&sub.subscribed, 10)) {
+        fprintf(stderr, "gridsim bench e2e: cannot subscribe on %s\n", e->cfg->mqtt.uri);
+        goto out;
+    }
+    snprintf(client, sizeof(client), "gridsim-e2e-pub-%ld", (long)getpid());
+    if (sim_pub_open(&pub, e->cfg->mqtt.uri, client, qos, qos ? WINDOW_QOS1 : WINDOW_QOS0) < 0) {
+        fprintf(stderr, "gridsim bench e2e: cannot connect to %s\n", e->cfg->mqtt.uri);
+        goto out;
+    }
+    if (sampler_start(&samples, e, &sub, 0) < 0)
+        goto out;
+    sampling = true;
+    t0 = gw_monotonic_ns();
+    for (i = 0; i < e->messages && gw_monotonic_ns() - t0 < RUN_LIMIT_NS; i++) {
+        size_t dev = i % e->n_smoke;
+        int len = format_reading(e, FMT_JSON, dev, false, i, &ts, payload, sizeof(payload));
+
+        snprintf(topic, sizeof(topic), "e2e-ceiling-%ld/%s/telemetry", (long)getpid(),
+                 e->smoke[dev]->id);
+        if (len < 0 || sim_pub_send(&pub, topic, payload, len) < 0)
+            break;
+    }
+    ret->sent = i;
+    sim_pub_drain(&pub, 30);
+    t_pub = gw_monotonic_ns();
+    ret->pub_rate = (double)ret->sent / ((double)(t_pub - t0) / 1e9);
+    last_change = t_pub;
+    /* Until every reading arrived or none came for a while. */
+    while (sim_sub_received(&sub) < ret->sent && gw_monotonic_ns() - last_change < 3 * NS_PER_S) {
+        uint64_t now_seen = sim_sub_received(&sub);
+        if (now_seen != seen) {
+            seen = now_seen;
+            last_change = gw_monotonic_ns();
+        }
+        usleep(10000);
+    }
+    ret->received = sim_sub_received(&sub);
+    ret->sustained = sampler_stop(&samples, (double)ret->received);
+    sampling = false;
+    if (ret->received > 0)
+        ret->rate = (double)ret->received /
+                    ((double)(__atomic_load_n(&sub.last_ns, __ATOMIC_RELAXED) - t0) / 1e9);
+    r = 0;
+out:
+    if (sampling)
+        sampler_stop(&samples, 0);
+    sim_pub_close(&pub);
+    sim_sub_disconnect(&sub);
+    sim_sub_destroy(&sub);
+    next_floor(e);
+    return r;
+}
+
+/* ---- 2. gridgate end to end --------------------------------------------- */
+
+struct e2e_run {
+    int qos;
+    enum fmt fmt;
+    uint64_t sent;
+    double points, ingested, evaluated;
+    double pub_rate;
+    double rate;      /* points in InfluxDB per second, first publish to the last */
+    double sustained; /* the 10%-90% slope of the points in InfluxDB */
+    double cpu_pct;   /* gridgate's, of one core, first publish to the last point */
+    double ratio;     /* sustained / the ceiling's sustained at this QoS */
+};
+
+static int run_gateway(struct e2e *e, int qos, enum fmt fmt, struct e2e_run *ret)
+{
+    struct sim_pub pub = {0};
+    struct health h0, h1;
+    char topic[256], payload[320], client[64];
+    int64_t t0, t_end, ts = 0, from_ms = e->floor_ms, last_change;
+    double cpu0, cpu1, seen = 0;
+    size_t last_dev = 0;
+    struct sampler samples;
+    uint64_t i;
+
+    memset(ret, 0, sizeof(*ret));
+    ret->qos = qos;
+    ret->fmt = fmt;
+    h0 = health_now(e);
+    snprintf(client, sizeof(client), "gridsim-e2e-pub-%ld", (long)getpid());
+    if (sim_pub_open(&pub, e->cfg->mqtt.uri, client, qos, qos ? WINDOW_QOS1 : WINDOW_QOS0) < 0) {
+        fprintf(stderr, "gridsim bench e2e: cannot connect to %s\n", e->cfg->mqtt.uri);
+        sim_pub_close(&pub);
+        return -EIO;
+    }
+    if (sampler_start(&samples, e, NULL, from_ms) < 0) {
+        sim_pub_close(&pub);
+        return -EAGAIN;
+    }
+    cpu0 = proc_cpu_s(e->pid);
+    t0 = gw_monotonic_ns();
+    for (i = 0; i < e->messages && gw_monotonic_ns() - t0 < RUN_LIMIT_NS; i++) {
+        size_t dev = i % e->n_smoke;
+        int len = format_reading(e, fmt, dev, false, i, &ts, payload, sizeof(payload));
+
+        snprintf(topic, sizeof(topic), "devices/%s/telemetry", e->smoke[dev]->id);
+        if (len < 0 || sim_pub_send(&pub, topic, payload, len) < 0)
+            break;
+        last_dev = dev;
+    }
+    ret->sent = i;
+    sim_pub_drain(&pub, 30);
+    ret->pub_rate = (double)ret->sent / ((double)(gw_monotonic_ns() - t0) / 1e9);
+    sim_pub_close(&pub);
+
+    /* The last reading published lands last (one writer, journal order):
+     * poll for it alone, cheaply; if it never comes (QoS 0 may lose it),
+     * the count stops moving instead. */
+    t_end = last_change = gw_monotonic_ns();
+    while (ret->sent > 0 && gw_monotonic_ns() - t0 < RUN_LIMIT_NS) {
+        if (point_landed(e, e->smoke[last_dev]->id, ts)) {
+            t_end = gw_monotonic_ns();
+            break;
+        }
+        usleep(20000);
+        if (gw_monotonic_ns() - last_change >= NS_PER_S) {
+            double now_seen = points_since(e, from_ms);
+            if (now_seen >= (double)ret->sent)
+                break;
+            if (now_seen != seen) {
+                seen = now_seen;
+                t_end = last_change = gw_monotonic_ns();
+            } else if (gw_monotonic_ns() - last_change >= QUIET_LIMIT_NS) {
+                break;
+            }
+        }
+    }
+    if (t_end < last_change)
+        t_end = gw_monotonic_ns();
+    cpu1 = proc_cpu_s(e->pid);
+    ret->points = points_since(e, from_ms);
+    ret->sustained = sampler_stop(&samples, ret->points);
+    ret->rate = ret->points / ((double)(t_end - t0) / 1e9);
+    if (cpu0 >= 0 && cpu1 >= 0)
+        ret->cpu_pct = 100.0 * (cpu1 - cpu0) / ((double)(t_end - t0) / 1e9);
+    else
+        ret->cpu_pct = -1;
+    /* gridgate's health comes every stats interval (bench.sh sets 1 s). */
+    usleep(2200 * 1000);
+    h1 = health_now(e);
+    ret->ingested = h1.accepted - h0.accepted;
+    ret->evaluated = ret->ingested - h1.rules_lag;
+    next_floor(e);
+    return 0;
+}
+
+/* ---- 3. latency --------------------------------------------------------- */
+
+struct tracked {
+    size_t dev;
+    int64_t ts_ms;
+    int64_t pub_ns; /* wall clock, as the gateway's */
+    double ms;      /* publish -> point; < 0: not seen */
+};
+
+struct latency {
+    struct e2e *e;
+    struct tracked *t;
+    size_t cap;
+    size_t n; /* published so far (atomic) */
+    int done; /* publishing finished (atomic) */
+    int64_t stop_ns;
+    /* alarms */
+    int64_t alarm_ns[MAX_ALARMS];
+    size_t n_alarms;
+    /* results */
+    uint64_t sent;
+    double pub_rate, cpu_pct;
+    struct pct point, kase;
+    int cases_seen;
+};
+
+static void *poll_points(void *arg)
+{
+    struct latency *l = arg;
+    size_t next = 0;
+
+    for (;;) {
+        size_t n = __atomic_load_n(&l->n, __ATOMIC_ACQUIRE);
+
+        if (next >= n) {
+            if (__atomic_load_n(&l->done, __ATOMIC_ACQUIRE) || gw_monotonic_ns() > l->stop_ns)
+                break;
+            usleep(2000);
+            continue;
+        }
+        if (gw_monotonic_ns() > l->stop_ns)
+            break;
+        struct tracked *t = &l->t[next];
+        if (point_landed(l->e, l->e->smoke[t->dev]->id, t->ts_ms)) {
+            t->ms = (double)(gw_now_ns() - t->pub_ns) / 1e6;
+            next++;
+        } else {
+            usleep(2000);
+        }
+    }
+    return NULL;
+}
+
+static int run_latency(struct e2e *e, struct latency *l)
+{
+    struct sim_pub pub = {0};
+    pthread_t poller;
+    char topic[256], payload[320], client[64];
+    uint64_t total = (uint64_t)(e->rate * e->seconds), track_every, alarm_every;
+    int64_t t0, ts;
+    double cpu0, *ms = NULL;
+    uint64_t i;
+    int n;
+
+    memset(l, 0, sizeof(*l));
+    l->e = e;
+    track_every = e->rate >= 200 ? (uint64_t)(e->rate / 100) : 1;
+    alarm_every = e->n_alarm ? total / e->n_alarm : 0;
+    if (alarm_every == 0)
+        alarm_every = 1;
+    l->cap = total / track_every + 1;
+    l->t = calloc(l->cap, sizeof(*l->t));
+    if (!l->t)
+        return -ENOMEM;
+    snprintf(client, sizeof(client), "gridsim-e2e-pub-%ld", (long)getpid());
+    if (sim_pub_open(&pub, e->cfg->mqtt.uri, client, 1, WINDOW_QOS1) < 0) {
+        fprintf(stderr, "gridsim bench e2e: cannot connect to %s\n", e->cfg->mqtt.uri);
+        sim_pub_close(&pub);
+        return -EIO;
+    }
+    l->stop_ns = gw_monotonic_ns() + (int64_t)(e->seconds * 1e9) + 30 * NS_PER_S;
+    if (pthread_create(&poller, NULL, poll_points, l) != 0) {
+        sim_pub_close(&pub);
+        return -EAGAIN;
+    }
+    cpu0 = proc_cpu_s(e->pid);
+    t0 = gw_monotonic_ns();
+    for (i = 0; i < total && gw_monotonic_ns() - t0 < RUN_LIMIT_NS; i++) {
+        int64_t due = t0 + (int64_t)((double)i * 1e9 / e->rate), now = gw_monotonic_ns();
+        bool alarm = i % alarm_every == alarm_every / 2 && l->n_alarms < e->n_alarm;
+        const struct gw_device *d;
+        size_t dev = i % e->n_smoke;
+        int len;
+
+        if (due - now > 200000)
+            usleep((useconds_t)((due - now) / 1000));
+        len = format_reading(e, FMT_JSON, dev, alarm, i, &ts, payload, sizeof(payload));
+        d = alarm ? e->alarm[l->n_alarms] : e->smoke[dev];
+        snprintf(topic, sizeof(topic), "devices/%s/telemetry", d->id);
+        int64_t pub_ns = gw_now_ns();
+        if (len < 0 || sim_pub_send(&pub, topic, payload, len) < 0)
+            break;
+        if (alarm) {
+            l->alarm_ns[l->n_alarms++] = pub_ns;
+        } else if (i % track_every == 0 && l->n < l->cap) {
+            struct tracked *t = &l->t[l->n];
+            t->dev = dev;
+            t->ts_ms = ts;
+            t->pub_ns = pub_ns;
+            t->ms = -1;
+            __atomic_store_n(&l->n, l->n + 1, __ATOMIC_RELEASE);
+        }
+    }
+    l->sent = i;
+    sim_pub_drain(&pub, 30);
+    l->pub_rate = (double)l->sent / ((double)(gw_monotonic_ns() - t0) / 1e9);
+    sim_pub_close(&pub);
+    __atomic_store_n(&l->done, 1, __ATOMIC_RELEASE);
+    pthread_join(poller, NULL);
+    if (cpu0 >= 0)
+        l->cpu_pct = 100.0 * (proc_cpu_s(e->pid) - cpu0) / ((double)(gw_monotonic_ns() - t0) / 1e9);
+    else
+        l->cpu_pct = -1;
+
+    ms = calloc(l->n > l->n_alarms ? l->n : l->n_alarms + 1, sizeof(*ms));
+    if (!ms)
+        return -ENOMEM;
+    n = 0;
+    for (size_t k = 0; k < l->n; k++)
+        if (l->t[k].ms >= 0)
+            ms[n++] = l->t[k].ms;
+    l->point = percentiles(ms, n);
+    if (n < (int)l->n)
+        fprintf(stderr, "gridsim bench e2e: %zu of %zu tracked readings never seen in InfluxDB\n",
+                l->n - (size_t)n, l->n);
+
+    /* Publish -> case: the store's opened_at, the gateway's wall clock. */
+    struct gw_cases_options ro = {.db_path = e->cfg->store.path, .read_only = true};
+    char *error = NULL;
+    struct gw_cases *reader = NULL;
+    int64_t give_up = gw_monotonic_ns() + 10 * NS_PER_S;
+    do {
+        struct gw_case_filter filter = {.overdue = -1, .limit = 500, .category = NULL};
+        n = 0;
+        if (!reader)
+            reader = gw_cases_open(&ro, &error);
+        if (!reader) {
+            fprintf(stderr, "gridsim bench e2e: %s\n", error ? error : "no case store");
+            free(error);
+            break;
+        }
+        for (;;) {
+            struct store_case *page = NULL;
+            int got = gw_cases_list(reader, &district_viewer, &filter, &page);
+            if (got < 0)
+                break;
+            for (int c = 0; c < got; c++) {
+                filter.before_id = page[c].id;
+                for (size_t a = 0; page[c].device_id && a < l->n_alarms; a++)
+                    if (strcmp(page[c].device_id, e->alarm[a]->id) == 0 &&
+                        strncmp(page[c].category, "fire.", 5) == 0) {
+                        ms[n++] = (double)(page[c].opened_at - l->alarm_ns[a]) / 1e6;
+                        break;
+                    }
+            }
+            gw_cases_free_list(page, got);
+            if (got < filter.limit)
+                break;
+        }
+        if ((size_t)n >= l->n_alarms)
+            break;
+        usleep(200000);
+    } while (gw_monotonic_ns() < give_up);
+    gw_cases_close(reader);
+    l->cases_seen = n;
+    l->kase = percentiles(ms, n);
+    free(ms);
+    next_floor(e);
+    return 0;
+}
+
+/* ---- --no-broker: the headroom ------------------------------------------ */
+
+/* A null InfluxDB: answers every request with 204 and counts the bytes. */
+struct sink {
+    int fd;
+    int stop;
+    uint64_t requests;
+    uint64_t bytes;
+};
+
+static void sink_serve(struct sink *s, int c)
+{
+    static char buf[1 << 16];
+    size_t have = 0;
+
+    while (!__atomic_load_n(&s->stop, __ATOMIC_RELAXED)) {
+        char *end = have ? memmem(buf, have, "\r\n\r\n", 4) : NULL;
+        if (end) {
+            size_t head = (size_t)(end - buf) + 4, len = 0;
+            for (char *p = buf; p < end;) {
+                char *eol = memmem(p, (size_t)(end + 2 - p), "\r\n", 2);
+                if (strncasecmp(p, "Content-Length:", 15) == 0)
+                    len = strtoul(p + 15, NULL, 10);
+                if (strncasecmp(p, "Expect: 100-continue", 20) == 0 &&
+                    write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
+                    return;
+                p = eol + 2;
+            }
+            /* Skip the body, then answer. */
+            size_t body = have - head < len ? have - head : len, left = len - body;
+            memmove(buf, buf + head + body, have - head - body);
+            have -= head + body;
+            while (left > 0) {
+                ssize_t r = read(c, buf, left < sizeof(buf) ? left : sizeof(buf));
+                if (r <= 0)
+                    return;
+                left -= (size_t)r;
+            }
+            __atomic_add_fetch(&s->bytes, len, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&s->requests, 1, __ATOMIC_RELAXED);
+            static const char ok[] = "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n";
+            if (write(c, ok, sizeof(ok) - 1) < 0)
+                return;
+            continue;
+        }
+        if (have == sizeof(buf))
+            return;
+        ssize_t r = read(c, buf + have, sizeof(buf) - have);
+        if (r <= 0)
+            return;
+        have += (size_t)r;
+    }
+}
+
+static void *sink_thread(void *arg)
+{
+    struct sink *s = arg;
+
+    while (!__atomic_load_n(&s->stop, __ATOMIC_RELAXED)) {
+        int c = accept(s->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        sink_serve(s, c);
+        close(c);
+    }
+    return NULL;
+}
+
+static int sink_start(struct sink *s, pthread_t *thread, int *ret_port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+
+    memset(s, 0, sizeof(*s));
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (s->fd < 0 || bind(s->fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(s->fd, 8) < 0 ||
+        getsockname(s->fd, (struct sockaddr *)&a, &alen) < 0 ||
+        pthread_create(thread, NULL, sink_thread, s) != 0) {
+        if (s->fd >= 0)
+            close(s->fd);
+        return -errno;
+    }
+    *ret_port = ntohs(a.sin_port);
+    return 0;
+}
+
+static void sink_stop(struct sink *s, pthread_t thread)
+{
+    __atomic_store_n(&s->stop, 1, __ATOMIC_RELAXED);
+    shutdown(s->fd, SHUT_RDWR);
+    pthread_join(thread, NULL);
+    close(s->fd);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) < 0 ? -1 : 0;
+}
+
+struct headroom {
+    uint64_t fed;
+    size_t devices;
+    double ingest_rate; /* readings/s taken by gw_pipeline_ingest */
+    double rate;        /* readings/s through ingest, rules and encoding, to the last */
+    double rules, written;
+    uint64_t sink_bytes;
+};
+
+static int run_headroom(struct e2e *e, struct gw_config *cfg, struct gw_registry *reg,
+                        struct headroom *ret)
+{
+    char dir[] = "/tmp/gridsim-e2e-XXXXXX", path[4200], url[64], json[256], reason[128];
+    struct gw_pipeline *p = NULL;
+    struct gw_pipeline_stats s0, s1;
+    struct sink sink;
+    pthread_t sink_th;
+    char *error = NULL;
+    int port = 0, r = -EIO;
+    int64_t t0, t_fed, ts;
+    size_t n_dev;
+    uint64_t i;
+
+    memset(ret, 0, sizeof(*ret));
+    if (!mkdtemp(dir))
+        return -errno;
+    if (sink_start(&sink, &sink_th, &port) < 0)
+        goto out_dir;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+    cfg->mqtt.enabled = false;
+    cfg->coap.enabled = false;
+    cfg->api.enabled = false;
+    cfg->influx.enabled = true;
+    cfg->rules.silence_grace_s = 604800; /* no deadman in a benchmark */
+    cfg->gateway.stats_interval_s = 3600;
+    snprintf(path, sizeof(path), "%s/cases.db", dir);
+    if (sim_bench_set_string(&cfg->store.path, path) < 0)
+        goto out_sink;
+    snprintf(path, sizeof(path), "%s/journal", dir);
+    if (sim_bench_set_string(&cfg->journal.dir, path) < 0 ||
+        sim_bench_set_string(&cfg->influx.url, url) < 0)
+        goto out_sink;
+    snprintf(path, sizeof(path), "%s/rejected.lp", dir);
+    if (sim_bench_set_string(&cfg->influx.dead_letter, path) < 0)
+        goto out_sink;
+    p = gw_pipeline_new(cfg, reg, &error);
+    if (!p || gw_pipeline_start(p) < 0) {
+        fprintf(stderr, "gridsim bench e2e: %s\n", error ? error : "the pipeline did not start");
+        free(error);
+        goto out_sink;
+    }
+    gw_pipeline_stats(p, &s0);
+    t0 = gw_monotonic_ns();
+    /* As many readings as --messages, at most --seconds (at least 1 s). */
+    n_dev = e->n_smoke < HEADROOM_DEVICES ? e->n_smoke : HEADROOM_DEVICES;
+    for (i = 0; i < e->messages; i++) {
+        size_t dev = i % n_dev;
+        struct gw_message msg = {
+            .device_id = e->smoke[dev]->id,
+            .channel = GW_CHANNEL_TELEMETRY,
+            .format = PAYLOAD_JSON,
+            .payload = json,
+        };
+        int len = format_reading(e, FMT_JSON, dev, false, i, &ts, json, sizeof(json));
+
+        if (i % 1024 == 0 && gw_monotonic_ns() - t0 > (int64_t)(e->seconds * 1e9))
+            break;
+        msg.len = (size_t)len;
+        if (len < 0 || gw_pipeline_ingest(p, &msg, reason, sizeof(reason)) != GW_INGEST_OK) {
+            fprintf(stderr, "gridsim bench e2e: reading %llu refused: %s\n", (unsigned long long)i,
+                    reason);
+            break;
+        }
+    }
+    ret->fed = i;
+    ret->devices = n_dev;
+    t_fed = gw_monotonic_ns();
+    ret->ingest_rate = (double)i / ((double)(t_fed - t0) / 1e9);
+    /* Until the rules and the encoder have every reading (bounded). */
+    do {
+        usleep(1000);
+        gw_pipeline_stats(p, &s1);
+    } while ((s1.rule_runs - s0.rule_runs < i || s1.points_written - s0.points_written < i) &&
+             gw_monotonic_ns() - t_fed < 60 * NS_PER_S);
+    ret->rate = (double)i / ((double)(gw_monotonic_ns() - t0) / 1e9);
+    ret->rules = (double)(s1.rule_runs - s0.rule_runs);
+    ret->written = (double)(s1.points_written - s0.points_written);
+    ret->sink_bytes = __atomic_load_n(&sink.bytes, __ATOMIC_RELAXED);
+    r = 0;
+out_sink:
+    gw_pipeline_free(p);
+    sink_stop(&sink, sink_th);
+out_dir:
+    if (nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) < 0)
+        fprintf(stderr, "gridsim bench e2e: could not remove %s\n", dir);
+    return r;
+}
+
+/* ---- the command -------------------------------------------------------- */
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: gridsim bench e2e -c CONFIG [--pid PID] [--messages N] [--rate R]\n"
+                 "                         [--seconds S] [--startup-ms MS] [--out FILE.json]\n"
+                 "       gridsim bench e2e -c CONFIG --no-broker [--messages N] [--seconds S]\n"
+                 "                         [--out FILE.json]\n"
+                 "Against a running gridgate (PID; simulators/bench.sh starts everything):\n"
+                 "the ceiling (N readings, default 100000, to a do-nothing subscriber, QoS 0\n"
+                 "and 1), gridgate end to end with the same N readings (QoS 0 and 1, JSON and\n"
+                 "SenML, until the last is in InfluxDB), then latency at R readings/s (default\n"
+                 "10000) for S seconds (default 10): publish -> point and publish -> case.\n"
+                 "--no-broker: the same readings through the pipeline in this process (decode,\n"
+                 "journal, rules, line protocol to a null sink), at most S seconds.\n");
+}
+
+static bool parse_number(const char *arg, const char *name, double lo, double hi, double *ret)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(arg, &end);
+    if (errno || end == arg || *end || v < lo || v > hi) {
+        fprintf(stderr, "gridsim bench e2e: %s: %g to %g, got '%s'\n", name, lo, hi, arg);
+        return false;
+    }
+    *ret = v;
+    return true;
+}
+
+static void json_pct(FILE *f, const char *name, const struct pct *p)
+{
+    fprintf(f, "\"%s\": {\"n\": %d, \"p50_ms\": %.2f, \"p99_ms\": %.2f, \"max_ms\": %.2f}", name,
+            p->n, p->p50, p->p99, p->max);
+}
+
+static int pick_devices(struct e2e *e, const struct gw_registry *reg)
+{
+    size_t n = gw_registry_device_count(reg), n_smoke = 0, want_alarm, k = 0;
+
+    for (size_t i = 0; i < n; i++)
+        n_smoke += strcmp(gw_registry_device_at(reg, i)->type, "smoke") == 0;
+    if (n_smoke < 8)
+        return -ENOENT;
+    want_alarm = n_smoke / 4 < MAX_ALARMS ? n_smoke / 4 : MAX_ALARMS;
+    e->smoke = calloc(n_smoke, sizeof(*e->smoke));
+    e->alarm = calloc(want_alarm, sizeof(*e->alarm));
+    e->last_ts_ms = calloc(n_smoke, sizeof(*e->last_ts_ms));
+    if (!e->smoke || !e->alarm || !e->last_ts_ms)
+        return -ENOMEM;
+    /* Alarms from detectors spread over the district: every (n/want)th. */
+    for (size_t i = 0; i < n; i++) {
+        const struct gw_device *d = gw_registry_device_at(reg, i);
+        if (strcmp(d->type, "smoke") != 0)
+            continue;
+        if (e->n_alarm < want_alarm && k++ % (n_smoke / want_alarm) == 0)
+            e->alarm[e->n_alarm++] = d;
+        else
+            e->smoke[e->n_smoke++] = d;
+    }
+    return 0;
+}
+
+int sim_bench_e2e(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        {"config", required_argument, NULL, 'c'},   {"pid", required_argument, NULL, 'p'},
+        {"messages", required_argument, NULL, 'n'}, {"rate", required_argument, NULL, 'r'},
+        {"seconds", required_argument, NULL, 's'},  {"startup-ms", required_argument, NULL, 'S'},
+        {"out", required_argument, NULL, 'o'},      {"no-broker", no_argument, NULL, 'B'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *out_path = NULL;
+    struct e2e e = {.messages = 100000, .rate = 10000, .seconds = 10};
+    struct gw_config *cfg = NULL;
+    struct gw_registry *reg = NULL;
+    struct ceiling ceil[2];
+    struct e2e_run runs[4];
+    struct latency lat;
+    struct headroom head;
+    double v, startup_ms = -1;
+    bool no_broker = false;
+    int c, status = 1, n_runs = 0;
+    long hwm = -1;
+    FILE *out = NULL;
+
+    memset(&lat, 0, sizeof(lat));
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:p:n:r:s:S:o:Bh", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'p':
+            if (!parse_number(optarg, "--pid", 1, 4194304, &v))
+                return 2;
+            e.pid = (long)v;
+            break;
+        case 'n':
+            if (!parse_number(optarg, "--messages", 1000, 10000000, &v))
+                return 2;
+            e.messages = (uint64_t)v;
+            break;
+        case 'r':
+            if (!parse_number(optarg, "--rate", 100, 1000000, &e.rate))
+                return 2;
+            break;
+        case 's':
+            if (!parse_number(optarg, "--seconds", 1, 120, &e.seconds))
+                return 2;
+            break;
+        case 'S':
+            if (!parse_number(optarg, "--startup-ms", 0, 600000, &startup_ms))
+                return 2;
+            break;
+        case 'o':
+            out_path = optarg;
+            break;
+        case 'B':
+            no_broker = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!config_path || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    gw_log_set_level(GW_LOG_ERROR);
+    if (sim_bench_load_world(config_path, &cfg, &reg) < 0)
+        return 1;
+    e.cfg = cfg;
+    e.influx.url = cfg->influx.url;
+    e.influx.database = cfg->influx.database;
+    e.influx.username = cfg->influx.username;
+    e.influx.password = cfg->influx.password;
+    e.influx.timeout_ms = 10000;
+    e.floor_ms = gw_now_ns() / NS_PER_MS;
+    if (pick_devices(&e, reg) < 0) {
+        fprintf(stderr, "gridsim bench e2e: the district needs at least 8 smoke detectors\n");
+        goto out;
+    }
+    if (out_path) {
+        out = fopen(out_path, "w");
+        if (!out) {
+            fprintf(stderr, "gridsim bench e2e: %s: %s\n", out_path, strerror(errno));
+            goto out;
+        }
+    }
+    printf("district: %zu grids, %zu devices; load from %zu smoke detectors\n",
+           gw_registry_grid_count(reg), gw_registry_device_count(reg), e.n_smoke);
+
+    if (no_broker) {
+        if (run_headroom(&e, cfg, reg, &head) < 0)
+            goto out;
+        printf("\n| no broker: %llu readings from %zu smoke detectors | readings/s | target |\n"
+               "|---|---|---|\n",
+               (unsigned long long)head.fed, head.devices);
+        printf("| taken by ingest (decode, registry, journal) | %.0f | |\n", head.ingest_rate);
+        printf("| through rules and line protocol, to the last | %.0f | 300,000 (%s) |\n",
+               head.rate, head.rate >= 300000 ? "met" : "NOT met");
+        printf("(rules ran %.0f, lines encoded and taken by the null sink %.0f, %llu bytes "
+               "gzipped)\n",
+               head.rules, head.written, (unsigned long long)head.sink_bytes);
+        if (out)
+            fprintf(out,
+                    "{\"mode\": \"no-broker\", \"readings\": %llu, \"devices\": %zu, "
+                    "\"ingest_rate\": %.0f, "
+                    "\"pipeline_rate\": %.0f, \"rules\": %.0f, \"encoded\": %.0f, "
+                    "\"target\": 300000}\n",
+                    (unsigned long long)head.fed, head.devices, head.ingest_rate, head.rate,
+                    head.rules, head.written);
+        status = head.written >= (double)head.fed && head.rules >= (double)head.fed ? 0 : 1;
+        goto out;
+    }
+
+    for (int q = 0; q <= 1; q++) {
+        printf("ceiling, QoS %d ...\n", q);
+        fflush(stdout);
+        if (run_ceiling(&e, q, &ceil[q]) < 0)
+            goto out;
+    }
+    for (int q = 0; q <= 1; q++)
+        for (int f = FMT_JSON; f <= FMT_SENML; f++) {
+            printf("gridgate, QoS %d %s ...\n", q, fmt_names[f]);
+            fflush(stdout);
+            if (run_gateway(&e, q, (enum fmt)f, &runs[n_runs]) < 0)
+                goto out;
+            runs[n_runs].ratio = ceil[q].sustained > 0 && runs[n_runs].sustained > 0
+                                     ? runs[n_runs].sustained / ceil[q].sustained
+                                     : -1;
+            if (runs[n_runs].ratio < 0)
+                fprintf(stderr, "gridsim bench e2e: too few samples for a sustained rate "
+                                "(-1 below): give more --messages\n");
+            n_runs++;
+        }
+    printf("latency at %.0f readings/s for %.0f s, QoS 1 JSON ...\n", e.rate, e.seconds);
+    fflush(stdout);
+    if (run_latency(&e, &lat) < 0)
+        goto out;
+    hwm = proc_status_kb(e.pid, "VmHWM");
+
+    printf("\n| run | published | readings/s published | arrived | ingested | evaluated "
+           "| readings/s, first publish to last arrival | sustained readings/s (10-90%%) "
+           "| vs ceiling | gridgate CPU |\n"
+           "|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int q = 0; q <= 1; q++)
+        printf("| ceiling QoS %d, do-nothing subscriber | %llu | %.0f | %llu delivered | | | %.0f "
+               "| %.0f | 1 | |\n",
+               q, (unsigned long long)ceil[q].sent, ceil[q].pub_rate,
+               (unsigned long long)ceil[q].received, ceil[q].rate, ceil[q].sustained);
+    for (int k = 0; k < n_runs; k++)
+        printf("| gridgate QoS %d %s | %llu | %.0f | %.0f points | %.0f | %.0f | %.0f | %.0f "
+               "| %.2f | %.0f%% |\n",
+               runs[k].qos, fmt_names[runs[k].fmt], (unsigned long long)runs[k].sent,
+               runs[k].pub_rate, runs[k].points, runs[k].ingested, runs[k].evaluated, runs[k].rate,
+               runs[k].sustained, runs[k].ratio, runs[k].cpu_pct);
+    printf("\nlatency, %llu readings at %.0f/s (QoS 1 JSON), gridgate CPU %.0f%%:\n"
+           "| | n | p50 | p99 | max |\n|---|---|---|---|---|\n",
+           (unsigned long long)lat.sent, lat.pub_rate, lat.cpu_pct);
+    printf("| publish -> point in InfluxDB | %d of %zu | %.1f ms | %.1f ms | %.1f ms |\n",
+           lat.point.n, lat.n, lat.point.p50, lat.point.p99, lat.point.max);
+    printf("| publish -> case in the store | %d of %zu | %.1f ms | %.1f ms | %.1f ms |\n",
+           lat.kase.n, lat.n_alarms, lat.kase.p50, lat.kase.p99, lat.kase.max);
+    printf("\ngridgate peak RSS (VmHWM): %.1f MB; start-up to subscribed: %.0f ms\n",
+           hwm >= 0 ? (double)hwm / 1024 : -1, startup_ms);
+    printf("targets: e2e >= 0.80 of the ceiling (QoS 0: %.2f/%.2f, QoS 1: %.2f/%.2f JSON/SenML); "
+           "p99 publish -> case < 50 ms (%.1f); peak RSS < 256 MB; start-up < 2000 ms\n",
+           runs[0].ratio, runs[1].ratio, runs[2].ratio, runs[3].ratio, lat.kase.p99);
+
+    if (out) {
+        fprintf(out, "{\n  \"devices\": %zu,\n  \"ceiling\": [", gw_registry_device_count(reg));
+        for (int q = 0; q <= 1; q++)
+            fprintf(out,
+                    "%s\n    {\"qos\": %d, \"sent\": %llu, \"delivered\": %llu, "
+                    "\"publish_rate\": %.0f, \"rate\": %.0f, \"sustained\": %.0f}",
+                    q ? "," : "", q, (unsigned long long)ceil[q].sent,
+                    (unsigned long long)ceil[q].received, ceil[q].pub_rate, ceil[q].rate,
+                    ceil[q].sustained);
+        fprintf(out, "\n  ],\n  \"gridgate\": [");
+        for (int k = 0; k < n_runs; k++)
+            fprintf(out,
+                    "%s\n    {\"transport\": \"mqtt\", \"qos\": %d, \"format\": \"%s\", "
+                    "\"published\": %llu, \"publish_rate\": %.0f, \"points\": %.0f, "
+                    "\"ingested\": %.0f, \"evaluated\": %.0f, \"rate\": %.0f, "
+                    "\"sustained\": %.0f, \"ratio_to_ceiling\": %.3f, \"cpu_pct\": %.1f}",
+                    k ? "," : "", runs[k].qos, fmt_names[runs[k].fmt],
+                    (unsigned long long)runs[k].sent, runs[k].pub_rate, runs[k].points,
+                    runs[k].ingested, runs[k].evaluated, runs[k].rate, runs[k].sustained,
+                    runs[k].ratio, runs[k].cpu_pct);
+        fprintf(out,
+                "\n  ],\n  \"latency\": {\"rate\": %.0f, \"published\": %llu, "
+                "\"cpu_pct\": %.1f, ",
+                lat.pub_rate, (unsigned long long)lat.sent, lat.cpu_pct);
+        json_pct(out, "publish_to_point", &lat.point);
+        fprintf(out, ", ");
+        json_pct(out, "publish_to_case", &lat.kase);
+        fprintf(out, "},\n  \"peak_rss_kb\": %ld,\n  \"startup_ms\": %.0f\n}\n", hwm, startup_ms);
+    }
+    status = 0;
+out:
+    if (out && fclose(out) != 0)
+        status = 1;
+    free(lat.t);
+    free(e.smoke);
+    free(e.alarm);
+    free(e.last_ts_ms);
+    gw_registry_free(reg);
+    gw_config_free(cfg);
+    return status;
+}
