@@ -35,6 +35,24 @@ gg_free_port() {
     return 1
 }
 
+# gg_udp_port_in_use PORT: some socket is bound to UDP PORT (IPv4 or IPv6).
+gg_udp_port_in_use() {
+    awk -v p="$(printf ':%04X' "$1")" \
+        'FNR > 1 && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
+        /proc/net/udp /proc/net/udp6 2>/dev/null
+}
+
+# gg_free_udp_port: prints a UDP port nothing is bound to (CoAP).
+gg_free_udp_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 40000))
+        gg_udp_port_in_use "$port" || { echo "$port"; return 0; }
+    done
+    echo "gg_free_udp_port: no free UDP port found" >&2
+    return 1
+}
+
 # gg_stop_pid PID: SIGTERM, then SIGKILL after 10 s; waits for the exit.
 gg_stop_pid() {
     local pid=$1

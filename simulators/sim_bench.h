@@ -8,6 +8,8 @@
 #ifndef SIM_BENCH_H
 #define SIM_BENCH_H
 
+#include <stdint.h>
+
 struct gw_config;
 struct gw_registry;
 
@@ -18,6 +20,13 @@ int sim_bench_load_world(const char *path, struct gw_config **ret_cfg,
 /* Replaces a configuration string (the configuration owns its strings).
  * Returns 0 or -ENOMEM (the old value kept). */
 int sim_bench_set_string(char **field, const char *value);
+/* An option's value: a number in [min, max], or a whole number in
+ * [1, max]. On a bad value prints "gridsim bench BENCH: NAME must be ..."
+ * and returns -EINVAL. */
+int sim_bench_parse_number(const char *bench, const char *arg, const char *name, double min,
+                           double max, double *ret_value);
+int sim_bench_parse_count(const char *bench, const char *arg, const char *name, uint64_t max,
+                          uint64_t *ret_value);
 
 /* Journal appends into the page cache and with grouped fsync. */
 int sim_bench_journal(int argc, char **argv);

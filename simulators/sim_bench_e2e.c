@@ -925,21 +925,6 @@ static void usage(FILE *out)
                  "journal, rules, line protocol to a null sink), at most S seconds.\n");
 }
 
-static bool parse_number(const char *arg, const char *name, double lo, double hi, double *ret)
-{
-    char *end;
-    double v;
-
-    errno = 0;
-    v = strtod(arg, &end);
-    if (errno || end == arg || *end || v < lo || v > hi) {
-        fprintf(stderr, "gridsim bench e2e: %s: %g to %g, got '%s'\n", name, lo, hi, arg);
-        return false;
-    }
-    *ret = v;
-    return true;
-}
-
 static void json_pct(FILE *f, const char *name, const struct pct *p)
 {
     fprintf(f, "\"%s\": {\"n\": %d, \"p50_ms\": %.2f, \"p99_ms\": %.2f, \"max_ms\": %.2f}", name,
@@ -1004,25 +989,25 @@ int sim_bench_e2e(int argc, char **argv)
             config_path = optarg;
             break;
         case 'p':
-            if (!parse_number(optarg, "--pid", 1, 4194304, &v))
+            if (sim_bench_parse_number("e2e", optarg, "--pid", 1, 4194304, &v) < 0)
                 return 2;
             e.pid = (long)v;
             break;
         case 'n':
-            if (!parse_number(optarg, "--messages", 1000, 10000000, &v))
+            if (sim_bench_parse_number("e2e", optarg, "--messages", 1000, 10000000, &v) < 0)
                 return 2;
             e.messages = (uint64_t)v;
             break;
         case 'r':
-            if (!parse_number(optarg, "--rate", 100, 1000000, &e.rate))
+            if (sim_bench_parse_number("e2e", optarg, "--rate", 100, 1000000, &e.rate) < 0)
                 return 2;
             break;
         case 's':
-            if (!parse_number(optarg, "--seconds", 1, 120, &e.seconds))
+            if (sim_bench_parse_number("e2e", optarg, "--seconds", 1, 120, &e.seconds) < 0)
                 return 2;
             break;
         case 'S':
-            if (!parse_number(optarg, "--startup-ms", 0, 600000, &startup_ms))
+            if (sim_bench_parse_number("e2e", optarg, "--startup-ms", 0, 600000, &startup_ms) < 0)
                 return 2;
             break;
         case 'o':

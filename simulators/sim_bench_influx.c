@@ -72,41 +72,6 @@ static void usage(FILE *f)
           f);
 }
 
-static int parse_number(const char *arg, const char *name, double min, double max,
-                        double *ret_value)
-{
-    char *end;
-    double v;
-
-    errno = 0;
-    v = strtod(arg, &end);
-    if (errno || end == arg || *end || !(v >= min && v <= max)) {
-        fprintf(stderr, "gridsim bench influx: %s must be a number from %g to %g, not \"%s\"\n",
-                name, min, max, arg);
-        return -EINVAL;
-    }
-    *ret_value = v;
-    return 0;
-}
-
-static int parse_count(const char *arg, const char *name, uint64_t max, uint64_t *ret_value)
-{
-    unsigned long long v;
-    char *end;
-
-    errno = 0;
-    v = strtoull(arg, &end, 10);
-    if (errno || end == arg || *end || arg[0] == '-' || v < 1 || v > max) {
-        fprintf(stderr,
-                "gridsim bench influx: %s must be a whole number from 1 to %" PRIu64
-                ", not \"%s\"\n",
-                name, max, arg);
-        return -EINVAL;
-    }
-    *ret_value = v;
-    return 0;
-}
-
 /* Loopback only: a benchmark must never load someone else's server. */
 static bool loopback_url(const char *url)
 {
@@ -136,19 +101,19 @@ static int parse_args(int argc, char **argv, struct bench_options *o)
         }
         const char *val = argv[++i];
         if (strcmp(a, "--seconds") == 0) {
-            if (parse_number(val, a, 0.01, 60, &o->seconds) < 0)
+            if (sim_bench_parse_number("influx", val, a, 0.01, 60, &o->seconds) < 0)
                 return -EINVAL;
         } else if (strcmp(a, "--write-seconds") == 0) {
-            if (parse_number(val, a, 0.5, 120, &o->write_seconds) < 0)
+            if (sim_bench_parse_number("influx", val, a, 0.5, 120, &o->write_seconds) < 0)
                 return -EINVAL;
         } else if (strcmp(a, "--iterations") == 0) {
-            if (parse_count(val, a, UINT64_C(10000000000), &o->iterations) < 0)
+            if (sim_bench_parse_count("influx", val, a, UINT64_C(10000000000), &o->iterations) < 0)
                 return -EINVAL;
         } else if (strcmp(a, "--rounds") == 0) {
-            if (parse_count(val, a, 20, &o->rounds) < 0)
+            if (sim_bench_parse_count("influx", val, a, 20, &o->rounds) < 0)
                 return -EINVAL;
         } else if (strcmp(a, "--batch") == 0) {
-            if (parse_count(val, a, 100000, &o->batch) < 0)
+            if (sim_bench_parse_count("influx", val, a, 100000, &o->batch) < 0)
                 return -EINVAL;
         } else if (strcmp(a, "--url") == 0) {
             if (!loopback_url(val)) {

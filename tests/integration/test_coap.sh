@@ -25,30 +25,14 @@ gg_work coap gateway_pid
 
 command -v coap-client-openssl >/dev/null || fail "coap-client-openssl not found (package libcoap3-bin)"
 
-# udp_port_in_use PORT: some socket is bound to UDP PORT (IPv4 or IPv6).
-udp_port_in_use() {
-    awk -v p="$(printf ':%04X' "$1")" \
-        'FNR > 1 && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
-        /proc/net/udp /proc/net/udp6 2>/dev/null
-}
-free_udp_port() {
-    local port
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 40000))
-        udp_port_in_use "$port" || { echo "$port"; return 0; }
-    done
-    echo "no free UDP port found" >&2
-    return 1
-}
-
 gg_start_mosquitto "$work/mosquitto"
 mqtt_port=$MOSQUITTO_PORT
 gg_start_influxd "$work/influxdb"
 influx_port=$INFLUXD_PORT
 gg_influx_create_db "$influx_port" gridgate
-coap_port=$(free_udp_port)
-dtls_port=$(free_udp_port)
-while [ "$dtls_port" = "$coap_port" ]; do dtls_port=$(free_udp_port); done
+coap_port=$(gg_free_udp_port)
+dtls_port=$(gg_free_udp_port)
+while [ "$dtls_port" = "$coap_port" ]; do dtls_port=$(gg_free_udp_port); done
 
 # Two devices with keys: smoke-000010 (text key), smoke-000011 (hex: key,
 # the bytes of "key-eleven").

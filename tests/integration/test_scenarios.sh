@@ -40,7 +40,7 @@ subscribed() {
 # another's cases; with COAP_PORT, its CoAP server on that UDP port.
 start_gateway() {
     local dir=$1 name=$2 coap="{ enabled: false }"
-    [ -z "${3:-}" ] || coap="{ enabled: true, listen: \"127.0.0.1\", port: $3, dtls_port: $(free_udp_port) }"
+    [ -z "${3:-}" ] || coap="{ enabled: true, listen: \"127.0.0.1\", port: $3, dtls_port: $(gg_free_udp_port) }"
     mkdir -p "$dir/var"
     cat >"$dir/gridgate.yaml" <<YAML
 mqtt:     { uri: "tcp://127.0.0.1:$mqtt_port", client_id: gridgate-$name-$$, qos: 1 }
@@ -60,22 +60,6 @@ YAML
         gg_wait_until 10 grep -q "\[coap\] listening on" "$dir/gridgate.log" ||
             fail "$name: gridgate did not start its CoAP server" "$dir/gridgate.log"
     fi
-}
-
-# udp_port_in_use PORT / free_udp_port: as in test_coap.sh.
-udp_port_in_use() {
-    awk -v p="$(printf ':%04X' "$1")" \
-        'FNR > 1 && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
-        /proc/net/udp /proc/net/udp6 2>/dev/null
-}
-free_udp_port() {
-    local port
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 40000))
-        udp_port_in_use "$port" || { echo "$port"; return 0; }
-    done
-    echo "no free UDP port found" >&2
-    return 1
 }
 
 stop_gateway() {
@@ -104,7 +88,7 @@ run_scenario() {
     local label=$1 sc=$2 coap_port=
     shift 2
     local dir="$work/$label"
-    case " $* " in *" coap "*) coap_port=$(free_udp_port) ;; esac
+    case " $* " in *" coap "*) coap_port=$(gg_free_udp_port) ;; esac
     start_gateway "$dir" "$label" "$coap_port"
     "$gridsim" run --scenario "$sc" --seed "$SEED" --devices "$src/config/district/devices.csv" \
         --broker "tcp://127.0.0.1:$mqtt_port" ${coap_port:+--coap "coap://127.0.0.1:$coap_port"} \
