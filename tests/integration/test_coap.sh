@@ -25,11 +25,7 @@ gg_work coap gateway_pid
 
 command -v coap-client-openssl >/dev/null || fail "coap-client-openssl not found (package libcoap3-bin)"
 
-gg_start_mosquitto "$work/mosquitto"
-mqtt_port=$MOSQUITTO_PORT
-gg_start_influxd "$work/influxdb"
-influx_port=$INFLUXD_PORT
-gg_influx_create_db "$influx_port" gridgate
+gg_start_servers
 coap_port=$(gg_free_udp_port)
 dtls_port=$(gg_free_udp_port)
 while [ "$dtls_port" = "$coap_port" ]; do dtls_port=$(gg_free_udp_port); done
