@@ -109,9 +109,10 @@ gg_start_with_port() {
 
 gg_run_mosquitto() {
     local dir=$1 port=$2
+    # GG_MOSQUITTO_AUTH: other authentication lines (a test of ACLs).
     cat >"$dir/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
-allow_anonymous true
+${GG_MOSQUITTO_AUTH:-allow_anonymous true}
 persistence false
 log_dest stderr
 log_type error

@@ -24,7 +24,8 @@ for f in bin/gridgate bin/gridsim etc/gridgate/gridgate.yaml etc/gridgate/distri
          etc/gridgate/district/devices.csv etc/gridgate/rules/fire.lua etc/gridgate/rules/police.lua \
          etc/gridgate/rules/maintenance.lua lib/systemd/system/gridgate.service \
          lib/sysusers.d/gridgate.conf share/gridgate/grafana/provisioning/datasources/gridgate.yaml \
-         share/gridgate/grafana/dashboards/district-overview.json share/doc/gridgate/operators.md \
+         share/gridgate/grafana/dashboards/district-overview.json share/gridgate/mosquitto/acl \
+         share/doc/gridgate/operators.md share/doc/gridgate/security.md \
          share/doc/gridgate/README.md; do
     [ -s "$prefix/$f" ] || fail "not installed: $f"
 done
