@@ -14,8 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "gw_log.h"
 #include "gw_reading.h"
 #include "payload.h"
 #include "sim_bench.h"
@@ -103,14 +103,6 @@ static int parse_args(int argc, char **argv, struct bench_options *o)
     return 0;
 }
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Decodes once and checks the result is the reading above, so that the
  * loop measures a decoder that works. */
 static int check_case(const struct bench_case *c)
@@ -150,7 +142,7 @@ out:
 static int run_case(const struct bench_case *c, const struct bench_options *o,
                     struct run_result *ret)
 {
-    int64_t start = now_ns(), deadline = start + (int64_t)(o->seconds * 1e9), end = start;
+    int64_t start = gw_monotonic_ns(), deadline = start + (int64_t)(o->seconds * 1e9), end = start;
     char reason[256];
     uint64_t n = 0;
 
@@ -166,13 +158,13 @@ static int run_case(const struct bench_case *c, const struct bench_options *o,
         gw_reading_unref(r);
         n++;
         if (n % CLOCK_EVERY == 0) {
-            end = now_ns();
+            end = gw_monotonic_ns();
             if (end >= deadline)
                 break;
         }
     }
     if (n % CLOCK_EVERY != 0)
-        end = now_ns();
+        end = gw_monotonic_ns();
     ret->decodes = n;
     ret->seconds = (double)(end - start) / 1e9;
     return 0;

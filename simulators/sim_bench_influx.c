@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gw_buf.h"
 #include "gw_log.h"
@@ -138,22 +137,6 @@ static int parse_args(int argc, char **argv, struct bench_options *o)
     return 0;
 }
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t wall_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---- encode ---- */
 
 static struct gw_grid bench_grid = {
@@ -212,7 +195,7 @@ static int bench_encode(const struct bench_options *o)
            buf.len, o->seconds, o->iterations);
     fflush(stdout);
 
-    start = now_ns();
+    start = gw_monotonic_ns();
     deadline = start + (int64_t)(o->seconds * 1e9);
     end = start;
     gw_buf_reset(&buf);
@@ -229,13 +212,13 @@ static int bench_encode(const struct bench_options *o)
         }
         n++;
         if (n % CLOCK_EVERY == 0) {
-            end = now_ns();
+            end = gw_monotonic_ns();
             if (end >= deadline)
                 break;
         }
     }
     if (n % CLOCK_EVERY != 0)
-        end = now_ns();
+        end = gw_monotonic_ns();
     bytes += buf.len;
     {
         double s = (double)(end - start) / 1e9;
@@ -370,9 +353,9 @@ static int bulk_load(const struct bench_options *o, struct batch *b, const char 
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 
-    start = now_ns();
+    start = gw_monotonic_ns();
     deadline = start + (int64_t)(o->write_seconds * 1e9);
-    while (now_ns() < deadline) {
+    while (gw_monotonic_ns() < deadline) {
         long status = 0;
         CURLcode rc;
 
@@ -394,7 +377,7 @@ static int bulk_load(const struct bench_options *o, struct batch *b, const char 
             }
         }
     }
-    ret->seconds = (double)(now_ns() - start) / 1e9;
+    ret->seconds = (double)(gw_monotonic_ns() - start) / 1e9;
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     return err;
@@ -426,9 +409,9 @@ static int writer_load(const struct bench_options *o, struct batch *b, const cha
         free(error);
         return -EIO;
     }
-    start = now_ns();
+    start = gw_monotonic_ns();
     deadline = start + (int64_t)(o->write_seconds * 1e9);
-    while (now_ns() < deadline) {
+    while (gw_monotonic_ns() < deadline) {
         batch_stamp(b, ts0 + (int64_t)seq++ * 1000);
         /* blocks while the queue is full: back-pressure paces this loop */
         err = influx_writer_submit(w, b->text.data, b->text.len, b->n);
@@ -438,7 +421,7 @@ static int writer_load(const struct bench_options *o, struct batch *b, const cha
         }
     }
     influx_writer_stats(w, &s);
-    end = now_ns();
+    end = gw_monotonic_ns();
     ret->points = s.lines_done;
     ret->errors = s.write_errors + s.points_rejected;
     ret->seconds = (double)(end - start) / 1e9;
@@ -466,7 +449,7 @@ static int bench_write(const struct bench_options *o)
                                         "influx_writer, gzip on" };
     double rate[3][20], ratio[3][20];
     struct batch b = { GW_BUF_INIT, NULL, 0 };
-    int64_t ts0 = wall_ns() - INT64_C(3600) * 1000000000;
+    int64_t ts0 = gw_now_ns() - INT64_C(3600) * 1000000000;
     size_t rounds = (size_t)o->rounds;
     int err;
 
