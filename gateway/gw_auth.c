@@ -64,25 +64,14 @@ static int fail(struct loader *ld, int line, const char *fmt, ...)
 
 static int fail(struct loader *ld, int line, const char *fmt, ...)
 {
-    char *what = NULL;
     va_list ap;
-    int n;
 
     if (ld->error)
         return -EINVAL;
     va_start(ap, fmt);
-    n = vasprintf(&what, fmt, ap);
+    ld->error = gw_vformat_at(ld->file, line, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return -ENOMEM;
-    n = line > 0 ? asprintf(&ld->error, "%s:%d: %s", ld->file, line, what)
-                 : asprintf(&ld->error, "%s: %s", ld->file, what);
-    free(what);
-    if (n < 0) {
-        ld->error = NULL;
-        return -ENOMEM;
-    }
-    return -EINVAL;
+    return ld->error ? -EINVAL : -ENOMEM;
 }
 
 static int node_line(const yaml_node_t *node)

@@ -66,6 +66,18 @@ int gw_buf_vprintf(struct gw_buf *b, const char *fmt, va_list ap)
     return 0;
 }
 
+char *gw_vformat_at(const char *file, int line, const char *fmt, va_list ap)
+{
+    struct gw_buf b = GW_BUF_INIT;
+    int r = line > 0 ? gw_buf_printf(&b, "%s:%d: ", file, line) : gw_buf_printf(&b, "%s: ", file);
+
+    if (r < 0 || gw_buf_vprintf(&b, fmt, ap) < 0) {
+        gw_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
 int gw_buf_printf(struct gw_buf *b, const char *fmt, ...)
 {
     va_list ap;

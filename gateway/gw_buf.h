@@ -25,6 +25,12 @@ int gw_buf_putc(struct gw_buf *b, char c);
 int gw_buf_printf(struct gw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int gw_buf_vprintf(struct gw_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
+/* "FILE:LINE: message" (or "FILE: message" when line <= 0) as a malloc'd
+ * string: the form of every error about a file gridgate reads. NULL when
+ * out of memory. */
+char *gw_vformat_at(const char *file, int line, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
 /* Appends s as a JSON string, quotes included, escaped as RFC 8259 asks
  * (quote, backslash, control characters); well-formed UTF-8 is copied as
  * it is and any other byte becomes U+FFFD, so the result is always valid

@@ -227,27 +227,14 @@ static int fail(struct loader *ld, int line, const char *fmt, ...)
 /* Keeps only the first error: later ones are usually its consequences. */
 static int fail(struct loader *ld, int line, const char *fmt, ...)
 {
-    char *what = NULL;
     va_list ap;
-    int n;
 
     if (ld->error)
         return -EINVAL;
     va_start(ap, fmt);
-    n = vasprintf(&what, fmt, ap);
+    ld->error = gw_vformat_at(ld->file, line, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return -ENOMEM;
-    if (line > 0)
-        n = asprintf(&ld->error, "%s:%d: %s", ld->file, line, what);
-    else
-        n = asprintf(&ld->error, "%s: %s", ld->file, what);
-    free(what);
-    if (n < 0) {
-        ld->error = NULL;
-        return -ENOMEM;
-    }
-    return -EINVAL;
+    return ld->error ? -EINVAL : -ENOMEM;
 }
 
 static const char *node_kind(const yaml_node_t *node)
