@@ -42,14 +42,25 @@
 
 static struct gw_log_limit mhd_log_limit = GW_LOG_LIMIT_INIT(1.0, 10.0);
 
+/* Every answer, API or console file, carries the same policy: the console
+ * runs only its own scripts and styles, talks only to this server, cannot
+ * be framed, and leaks no URL to anyone (docs/api.md, "Headers"). */
+#define CONTENT_SECURITY_POLICY                                                                    \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
 /* ---- answers --------------------------------------------------------- */
 
 static void add_common_headers(struct api_request *rq, struct MHD_Response *response,
                                const char *content_type)
 {
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL,
+                            rq->cache_control ? rq->cache_control : "no-store");
     MHD_add_response_header(response, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(response, "Content-Security-Policy", CONTENT_SECURITY_POLICY);
+    MHD_add_response_header(response, "X-Frame-Options", "DENY");
+    MHD_add_response_header(response, "Referrer-Policy", "no-referrer");
     if (rq->location[0])
         MHD_add_response_header(response, MHD_HTTP_HEADER_LOCATION, rq->location);
     if (rq->allow)
@@ -58,32 +69,58 @@ static void add_common_headers(struct api_request *rq, struct MHD_Response *resp
         MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
 }
 
+/* Queues a response made for rq (NULL: it could not be made). */
+static int queue(struct api_request *rq, int status, const char *content_type,
+                 struct MHD_Response *response)
+{
+    enum MHD_Result queued;
+
+    rq->answered = true;
+    rq->status = status;
+    if (!response) {
+        rq->status = 500;
+        return -ENOMEM;
+    }
+    add_common_headers(rq, response, content_type);
+    queued = MHD_queue_response(rq->conn, (unsigned int)status, response);
+    MHD_destroy_response(response);
+    return queued == MHD_YES ? 0 : -EIO;
+}
+
 int gw_api__respond(struct api_request *rq, int status, const char *content_type,
                     struct gw_buf *body)
 {
     struct MHD_Response *response;
-    enum MHD_Result queued;
 
     if (rq->answered) { /* a handler's bug; the first answer stands */
         gw_buf_free(body);
         return 0;
     }
-    rq->answered = true;
-    rq->status = status;
     if (body->data)
         response = MHD_create_response_from_buffer(body->len, body->data, MHD_RESPMEM_MUST_FREE);
     else
         response = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    if (!response) {
+    if (response)
+        *body = (struct gw_buf)GW_BUF_INIT; /* the response owns the bytes now */
+    else
         gw_buf_free(body);
-        rq->status = 500;
-        return -ENOMEM;
+    return queue(rq, status, content_type, response);
+}
+
+int gw_api__respond_fd(struct api_request *rq, int status, const char *content_type, int fd,
+                       uint64_t size)
+{
+    struct MHD_Response *response;
+
+    if (rq->answered) {
+        close(fd);
+        return 0;
     }
-    *body = (struct gw_buf)GW_BUF_INIT; /* the response owns the bytes now */
-    add_common_headers(rq, response, content_type);
-    queued = MHD_queue_response(rq->conn, (unsigned int)status, response);
-    MHD_destroy_response(response);
-    return queued == MHD_YES ? 0 : -EIO;
+    /* The response closes fd when it is destroyed, not when it fails. */
+    response = MHD_create_response_from_fd64(size, fd);
+    if (!response)
+        close(fd);
+    return queue(rq, status, content_type, response);
 }
 
 int gw_api__respond_json(struct api_request *rq, int status, struct gw_buf *body)
@@ -227,6 +264,7 @@ static const struct route routes[] = {
     {"POST", "rules/reload", gw_api__reload_rules, false},
     {"GET", "metrics", gw_api__metrics, false},
     {"GET", "healthz", gw_api__healthz, true},
+    {"GET", "me", gw_api__me, false},
 };
 
 #define MAX_SEGMENTS 4
@@ -395,8 +433,11 @@ static int authenticate(struct api_request *rq)
 static void handle(struct api_request *rq)
 {
     struct route_match m;
-    char *path = route_path(rq->raw_uri);
+    char *path;
 
+    if (gw_api__console(rq)) /* static files, no token */
+        return;
+    path = route_path(rq->raw_uri);
     if (path)
         route_find(path, rq->method, &m);
     if (!path || !m.route || !m.route->public) {
@@ -638,8 +679,9 @@ struct gw_api *gw_api_start(const struct gw_config *cfg, const struct gw_registr
     pthread_cond_init(&api->readers_free, NULL);
 
     api->auth = gw_auth_load(cfg->api.tokens, reg, ret_error);
-    if (!api->auth)
+    if (!api->auth || gw_api_check_console(cfg, ret_error) < 0)
         goto fail;
+    api->console_dir = cfg->api.console_dir;
     if (gw_auth_count(api->auth) == 0)
         gw_warn(MODULE, "%s has no tokens: nobody can call the API (gridgate token new)",
                 cfg->api.tokens);
@@ -649,6 +691,9 @@ struct gw_api *gw_api_start(const struct gw_config *cfg, const struct gw_registr
         goto fail;
     gw_info(MODULE, "listening on http://%s:%d/api/v1 (%d threads, %zu tokens)", cfg->api.listen,
             cfg->api.port, cfg->api.threads, gw_auth_count(api->auth));
+    if (api->console_dir)
+        gw_info(MODULE, "console on http://%s:%d/console/ from %s", cfg->api.listen,
+                cfg->api.port, cfg->api.console_dir);
     return api;
 fail:
     if (!*ret_error && asprintf(ret_error, "api: out of memory") < 0)

@@ -27,4 +27,10 @@ struct gw_api *gw_api_start(const struct gw_config *cfg, const struct gw_registr
  * everything; NULL is fine. */
 void gw_api_stop(struct gw_api *api);
 
+/* What gw_api_start would refuse in the console's keys, for `gridgate
+ * check`: api.console_dir set but without a readable index.html, or an
+ * api.grafana_url that is not http(s)://. Returns 0, or -EINVAL with
+ * *ret_error set (malloc'd, naming the key and the path or value). */
+int gw_api_check_console(const struct gw_config *cfg, char **ret_error);
+
 #endif

@@ -4,7 +4,8 @@
  * routing, the answer and its headers) and the pool of readers;
  * gw_api_parse.c reads what callers send (JSON bodies, query parameters,
  * times, cursors); gw_api_cases.c answers /cases, gw_api_views.c the
- * rest (grids, devices, figures, metrics, rule reloads, health).
+ * rest (grids, devices, figures, metrics, rule reloads, health, /me);
+ * gw_api_console.c serves the web console's static files.
  */
 #ifndef GW_API_INT_H
 #define GW_API_INT_H
@@ -37,6 +38,7 @@ struct gw_api {
     struct gw_auth_limiter *limiter;
     struct MHD_Daemon *daemon;
     size_t max_body;
+    const char *console_dir; /* api.console_dir, checked at start; NULL: no console */
 
     /* Readers: one read-only gw_cases per server thread; a request takes
      * a free one under the lock and gives it back when done. */
@@ -67,6 +69,7 @@ struct api_request {
     const struct gw_actor *actor; /* NULL until authenticated */
     char location[64];            /* a 201's Location header; "" for none */
     const char *allow;            /* a 405's Allow header */
+    const char *cache_control;    /* NULL: "no-store" (every API answer) */
 };
 
 /* The path's variable parts, as the route matched them. */
@@ -93,6 +96,12 @@ int gw_api__error(struct api_request *rq, int status, const char *code, const ch
  * return: -ENOENT 404, -EACCES 403, -ESTALE 409 stale, -EBUSY 409
  * conflict, -EINVAL 400, -EROFS and -ESHUTDOWN 503, else 500. */
 int gw_api__fail(struct api_request *rq, int err, const char *why);
+
+/* Answers with the open regular file fd of size bytes (the fd is taken,
+ * whatever happens; libmicrohttpd sends it, and only its headers to a
+ * HEAD). */
+int gw_api__respond_fd(struct api_request *rq, int status, const char *content_type, int fd,
+                       uint64_t size);
 
 /* A reader for this request; gw_api__reader_put gives it back. */
 struct gw_cases *gw_api__reader_get(struct gw_api *api);
@@ -148,6 +157,24 @@ int gw_api__cursor_decode(const char *cursor, const char *context, int64_t *ret_
 /* Appends s as a JSON string. */
 int gw_api__json_string(struct gw_buf *b, const char *s);
 
+/* ---- the web console's static files (gw_api_console.c) ------------- */
+
+/* Files larger than this are not served (the console's are kilobytes). */
+#define API_CONSOLE_MAX_FILE (2 * 1024 * 1024)
+
+/* Answers the request if its path is the console's ("/console",
+ * "/console/...", and "/" while the console is on) and returns true;
+ * false: the API's routes decide. Needs no token. */
+bool gw_api__console(struct api_request *rq);
+/* The file a path below /console/ names, as the raw (undecoded) text
+ * after "/console/" up to any query: "" is index.html. Writes the
+ * relative path to out; -ENOENT when it is not one the console serves
+ * (%-escapes, backslashes, empty, dot or hidden segments, characters
+ * other than [A-Za-z0-9._-], too long). A pure function, for the tests. */
+int gw_api__console_path(const char *raw, size_t len, char *out, size_t size);
+/* The Content-Type of a file by its extension. */
+const char *gw_api__console_type(const char *path);
+
 /* ---- the handlers -------------------------------------------------- */
 
 void gw_api__list_cases(struct api_request *rq, const struct api_path *path);
@@ -161,5 +188,6 @@ void gw_api__stats(struct api_request *rq, const struct api_path *path);
 void gw_api__reload_rules(struct api_request *rq, const struct api_path *path);
 void gw_api__metrics(struct api_request *rq, const struct api_path *path);
 void gw_api__healthz(struct api_request *rq, const struct api_path *path);
+void gw_api__me(struct api_request *rq, const struct api_path *path);
 
 #endif

@@ -1,6 +1,6 @@
 /* gw_api_views: everything but the cases themselves — grids and their
  * figures, devices, the evaluation figures (/stats), Prometheus metrics,
- * rule reloads and the health check. */
+ * rule reloads, the health check and who the caller is (/me). */
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
@@ -14,6 +14,7 @@
 #include "gw_case_json.h"
 #include "gw_cases.h"
 #include "gw_casesvc.h"
+#include "gw_config.h"
 #include "gw_log.h"
 #include "gw_pipeline.h"
 #include "gw_reading.h"
@@ -409,6 +410,89 @@ void gw_api__reload_rules(struct api_request *rq, const struct api_path *path)
         return;
     }
     if (gw_buf_puts(&out, "{\"reloaded\":true}\n") == 0)
+        gw_api__respond_json(rq, 200, &out);
+    gw_buf_free(&out);
+}
+
+/* ---- GET /me ---------------------------------------------------------------- */
+
+/* The Grafana dashboard of one grid (config/grafana/dashboards/grid-detail.json):
+ * its uid, a slug (Grafana goes by the uid and mends the slug) and its
+ * variables, which the console fills with a grid's ids. All three are
+ * given: Grafana may drop a grid that is not among the options its
+ * street and community offer. */
+#define GRAFANA_GRID_PATH                                                                          \
+    "/d/gridgate-grid/gridgate-grid-detail"                                                        \
+    "?var-street={street}&var-community={community}&var-grid={grid}"
+
+static const char *const scope_levels[] = {
+    [GW_SCOPE_DISTRICT] = "district",
+    [GW_SCOPE_STREET] = "street",
+    [GW_SCOPE_COMMUNITY] = "community",
+    [GW_SCOPE_GRID] = "grid",
+};
+
+/* The name of a scope's place in the registry; NULL for the district,
+ * which the registry does not name. */
+static const char *scope_name(const struct gw_registry *reg, enum gw_scope_kind kind,
+                              const char *id)
+{
+    for (size_t i = 0; kind != GW_SCOPE_DISTRICT && i < gw_registry_grid_count(reg); i++) {
+        const struct gw_grid *g = gw_registry_grid_at(reg, i);
+
+        if (kind == GW_SCOPE_GRID && strcmp(g->id, id) == 0)
+            return g->name;
+        if (kind == GW_SCOPE_COMMUNITY && strcmp(g->community_id, id) == 0)
+            return g->community;
+        if (kind == GW_SCOPE_STREET && strcmp(g->street_id, id) == 0)
+            return g->street;
+    }
+    return NULL;
+}
+
+static int grafana_grid_link(struct gw_buf *out, const char *base)
+{
+    struct gw_buf url = GW_BUF_INIT;
+    size_t len;
+    int r;
+
+    if (!base)
+        return gw_buf_puts(out, "null");
+    len = strlen(base);
+    while (len > 0 && base[len - 1] == '/') /* "http://host:3000/" is fine too */
+        len--;
+    r = gw_buf_append(&url, base, len);
+    r = r ? r : gw_buf_puts(&url, GRAFANA_GRID_PATH);
+    r = r ? r : gw_api__json_string(out, url.data);
+    gw_buf_free(&url);
+    return r;
+}
+
+void gw_api__me(struct api_request *rq, const struct api_path *path)
+{
+    const struct gw_actor *a = rq->actor;
+    struct gw_buf out = GW_BUF_INIT;
+    const char *none[1];
+    int r;
+
+    (void)path;
+    if (gw_api__query(rq, NULL, 0, none) < 0)
+        return;
+    r = gw_buf_putc(&out, '{');
+    r = r ? r : put_key_string(&out, "name", a->name, false);
+    r = r ? r : put_key_string(&out, "role", gw_actor_role_name(a->role), true);
+    r = r ? r : gw_buf_puts(&out, ",\"scope\":{");
+    r = r ? r : put_key_string(&out, "level", scope_levels[a->scope], false);
+    r = r ? r : put_key_string(&out, "id", a->scope_id, true);
+    r = r ? r : put_key_string(&out, "name", scope_name(rq->api->reg, a->scope, a->scope_id), true);
+    r = r ? r : gw_buf_putc(&out, '}');
+    r = r ? r : put_key_string(&out, "post", a->has_grid_role ? gw_role_name(a->grid_role) : NULL,
+                               true);
+    r = r ? r : put_key_string(&out, "person", a->person, true);
+    r = r ? r : gw_buf_puts(&out, ",\"links\":{\"grafana_grid\":");
+    r = r ? r : grafana_grid_link(&out, rq->api->cfg->api.grafana_url);
+    r = r ? r : gw_buf_puts(&out, "}}\n");
+    if (r == 0)
         gw_api__respond_json(rq, 200, &out);
     gw_buf_free(&out);
 }

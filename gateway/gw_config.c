@@ -170,6 +170,12 @@ static const struct option options[] = {
     INT_OPT(api, max_body_kb, "64", 1, 16384, "kilobytes a request body may have (larger: 413)"),
     INT_OPT(api, auth_failures, "20", 1, 1000000,
             "failed authentications per minute from one address before it gets 429"),
+    PATH_OPT(api, console_dir, NULL,
+             "directory of the web console's files, served at /console/ (index.html must be "
+             "there); unset: no console"),
+    STRING_OPT(api, grafana_url, NULL,
+               "Grafana's base URL (http://host:3000), for the console's links to the grid "
+               "dashboard; unset: no links"),
 
     BOOL_OPT(cases, auto_dispatch, "true", "send a new case to the role its rule names"),
     STRING_OPT(cases, limits_critical, "dispatched=30m,handled=30m,verified=2h,evaluated=1d",

@@ -111,6 +111,8 @@ struct gw_config {
         int threads;
         int max_body_kb;
         int auth_failures; /* per minute and address, then 429 */
+        char *console_dir; /* the web console's files; NULL: no console */
+        char *grafana_url; /* Grafana's base URL for the console's links; NULL: none */
     } api;
 
     struct {

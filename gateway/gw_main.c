@@ -180,6 +180,8 @@ static int cmd_check(const struct options *opts)
         r = engine ? rule_engine_load_dir(engine, cfg->rules.dir, &error) : -ENOMEM;
     if (r == 0)
         r = check_tokens(cfg, reg, &tokens, &error);
+    if (r == 0 && cfg->api.enabled) /* the console's files and Grafana link */
+        r = gw_api_check_console(cfg, &error);
     if (r < 0) {
         fprintf(stderr, "%s\n", error ? error : strerror(-r));
     } else {

@@ -16,6 +16,8 @@ PACKAGES=(
     influxdb influxdb-client
     libcmocka-dev
     clang libclang-rt-14-dev openssl
+    valgrind # memcheck on the integration tests (scripts/test.sh)
+    chromium fonts-wqy-microhei # the console's browser test (tests/browser), CJK glyphs
 )
 
 missing=()
@@ -23,6 +25,9 @@ for pkg in "${PACKAGES[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
     [ "$status" = "install ok installed" ] || missing+=("$pkg")
 done
+# node and npm for the browser test's playwright-core: the machine's own
+# Node.js when it has one, else Debian's.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "gridgate: installing ${missing[*]}" >&2

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `cmake --install` into a temporary prefix: the binaries, the system
 # configuration with the sample district and the shipped rules, the Grafana
-# provisioning, the systemd unit with its sandboxing and its sysusers file,
-# and the docs are where an operator expects them; the installed gridgate
-# checks the installed configuration; the unit passes systemd-analyze
-# verify where systemd is installed.
+# provisioning, the web console, the systemd unit with its sandboxing and
+# its sysusers file, and the docs are where an operator expects them; the
+# installed gridgate checks the installed configuration (whose
+# api.console_dir finds the installed console); the unit passes
+# systemd-analyze verify where systemd is installed.
 #
 #   test_install.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
@@ -25,11 +26,17 @@ for f in bin/gridgate bin/gridsim etc/gridgate/gridgate.yaml etc/gridgate/distri
          etc/gridgate/rules/maintenance.lua lib/systemd/system/gridgate.service \
          lib/sysusers.d/gridgate.conf share/gridgate/grafana/provisioning/datasources/gridgate.yaml \
          share/gridgate/grafana/dashboards/district-overview.json share/gridgate/mosquitto/acl \
+         share/gridgate/console/index.html \
          share/doc/gridgate/operators.md share/doc/gridgate/security.md \
          share/doc/gridgate/README.md; do
     [ -s "$prefix/$f" ] || fail "not installed: $f"
 done
 [ ! -e "$prefix/etc/gridgate/rules/fire_test.lua" ] || fail "rule tests were installed as rules"
+# The console as in the source tree, file for file.
+(cd "$src/web/console" && find . -type f | sort) >"$work/console.src"
+(cd "$prefix/share/gridgate/console" && find . -type f | sort) >"$work/console.installed"
+cmp -s "$work/console.src" "$work/console.installed" ||
+    fail "the installed console differs from web/console: $(diff "$work/console.src" "$work/console.installed" | head -5)"
 
 echo "the installed gridgate checks the installed configuration"
 conf=$prefix/etc/gridgate/gridgate.yaml
@@ -39,6 +46,14 @@ conf=$prefix/etc/gridgate/gridgate.yaml
     fail "gridgate check refused the installed configuration" "$work/check.out"
 grep -q ': ok: 112 grids, 300 devices, 10 rules' "$work/check.out" ||
     fail "unexpected check output: $(cat "$work/check.out")"
+echo "gridgate check names api.console_dir and the path when index.html is missing"
+mv "$prefix/share/gridgate/console/index.html" "$work/index.html"
+if "$prefix/bin/gridgate" check -c "$conf" >"$work/check.out" 2>&1; then
+    fail "gridgate check took a console without index.html"
+fi
+grep -q "api.console_dir: .*share/gridgate/console/index.html" "$work/check.out" ||
+    fail "check's message does not name the key and the path: $(cat "$work/check.out")"
+mv "$work/index.html" "$prefix/share/gridgate/console/index.html"
 
 echo "the unit runs unprivileged and sandboxed"
 unit=$prefix/lib/systemd/system/gridgate.service

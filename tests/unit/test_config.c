@@ -793,6 +793,8 @@ static const char *const every_key[] = {
     "api.threads",
     "api.max_body_kb",
     "api.auth_failures",
+    "api.console_dir",
+    "api.grafana_url",
     "cases.auto_dispatch",
     "cases.limits_critical",
     "cases.limits_major",
