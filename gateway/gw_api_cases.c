@@ -32,9 +32,11 @@ static void enum_error(struct api_request *rq, const char *what, const char *val
                   names);
 }
 
-static const char *state_name(int i)
+/* The list's state filter: a state, or "open" (any but closed and
+ * cancelled), named after the states. */
+static const char *state_filter_name(int i)
 {
-    return gw_case_state_name((enum gw_case_state)i);
+    return i == GW_CASE_STATE_COUNT ? "open" : gw_case_state_name((enum gw_case_state)i);
 }
 static const char *severity_name(int i)
 {
@@ -89,9 +91,11 @@ static int filter_parse(struct api_request *rq, const char **v, const char *cont
                                  .category = v[Q_CATEGORY],
                                  .overdue = -1,
                                  .limit = 50};
-    if (v[Q_STATE]) {
+    if (v[Q_STATE] && strcmp(v[Q_STATE], "open") == 0) {
+        f->open_only = true;
+    } else if (v[Q_STATE]) {
         if ((e = gw_case_state_parse(v[Q_STATE])) < 0) {
-            enum_error(rq, "state", v[Q_STATE], state_name, GW_CASE_STATE_COUNT);
+            enum_error(rq, "state", v[Q_STATE], state_filter_name, GW_CASE_STATE_COUNT + 1);
             return -EINVAL;
         }
         f->has_state = true;

@@ -138,8 +138,8 @@ static int figures_json(struct gw_buf *out, const struct gw_case_figures *f)
     r = r ? r : gw_buf_printf(out, "},\"reworked\":%lld", (long long)f->reworked);
     r = r ? r : put_rate(out, "rework_rate", f->reworked, f->dispatched);
     r = r ? r
-          : gw_buf_printf(out, ",\"overdue_now\":%lld,\"mean_step_s\":{",
-                          (long long)f->overdue_now);
+          : gw_buf_printf(out, ",\"overdue_now\":%lld,\"open_now\":%lld,\"mean_step_s\":{",
+                          (long long)f->overdue_now, (long long)f->open_now);
     for (size_t i = 0; i < ARRAY_SIZE(step_states) && r == 0; i++) {
         double s = f->mean_step_s[step_states[i]];
 

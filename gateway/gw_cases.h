@@ -220,6 +220,7 @@ struct gw_case_filter {
     const char *category;
     bool has_state;
     enum gw_case_state state;
+    bool open_only; /* every state but closed and cancelled (deferred is open) */
     bool has_severity;
     enum gw_severity severity;
     int overdue;        /* -1 any, 0 not overdue, 1 overdue now */
@@ -266,6 +267,7 @@ struct gw_case_figures {
     int64_t urgent_closed_on_time;
     int64_t reworked;         /* of the dispatched, failed a verification at least once */
     int64_t overdue_now;      /* open cases past their step's limit now (any period) */
+    int64_t open_now;         /* cases not closed or cancelled now (any period) */
     /* Mean seconds spent in each state by the stays that ended in the
      * period; negative when none ended. */
     double mean_step_s[GW_CASE_STATE_COUNT];

@@ -1251,6 +1251,8 @@ static void build_list(struct sql *sql, const struct store_query *q)
     if (q->has_state)
         sql_text(sql, strcmp(indexed, "state") == 0 ? "state = ?" : "+state = ?",
                  gw_case_state_name(q->state));
+    if (q->open_only)
+        sql_add(sql, " AND +" OPEN_STATE);
     if (q->has_severity)
         sql_text(sql, "+severity = ?", gw_severity_name(q->severity));
     if (q->category)
@@ -1433,7 +1435,8 @@ int store_count_by_state(struct store *store, const struct store_place *scope,
     " sum(fd AND urgent AND state = 'closed' AND closed_at < ?2),"                                 \
     " sum(fd AND urgent AND state = 'closed' AND closed_at < ?2 AND overdue_count = 0),"           \
     " sum(fd AND rework_count >= 1),"                                                              \
-    " sum(overdue AND state NOT IN ('closed', 'cancelled', 'deferred'))"
+    " sum(overdue AND state NOT IN ('closed', 'cancelled', 'deferred')),"                          \
+    " sum(" OPEN_STATE ")"
 
 /* FIGURE_COLUMNS' order. */
 static const size_t figure_fields[] = {
@@ -1448,6 +1451,7 @@ static const size_t figure_fields[] = {
     offsetof(struct gw_case_figures, urgent_closed_on_time),
     offsetof(struct gw_case_figures, reworked),
     offsetof(struct gw_case_figures, overdue_now),
+    offsetof(struct gw_case_figures, open_now),
 };
 
 /* The period [from, to) as parameters ?1 and ?2, so a query may repeat

@@ -197,6 +197,7 @@ struct store_query {
     const char *category;
     bool has_state;
     enum gw_case_state state;
+    bool open_only; /* not closed or cancelled */
     bool has_severity;
     enum gw_severity severity;
     int overdue;         /* -1 any, 0 not overdue, 1 overdue */

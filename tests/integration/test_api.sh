@@ -402,13 +402,14 @@ f6=$(report_f critical); op_f "$f6" dispatch '{"role":"firefighter"}'; close_f "
 f7=$(report_f critical); op_f "$f7" dispatch '{"role":"firefighter"}'; op_f "$f7" feedback '{"note":"n"}' "$ff_f"  # urgent, open
 : "$f4" "$f5"
 # opened 7; dispatched = due 5 (f1 f2 f3 f6 f7); deferred 1; closed 3, all on time;
-# closure = on time = 3 / (5 - 1); urgent: due 2, closed 1 -> 0.5; rework 1 / 5.
+# closure = on time = 3 / (5 - 1); urgent: due 2, closed 1 -> 0.5; rework 1 / 5;
+# open now 3 (7 - 3 closed - 1 cancelled: f3 deferred, f4, f7).
 expect_figures() { # expect_figures WHAT: checks the figures object at $.f of the last answer
     local k v
     for kv in opened=7 dispatched=5 due=5 deferred=1 closed=3 closed_on_time=3 closure_rate=0.75 \
               on_time_rate=0.75 urgent.due=2 urgent.deferred=0 urgent.closed=1 \
               urgent.closed_on_time=1 urgent.closure_rate=0.5 urgent.on_time_rate=0.5 reworked=1 \
-              rework_rate=0.2 overdue_now=0 mean_step_s.deferred=''; do
+              rework_rate=0.2 overdue_now=0 open_now=3 mean_step_s.deferred=''; do
         k=${kv%%=*} v=${kv#*=}
         assert_eq "$(j "$1.$k")" "$v" "figures ($2): $k"
     done
@@ -416,6 +417,10 @@ expect_figures() { # expect_figures WHAT: checks the figures object at $.f of th
 }
 call GET "/api/v1/stats?scope=grid:$F&from=$from_ms" "$boss" 200 "figures of $F"
 expect_figures '$.figures[0]' "/stats of grid $F"
+call GET "/api/v1/cases?grid=$F&state=open" "$boss" 200 "the open cases of $F"
+open_states=$(sqlite3 :memory: "SELECT group_concat(json_extract(value, '\$.state'), ' ')
+    FROM json_each(readfile('$work/body'), '\$.cases')")
+assert_eq "$open_states" "handled reported deferred" "the open cases of $F (state=open), newest first"
 call GET "/api/v1/stats?scope=street:${F:0:9}&group=grid&from=$from_ms" "$boss" 200 "figures by grid"
 assert_eq "$(j '$.group')" grid "the group"
 assert_eq "$(j '$.figures[0].key')" "$F" "the only grid with cases in the street"
@@ -504,7 +509,8 @@ bad GET "/api/v1/cases?sort=id" "$t" 400 "an unknown query parameter"
 assert_contains "$(j '$.detail')" '"sort"' "the unknown parameter"
 bad GET "/api/v1/cases?limit=0" "$t" 400 "limit 0"
 bad GET "/api/v1/cases?limit=501" "$t" 400 "limit 501"
-bad GET "/api/v1/cases?state=open" "$t" 400 "an unknown state"
+bad GET "/api/v1/cases?state=opened" "$t" 400 "an unknown state"
+assert_contains "$(j '$.detail')" 'deferred, open' "the states named in the error"
 bad GET "/api/v1/cases?overdue=yes" "$t" 400 "overdue=yes"
 bad GET "/api/v1/cases?grid=$G&limit=2" "$t" 200 "a first page"
 cursor=$(j '$.next_cursor')

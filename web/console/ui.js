@@ -61,6 +61,5 @@ export function assigneeText(c) {
   return [c.assignee_role ? name('role', c.assignee_role) : '', c.assignee || ''].filter(Boolean).join(' ');
 }
 
-export const OPEN_STATES = ['reported', 'dispatched', 'handled', 'verified', 'evaluated', 'deferred'];
 export const ALL_STATES = ['reported', 'dispatched', 'handled', 'verified', 'evaluated', 'closed', 'cancelled', 'deferred'];
 export const SEVERITIES = ['critical', 'major', 'minor', 'info'];

@@ -4,7 +4,7 @@
 import { api } from './api.js';
 import { append, fill, field, h, select } from './dom.js';
 import { percent, t } from './i18n.js';
-import { OPEN_STATES, errorText, scopeLabel } from './ui.js';
+import { errorText, scopeLabel } from './ui.js';
 
 const LEVELS = ['district', 'street', 'community', 'grid'];
 
@@ -57,24 +57,16 @@ export function figuresView(ctx, params) {
     return scopeLabel(ctx.me?.scope) || key;
   }
 
-  // Open cases now, per state (GET /cases counts a page of up to 500 each).
-  async function openNow() {
-    const pages = await Promise.all(OPEN_STATES.map((s) => api('GET', 'cases', { query: { state: s, limit: 500 } })));
-    const n = pages.reduce((sum, p) => sum + (p.cases || []).length, 0);
-    return pages.some((p) => p.next_cursor != null) ? `${n}+` : String(n);
-  }
-
   async function load() {
     fill(out, h('p', { class: 'loading' }, t('loading')));
     const period = { from: dayStart(state.from), to: dayStart(state.to, 1) };
     try {
-      const [total, rows, open] = await Promise.all([
+      const [total, rows] = await Promise.all([
         api('GET', 'stats', { query: { ...period, group: 'district' } }),
         state.group === 'district' ? null : api('GET', 'stats', { query: { ...period, group: state.group } }),
-        openNow(),
       ]);
       if (stopped) return;
-      show(total, rows, open);
+      show(total, rows);
     } catch (e) {
       if (!stopped) fill(out, h('p', { class: 'form-error', role: 'alert' }, errorText(e)));
     }
@@ -87,14 +79,14 @@ export function figuresView(ctx, params) {
       h('div', { class: 'tile-label' }, label));
   }
 
-  function show(total, rows, open) {
+  function show(total, rows) {
     const f = total.figures?.[0] || {};
     const tiles = h('div', { class: 'tiles' },
       tile(t('fig.closure_rate'), percent(f.closure_rate), 'fig-closure', f.closure_rate),
       tile(t('fig.on_time_rate'), percent(f.on_time_rate), 'fig-on-time', f.on_time_rate),
       tile(t('fig.rework_rate'), percent(f.rework_rate), 'fig-rework', null),
       tile(t('fig.urgent'), percent(f.urgent?.closure_rate), 'fig-urgent', f.urgent?.closure_rate),
-      tile(t('fig.open_now'), open, 'fig-open', null),
+      tile(t('fig.open_now'), String(f.open_now ?? 0), 'fig-open', null),
       tile(t('fig.overdue_now'), String(f.overdue_now ?? 0), 'fig-overdue', null),
       tile(t('fig.opened'), String(f.opened ?? 0), 'fig-opened', null));
     append(fill(out, h('p', { class: 'hint' }, t('fig.period', { from: state.from, to: state.to }))), tiles);
@@ -105,7 +97,7 @@ export function figuresView(ctx, params) {
       return;
     }
     const cols = ['opened', 'due', 'deferred', 'closed', 'closed_on_time', 'closure_rate', 'on_time_rate',
-      'rework_rate', 'overdue_now'];
+      'rework_rate', 'open_now', 'overdue_now'];
     const value = (r, k) => (k.endsWith('_rate') ? percent(r[k]) : String(k === 'due' ? r.due ?? r.dispatched : r[k] ?? 0));
     const sorted = [...list].sort((a, b) => String(a.key).localeCompare(String(b.key)));
     append(out, h('div', { class: 'table-wrap' }, h('table', { class: 'stats', id: 'stats-table' },

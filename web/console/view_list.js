@@ -5,7 +5,7 @@ import { api } from './api.js';
 import { fill, field, h, select } from './dom.js';
 import { dateTime, name, t } from './i18n.js';
 import {
-  ALL_STATES, OPEN_STATES, SEVERITIES, assigneeText, countdown, errorText, overdueBadge, severityBadge,
+  ALL_STATES, SEVERITIES, assigneeText, countdown, errorText, overdueBadge, severityBadge,
   stateBadge,
 } from './ui.js';
 
@@ -95,21 +95,12 @@ export function listView(ctx, params) {
   async function load() {
     const q = { limit: PAGE, street: f.street, community: f.community, grid: f.grid, category: f.category,
       severity: f.severity, overdue: f.overdue };
-    if (f.state && f.state !== 'open' && f.state !== 'all') q.state = f.state;
+    if (f.state && f.state !== 'all') q.state = f.state; // "open": the API's any-but-closed-or-cancelled
     controller = new AbortController();
-    const pages = [api('GET', 'cases', { query: q, signal: controller.signal })];
-    // "Open" is several states: the newest page, plus every overdue case
-    // (open by definition) so that an old, late case is never cut off.
-    if (f.state === 'open' && f.overdue !== 'false') {
-      pages.push(api('GET', 'cases', { query: { ...q, overdue: 'true' }, signal: controller.signal }));
-    }
-    const answers = await Promise.all(pages);
-    const byId = new Map();
-    for (const a of answers) for (const c of a.cases || []) byId.set(c.id, c);
-    let cases = [...byId.values()];
-    if (f.state === 'open') cases = cases.filter((c) => OPEN_STATES.includes(c.state));
+    const answer = await api('GET', 'cases', { query: q, signal: controller.signal });
+    const cases = answer.cases || [];
     cases.sort(byUrgency);
-    return { cases, more: answers[0].next_cursor != null };
+    return { cases, more: answer.next_cursor != null };
   }
 
   function row(c, fresh) {
