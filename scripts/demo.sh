@@ -95,7 +95,8 @@ sim_pid=$!
 
 cat <<EOT
 
-The HTTP API on 127.0.0.1:$api_port (token in $state/demo-token):
+The web console: http://127.0.0.1:$api_port/console/ (sign in with the token in $state/demo-token)
+The HTTP API on 127.0.0.1:$api_port:
   curl -s -H "Authorization: Bearer \$(cat $state/demo-token)" 'http://127.0.0.1:$api_port/api/v1/cases?limit=5'
   curl -s -H "Authorization: Bearer \$(cat $state/demo-token)" 'http://127.0.0.1:$api_port/api/v1/stats?group=street'
   mosquitto_sub -p $mqtt_port -t 'grids/+/cases' -v      # the case notices
