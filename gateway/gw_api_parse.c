@@ -378,13 +378,20 @@ static bool parse_rfc3339(const char *s, int64_t *ret_ns)
     if (t == (time_t)-1 || !gmtime_r(&t, &back) || back.tm_mday != day || back.tm_mon != mon - 1)
         return false;
     t -= (time_t)sign * (oh * 3600 + om * 60);
+    /* Nanoseconds since the epoch end in 2262: a later year (found by
+     * fuzz_api_request) overflowed the product below. */
+    if (t > INT64_MAX / NS_PER_S - 1 || t < INT64_MIN / NS_PER_S + 1)
+        return false;
     *ret_ns = (int64_t)t * NS_PER_S + frac_ns;
     return true;
 }
 
 int gw_api__parse_time(struct api_request *rq, const char *param, const char *text, int64_t *ret_ns)
 {
-    if (strspn(text, "0123456789") == strlen(text) && strlen(text) <= 13) {
+    /* Up to 13 digits, but not past what int64 nanoseconds hold (the year
+     * 2262): 9999999999999 ms overflowed (found by fuzz_api_request). */
+    if (text[0] && strspn(text, "0123456789") == strlen(text) && strlen(text) <= 13 &&
+        strtoll(text, NULL, 10) <= INT64_MAX / NS_PER_MS) {
         *ret_ns = strtoll(text, NULL, 10) * NS_PER_MS;
         return 0;
     }

@@ -158,6 +158,15 @@ static size_t cell_of(double v, double min, double size, size_t n)
     return (size_t)f;
 }
 
+/* Cells along one side, 1 to 1024. Clamped as a double: a box far wider
+ * than high (a grid a hair thin; tests/fuzz/corpus/district_geojson/
+ * regress_thin_grid.geojson) gives a count no size_t holds, and
+ * converting that is undefined. */
+static size_t cells_along(double n)
+{
+    return !(n > 1) ? 1 : n > 1024 ? 1024 : (size_t)ceil(n);
+}
+
 static int index_build(struct grid_index *ix, const struct gw_grid *grids, size_t n_grids)
 {
     double w, h, side;
@@ -176,14 +185,12 @@ static int index_build(struct grid_index *ix, const struct gw_grid *grids, size_
     /* About four cells per grid, shaped like the box. */
     side = 2.0 * sqrt((double)n_grids);
     if (w > 0 && h > 0) {
-        ix->nx = (size_t)ceil(side * sqrt(w / h));
-        ix->ny = (size_t)ceil(side * sqrt(h / w));
+        ix->nx = cells_along(side * sqrt(w / h));
+        ix->ny = cells_along(side * sqrt(h / w));
     } else {
-        ix->nx = w > 0 ? (size_t)ceil(side) : 1;
-        ix->ny = h > 0 ? (size_t)ceil(side) : 1;
+        ix->nx = w > 0 ? cells_along(side) : 1;
+        ix->ny = h > 0 ? cells_along(side) : 1;
     }
-    ix->nx = ix->nx < 1 ? 1 : ix->nx > 1024 ? 1024 : ix->nx;
-    ix->ny = ix->ny < 1 ? 1 : ix->ny > 1024 ? 1024 : ix->ny;
     ix->cell_w = w / (double)ix->nx;
     ix->cell_h = h / (double)ix->ny;
     cells = ix->nx * ix->ny;

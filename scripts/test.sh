@@ -15,10 +15,10 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DGRIDGATE_WERROR=ON -DGRIDGAT
 cmake --build build-asan -j "$jobs" -- --no-print-directory -s
 ctest --test-dir build-asan -L unit -j "$jobs" --output-on-failure
 
-echo "== fuzz build (clang, libFuzzer + ASan + UBSan): 20 s per decoder"
+echo "== fuzz build (clang, libFuzzer + ASan + UBSan): 10 s per target, two at a time"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DGRIDGATE_WERROR=ON -DGRIDGATE_FUZZ=ON >/dev/null
 cmake --build build-fuzz -j "$jobs" -- --no-print-directory -s
-ctest --test-dir build-fuzz -L fuzz --output-on-failure
+ctest --test-dir build-fuzz -L fuzz -j2 --output-on-failure
 
 echo "== release build: the whole suite"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGRIDGATE_WERROR=ON >/dev/null
