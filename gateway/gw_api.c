@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -243,167 +242,12 @@ static void readers_close(struct gw_api *api)
     free(api->reader_busy);
 }
 
-/* ---- routing --------------------------------------------------------- */
-
-struct route {
-    const char *method;
-    const char *pattern; /* segments after /api/v1/; {id}, {op}, {name} are variables */
-    api_handler_fn handler;
-    bool public; /* answered without a token */
-};
-
-static const struct route routes[] = {
-    {"GET", "cases", gw_api__list_cases, false},
-    {"POST", "cases", gw_api__report_case, false},
-    {"GET", "cases/{id}", gw_api__get_case, false},
-    {"POST", "cases/{id}/{op}", gw_api__transition, false},
-    {"GET", "grids", gw_api__list_grids, false},
-    {"GET", "grids/{name}", gw_api__get_grid, false},
-    {"GET", "devices/{name}", gw_api__get_device, false},
-    {"GET", "stats", gw_api__stats, false},
-    {"POST", "rules/reload", gw_api__reload_rules, false},
-    {"GET", "metrics", gw_api__metrics, false},
-    {"GET", "healthz", gw_api__healthz, true},
-    {"GET", "me", gw_api__me, false},
-};
-
-#define MAX_SEGMENTS 4
-
-/* A case id: decimal digits, no sign, no leading zero, > 0, in int64. */
-static bool parse_id(const char *s, int64_t *ret)
-{
-    int64_t v = 0;
-
-    if (s[0] < '1' || s[0] > '9')
-        return false;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || v > (INT64_MAX - (*s - '0')) / 10)
-            return false;
-        v = v * 10 + (*s - '0');
-    }
-    *ret = v;
-    return true;
-}
-
-/* Whether one route's pattern matches the segments, filling path. */
-static bool route_matches(const struct route *route, char **segs, size_t n, struct api_path *path)
-{
-    char pattern[64];
-    char *save = NULL, *p;
-    size_t i = 0;
-
-    snprintf(pattern, sizeof(pattern), "%s", route->pattern);
-    for (p = strtok_r(pattern, "/", &save); p; p = strtok_r(NULL, "/", &save), i++) {
-        if (i >= n)
-            return false;
-        if (strcmp(p, "{id}") == 0) {
-            if (!parse_id(segs[i], &path->id))
-                return false;
-        } else if (strcmp(p, "{op}") == 0) {
-            int op = gw_case_op_parse(segs[i]);
-            if (op < 0)
-                return false;
-            path->op = (enum gw_case_op)op;
-        } else if (strcmp(p, "{name}") == 0) {
-            path->name = segs[i];
-        } else if (strcmp(p, segs[i]) != 0) {
-            return false;
-        }
-    }
-    return i == n;
-}
-
-/* The part of the raw path the routes see, or NULL for a path the API
- * does not serve. %-escapes, empty and dot segments are refused: ids
- * never need them, and refusing them leaves no second spelling of any
- * resource to get past a check. */
-static char *route_path(const char *raw_uri)
-{
-    size_t len = strcspn(raw_uri, "?#");
-    char *path;
-
-    if (len >= 4096 || !gw_api__utf8_valid(raw_uri, len))
-        return NULL;
-    if (len >= 8 && strncmp(raw_uri, "/api/v1/", 8) == 0)
-        path = strndup(raw_uri + 8, len - 8);
-    else if ((len == 8 && strncmp(raw_uri, "/healthz", 8) == 0) ||
-             (len == 8 && strncmp(raw_uri, "/metrics", 8) == 0))
-        path = strndup(raw_uri + 1, len - 1); /* the usual places of probes and scrapers */
-    else
-        return NULL;
-    if (path && (strchr(path, '%') || strchr(path, '\\') || !path[0])) {
-        free(path);
-        return NULL;
-    }
-    return path;
-}
-
-static size_t split_path(char *path, char **segs)
-{
-    size_t n = 0;
-    char *p = path;
-
-    for (;;) {
-        char *slash = strchr(p, '/');
-
-        if (n == MAX_SEGMENTS)
-            return 0;
-        segs[n++] = p;
-        if (!slash)
-            break;
-        *slash = '\0';
-        p = slash + 1;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (!segs[i][0] || strcmp(segs[i], ".") == 0 || strcmp(segs[i], "..") == 0)
-            return 0;
-    return n;
-}
-
-struct route_match {
-    const struct route *route; /* NULL: none for this method */
-    struct api_path path;
-    char allow[32]; /* methods the path takes, when the method is wrong */
-    bool path_known;
-};
-
-static void route_find(char *path, const char *method, struct route_match *m)
-{
-    char *segs[MAX_SEGMENTS];
-    size_t n = split_path(path, segs);
-
-    memset(m, 0, sizeof(*m));
-    for (size_t i = 0; n > 0 && i < ARRAY_SIZE(routes); i++) {
-        struct api_path p = {0};
-
-        if (!route_matches(&routes[i], segs, n, &p))
-            continue;
-        m->path_known = true;
-        if (strcmp(routes[i].method, method) == 0) {
-            m->route = &routes[i];
-            m->path = p;
-            return;
-        }
-        size_t used = strlen(m->allow);
-        snprintf(m->allow + used, sizeof(m->allow) - used, "%s%s", used ? ", " : "",
-                 routes[i].method);
-    }
-}
-
 /* ---- authentication ------------------------------------------------- */
 
-/* The token of "Authorization: Bearer TOKEN", or NULL. */
 static const char *bearer_token(struct MHD_Connection *conn)
 {
-    const char *value =
-        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-
-    if (!value || strncasecmp(value, "Bearer ", 7) != 0)
-        return NULL;
-    value += 7;
-    while (*value == ' ')
-        value++;
-    return *value ? value : NULL;
+    return gw_api__bearer(
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
 }
 
 /* Sets rq->actor, or answers 401 (429 once the address has failed too
@@ -432,14 +276,14 @@ static int authenticate(struct api_request *rq)
 
 static void handle(struct api_request *rq)
 {
-    struct route_match m;
+    struct api_route_match m;
     char *path;
 
     if (gw_api__console(rq)) /* static files, no token */
         return;
-    path = route_path(rq->raw_uri);
+    path = gw_api__route_path(rq->raw_uri);
     if (path)
-        route_find(path, rq->method, &m);
+        gw_api__route_find(path, rq->method, &m);
     if (!path || !m.route || !m.route->public) {
         if (authenticate(rq) < 0)
             goto out;

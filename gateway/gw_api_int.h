@@ -1,7 +1,8 @@
 /* gw_api_int: what the HTTP API's files share and nobody else sees.
  *
  * gw_api.c owns the server, one request's life (body, authentication,
- * routing, the answer and its headers) and the pool of readers;
+ * the answer and its headers) and the pool of readers; gw_api_route.c
+ * finds the handler of a request line;
  * gw_api_parse.c reads what callers send (JSON bodies, query parameters,
  * times, cursors); gw_api_cases.c answers /cases, gw_api_views.c the
  * rest (grids, devices, figures, metrics, rule reloads, health, /me);
@@ -80,6 +81,40 @@ struct api_path {
 };
 
 typedef void (*api_handler_fn)(struct api_request *rq, const struct api_path *path);
+
+/* ---- routing (gw_api_route.c) --------------------------------------- */
+
+struct api_route {
+    const char *method;
+    const char *pattern; /* segments after /api/v1/; {id}, {op}, {name} are variables */
+    api_handler_fn handler;
+    bool public; /* answered without a token */
+};
+
+extern const struct api_route gw_api__routes[];
+extern const size_t gw_api__n_routes;
+
+#define API_MAX_SEGMENTS 4
+
+struct api_route_match {
+    const struct api_route *route; /* NULL: none for this method */
+    struct api_path path;
+    char allow[32]; /* the methods the path takes, when the method is wrong */
+    bool path_known;
+};
+
+/* The part of the raw URI (path and query) the routes see, a malloc'd
+ * copy without the leading "/api/v1/" (or "/" for /healthz and
+ * /metrics); NULL for a path the API does not serve. */
+char *gw_api__route_path(const char *raw_uri);
+
+/* The route of path (from gw_api__route_path, cut into segments in place:
+ * m->path.name points into it) for method. */
+void gw_api__route_find(char *path, const char *method, struct api_route_match *m);
+
+/* The token in an Authorization header's value "Bearer TOKEN" (NULL:
+ * no header), or NULL. */
+const char *gw_api__bearer(const char *authorization);
 
 /* ---- answers (gw_api.c); each returns 0, or -ENOMEM when even the
  * answer could not be made (the connection is then closed). ---------- */

@@ -674,25 +674,6 @@ int gw_cases_apply(struct gw_cases *cases, const struct rule_action *action,
 
 /* ---- what people do ---- */
 
-static const char *const op_names[GW_OP_COUNT] = {
-    [GW_OP_DISPATCH] = "dispatch", [GW_OP_FEEDBACK] = "feedback", [GW_OP_VERIFY] = "verify",
-    [GW_OP_EVALUATE] = "evaluate", [GW_OP_CLOSE] = "close",       [GW_OP_CANCEL] = "cancel",
-    [GW_OP_RETURN] = "return",     [GW_OP_DEFER] = "defer",       [GW_OP_RESUME] = "resume",
-};
-
-const char *gw_case_op_name(enum gw_case_op op)
-{
-    return (int)op >= 0 && op < GW_OP_COUNT ? op_names[op] : NULL;
-}
-
-int gw_case_op_parse(const char *name)
-{
-    for (int i = 0; name && i < GW_OP_COUNT; i++)
-        if (strcmp(name, op_names[i]) == 0)
-            return i;
-    return -EINVAL;
-}
-
 static bool in_scope(const struct gw_actor *actor, const struct store_case *c)
 {
     return gw_access_in_scope(actor, c->grid_id, c->community_id, c->street_id);

@@ -123,24 +123,6 @@ int gw_cases_commit(struct gw_cases *cases);
 void gw_cases_rollback(struct gw_cases *cases);
 
 /* What people do to a case through the API. */
-enum gw_case_op {
-    GW_OP_DISPATCH, /* reported -> dispatched: to a role (and person) of the grid */
-    GW_OP_FEEDBACK, /* dispatched -> handled, with a note */
-    GW_OP_VERIFY,   /* handled -> verified (pass) or -> dispatched (fail: rework) */
-    GW_OP_EVALUATE, /* verified -> evaluated, with a score */
-    GW_OP_CLOSE,    /* evaluated -> closed (archived) */
-    GW_OP_CANCEL,   /* reported -> cancelled: invalid or duplicate, with a note */
-    GW_OP_RETURN,   /* dispatched -> reported: not ours, for redispatch, with a note */
-    GW_OP_DEFER,    /* dispatched or handled -> deferred (缓办), with a note */
-    GW_OP_RESUME,   /* deferred -> dispatched, its clock restarted */
-    GW_OP_COUNT,
-};
-
-/* "dispatch", "feedback", ... as the API's paths spell them. */
-const char *gw_case_op_name(enum gw_case_op op);
-/* The enum value (>= 0) or -EINVAL. */
-int gw_case_op_parse(const char *name);
-
 struct gw_case_request {
     enum gw_case_op op;
     int64_t case_id;

@@ -33,6 +33,12 @@ static const char *const actor_roles[GW_ACTOR_ROLE_COUNT] = {
     "operator", "commander", "staff", "supervisor", "liaison", "readonly",
 };
 
+static const char *const case_ops[GW_OP_COUNT] = {
+    [GW_OP_DISPATCH] = "dispatch", [GW_OP_FEEDBACK] = "feedback", [GW_OP_VERIFY] = "verify",
+    [GW_OP_EVALUATE] = "evaluate", [GW_OP_CLOSE] = "close",       [GW_OP_CANCEL] = "cancel",
+    [GW_OP_RETURN] = "return",     [GW_OP_DEFER] = "defer",       [GW_OP_RESUME] = "resume",
+};
+
 static int lookup(const char *const *names, size_t count, const char *name)
 {
     for (size_t i = 0; i < count; i++)
@@ -60,3 +66,6 @@ int gw_severity_parse(const char *name) { return lookup(severities, COUNT_OF(sev
 int gw_case_state_parse(const char *name) { return lookup(case_states, COUNT_OF(case_states), name); }
 const char *gw_actor_role_name(enum gw_actor_role r) { return name_of(actor_roles, COUNT_OF(actor_roles), (int)r); }
 int gw_actor_role_parse(const char *name) { return lookup(actor_roles, COUNT_OF(actor_roles), name); }
+/* NULL, not "unknown", out of range: an op's name is spelled into paths. */
+const char *gw_case_op_name(enum gw_case_op o) { return (int)o >= 0 && o < GW_OP_COUNT ? case_ops[o] : NULL; }
+int gw_case_op_parse(const char *name) { return lookup(case_ops, COUNT_OF(case_ops), name); }

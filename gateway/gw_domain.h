@@ -54,6 +54,21 @@ enum gw_case_state {
     GW_CASE_STATE_COUNT,
 };
 
+/* What people do to a case (gw_cases decides who may, and when). */
+enum gw_case_op {
+    GW_OP_DISPATCH, /* reported -> dispatched: to a role (and person) of the grid */
+    GW_OP_FEEDBACK, /* dispatched -> handled, with a note */
+    GW_OP_VERIFY,   /* handled -> verified (pass) or -> dispatched (fail: rework) */
+    GW_OP_EVALUATE, /* verified -> evaluated, with a score */
+    GW_OP_CLOSE,    /* evaluated -> closed (archived) */
+    GW_OP_CANCEL,   /* reported -> cancelled: invalid or duplicate, with a note */
+    GW_OP_RETURN,   /* dispatched -> reported: not ours, for redispatch, with a note */
+    GW_OP_DEFER,    /* dispatched or handled -> deferred (缓办), with a note */
+    GW_OP_RESUME,   /* deferred -> dispatched, its clock restarted */
+    GW_OP_COUNT,
+};
+
+
 /* Who calls the HTTP API (a token's role). What each may do to a case is
  * the case loop's decision (gw_cases). */
 enum gw_actor_role {
@@ -75,6 +90,8 @@ const char *gw_role_label_zh(enum gw_role role);
 const char *gw_severity_name(enum gw_severity severity);
 const char *gw_case_state_name(enum gw_case_state state);
 const char *gw_actor_role_name(enum gw_actor_role role);
+/* "dispatch", "feedback", ... as the API's paths spell them. */
+const char *gw_case_op_name(enum gw_case_op op);
 
 /* Each returns the enum value (>= 0) or -EINVAL for an unknown name. */
 int gw_grid_type_parse(const char *name);
@@ -83,5 +100,6 @@ int gw_role_parse(const char *name);
 int gw_severity_parse(const char *name);
 int gw_case_state_parse(const char *name);
 int gw_actor_role_parse(const char *name);
+int gw_case_op_parse(const char *name);
 
 #endif
