@@ -3,9 +3,10 @@
  *
  * A rule file is a Lua chunk that calls rule{...}; rule__define() checks
  * the definition completely (unknown keys are errors, with file:line) and
- * keeps the handlers and the per-device maps (state, windows, held) in the
- * Lua registry. A file's rules are committed only when the whole file ran;
- * each rule remembers the SHA-256 of its file's content.
+ * keeps the handlers and the per-device state map in the Lua registry
+ * (windows and held timers are in C: rule_window.c). A file's rules are
+ * committed only when the whole file ran; each rule remembers the SHA-256
+ * of its file's content.
  *
  * On a reading or event, the match={} filters run in C; only when a rule
  * matches is `r` (or `e`, `d`) built (once per input) and the rule called,
@@ -100,7 +101,7 @@ void rule_engine_free(struct rule_engine *engine)
 
 size_t rule_engine_memory(const struct rule_engine *engine)
 {
-    return engine->mem_used;
+    return engine->mem_used + engine->dev_bytes;
 }
 
 size_t rule_engine_rule_count(const struct rule_engine *engine)
@@ -426,10 +427,6 @@ int rule__define(lua_State *L)
     lua_rawseti(L, -2, RULE_SLOT_ON_EVENT);
     lua_pushvalue(L, ON_SILENCE_IDX);
     lua_rawseti(L, -2, RULE_SLOT_ON_SILENCE);
-    lua_newtable(L);
-    lua_rawseti(L, -2, RULE_SLOT_WINDOWS);
-    lua_newtable(L);
-    lua_rawseti(L, -2, RULE_SLOT_HELD);
     ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     /* C side: nothing below raises until the final error. */
@@ -446,6 +443,9 @@ int rule__define(lua_State *L)
         struct rule_match *m = &r->match;
         r->ref = ref;
         r->idx = e->n_rules;
+        if (++e->next_skey == 0) /* 0 is "none" (rule_state.c's hand-over) */
+            e->next_skey = 1;
+        r->skey = e->next_skey;
         r->shadow = shadow;
         r->on_reading = !lua_isnil(L, ON_READING_IDX);
         r->on_event = !lua_isnil(L, ON_EVENT_IDX);
@@ -1062,6 +1062,7 @@ static int run(struct rule_engine *e, struct run_ctx *ctx, int64_t ts_ns,
 
     e->reading = ctx->reading;
     e->device_id = ctx->device_id;
+    e->cdev_cache = NULL;
     e->ts_ns = ts_ns;
     e->actions = actions;
     lua_pushcfunction(L, run_rules);
@@ -1086,6 +1087,7 @@ static int run(struct rule_engine *e, struct run_ctx *ctx, int64_t ts_ns,
     }
     e->reading = NULL;
     e->device_id = NULL;
+    e->cdev_cache = NULL; /* keyed by the run's device_id pointer */
     e->actions = NULL;
     return ctx->failed;
 }

@@ -126,8 +126,10 @@ int rule_engine_on_reading(struct rule_engine *engine, const struct gw_reading *
                            struct rule_actions *actions);
 
 void rule_engine_stats(const struct rule_engine *engine, struct rule_stats *ret_stats);
-/* Bytes the engine's Lua state holds now (rules, per-device state and
- * garbage not yet collected), what rules.memory_kb caps. */
+/* Bytes the engine holds now for rules: its Lua state (rules, per-device
+ * state and garbage not yet collected) and the windows and held timers,
+ * which rules.memory_kb caps together, plus the per-device records
+ * (one per device at most, not capped). */
 size_t rule_engine_memory(const struct rule_engine *engine);
 
 /* Device events and status changes (channel EVENT or STATUS): runs the

@@ -3,7 +3,9 @@
  * Owns the layout of struct rule_engine and struct rule and the limits the
  * sandbox enforces. rule_engine.c loads rule files and runs rules,
  * rule_sandbox.c builds the Lua state and enforces the limits, rule_api.c
- * is what a rule can call (open_case, emit, log...) and the `r` it gets.
+ * is what a rule can call (open_case, emit, log...) and the `r` it gets,
+ * rule_window.c keeps windows and held timers, rule_state.c the
+ * per-device records and what a reload carries over.
  * Nothing here is part of the engine's contract: see rule_engine.h.
  */
 #ifndef RULE_INT_H
@@ -75,14 +77,13 @@ struct rule_match {
 };
 
 /* Slots of a rule's table in the Lua registry (struct rule.ref). The
- * per-device maps are keyed by device id. */
+ * per-device map is keyed by device id. Windows and held timers are not
+ * in Lua: see struct rule_cslot. */
 enum rule_slot {
     RULE_SLOT_ON_READING = 1, /* function or nil */
     RULE_SLOT_STATES,         /* device -> state table */
     RULE_SLOT_ON_EVENT,
     RULE_SLOT_ON_SILENCE,
-    RULE_SLOT_WINDOWS, /* device -> { name -> window userdata } */
-    RULE_SLOT_HELD,    /* device -> { name -> ns since the condition is true } */
     RULE_SLOT_SCRATCH, /* an empty table, the next new device's state */
     RULE_SLOT_COUNT = RULE_SLOT_SCRATCH,
 };
@@ -101,6 +102,10 @@ struct rule {
     struct rule_match match;
     int ref;    /* registry: its table, slots enum rule_slot */
     size_t idx; /* position in engine->rules, and in each device's pairs */
+    /* Names its windows and held timers in struct rule_cslot: unique in
+     * the engine, passed on to the rule of the same name by a reload. */
+    uint32_t skey;
+    size_t n_cslots; /* its windows and held timers, all devices */
     bool shadow;
     bool on_reading, on_event, on_silence; /* which handlers it has */
     double silence_s;                      /* fixed silence in seconds, or 0 */
@@ -132,12 +137,47 @@ struct rule_pair {
     int64_t fired_last_seen; /* the episode: last_seen_ns it fired for */
 };
 
+/* One window or held timer of a (rule, device): rule_window.c. */
+#define RULE_CSLOT_HELD 0x80000000u /* in name: a held timer, not a window */
+struct rule_cslot {
+    uint32_t skey; /* the rule's (struct rule.skey) */
+    uint32_t name; /* interned name id (rule_window.c), | RULE_CSLOT_HELD */
+    int64_t value; /* held: handler time since the condition is true; window: its id */
+};
+
+/* A device's record: kept while any of it is set (rule_state.c). */
 struct rule_dev {
     struct rule_dev *next; /* hash chain */
     uint64_t hash;
-    struct rule_pair *pairs; /* by rule idx */
-    size_t n_pairs;
+    struct rule_pair *pairs; /* by rule idx, or NULL */
+    struct rule_cslot *cslots; /* its windows and held timers, or NULL */
+    uint32_t n_pairs;
+    uint32_t n_cslots, cap_cslots;
     char id[];
+};
+
+/* A chained hash table of device records by id (rule_state.c). */
+struct rule_devtab {
+    struct rule_dev **slots;
+    size_t n_slots; /* a power of two, or 0 */
+    size_t n;
+};
+
+/* A window (rule_window.c): a ring of (time, value) points. */
+struct rule_win_point {
+    int64_t t_ns;
+    double v;
+};
+struct rule_win {
+    int64_t span_ns;
+    uint32_t head; /* oldest point */
+    uint32_t n;
+    uint32_t cap; /* a power of two; 1: the point is inline */
+    uint32_t gen; /* with its id, what the rule's handle holds */
+    union {
+        struct rule_win_point one; /* cap 1: most windows hold one point */
+        struct rule_win_point *pts; /* cap > 1: malloc'd */
+    } u;
 };
 
 /* A rule file's bytes as loaded, kept so that other engines (the other
@@ -177,10 +217,20 @@ struct rule_engine {
     struct rule_actions *actions;
     size_t call_first_action; /* actions->n when the call began */
 
-    /* Per-device memory of failures, quarantines and silence episodes. */
-    struct rule_dev **devs;
-    size_t n_dev_slots; /* a power of two, or 0 */
-    size_t n_devs;
+    /* Per-device records: failures, quarantines and silence episodes
+     * (few devices, walked at a reload); windows and held timers (every
+     * device a rule keeps one for; a reload does not walk them). */
+    struct rule_devtab pdevs, cdevs;
+    struct rule_dev *cdev_cache; /* the cdevs record of cdev_cache_id, NULL or current */
+    const char *cdev_cache_id;   /* a run's device_id (its pointer) */
+    size_t dev_bytes; /* the records and the hash table (not capped: one per device) */
+    /* Windows by id (rule_window.c); a freed id goes on the free list. */
+    struct rule_win **wins;
+    uint32_t n_wins, cap_wins;
+    uint32_t *free_wins;
+    uint32_t n_free_wins, cap_free_wins;
+    uint32_t win_gen;
+    uint32_t next_skey;
     size_t n_fired;         /* pairs with fired set */
     size_t n_quarantines;   /* device and whole-rule quarantines in force */
     int64_t next_expiry_ns; /* the earliest of their ends */
@@ -248,16 +298,34 @@ static inline int64_t rule__floor_ms(int64_t ns)
     return ns >= 0 ? ns / 1000000 : -((-(ns + 1)) / 1000000) - 1;
 }
 
+/* rule_sandbox.c: C memory held for rules (windows, held timers) counts
+ * against the same cap as the Lua heap. charge: false (and the call in
+ * progress trips) when n more bytes would pass the cap. */
+bool rule__mem_charge(struct rule_engine *e, size_t n);
+void rule__mem_release(struct rule_engine *e, size_t n);
+
 /* rule_helpers.c */
-/* Adds window, held and duration to the table on top. */
+/* Adds duration to the table on top. */
 void rule__helpers_register(lua_State *L);
+
+/* rule_window.c: window() and held(), kept in C per (rule, device, name)
+ * in the device's record. */
+/* Adds window and held to the table on top (and the windows' metatable). */
+void rule__window_register(lua_State *L);
+/* Frees every window and held timer whose rule is gone (a reload that
+ * dropped or renamed rules). */
+void rule__cstate_sweep(struct rule_engine *e);
+/* The device's windows and held timers, freed (record kept). */
+void rule__cstate_free_dev(struct rule_engine *e, struct rule_dev *d);
+/* Frees the window table (after every device's cstate). */
+void rule__cstate_free(struct rule_engine *e);
+/* rule_engine_adopt_state's part: copies the windows and held timers of
+ * old's rules to fresh's rules of the same names. 0 or -ENOMEM. */
+int rule__cstate_adopt(struct rule_engine *fresh, struct rule_engine *old);
 /* Reads a duration at idx: a string for gw_duration_parse ("90s", "15m",
  * "2h", "1d", "500ms") or a number of seconds; 0 is one. Returns 0 and
  * sets *ret_seconds, or a negative errno. */
 int rule__duration_at(lua_State *L, int idx, double *ret_seconds);
-/* When the value at idx of `from` is a window, pushes a copy of it on
- * `to` (may raise in `to`) and returns true; raises nothing in `from`. */
-bool rule__window_copy(lua_State *to, lua_State *from, int idx);
 
 /* rule_engine.c */
 /* rule{...}: defines a rule while a file loads. A lua_CFunction. */
@@ -284,5 +352,11 @@ bool rule__silence_fired(struct rule_engine *e, const struct rule *rule, const c
                          int64_t last_seen_ns);
 void rule__set_fired(struct rule_engine *e, const struct rule *rule, const char *device_id,
                      int64_t last_seen_ns);
+/* The device's record of windows and held timers (e->cdevs); created
+ * when create is set (NULL when out of memory), else NULL when it has
+ * none. */
+struct rule_dev *rule__cdev_get(struct rule_engine *e, const char *device_id, bool create);
+/* Drops that record when it has no window or held timer any more. */
+void rule__cdev_tidy(struct rule_engine *e, const char *device_id);
 
 #endif

@@ -77,6 +77,21 @@ static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p ? p : ptr;
 }
 
+bool rule__mem_charge(struct rule_engine *e, size_t n)
+{
+    if (e->mem_used > e->limits.memory_bytes || n > e->limits.memory_bytes - e->mem_used) {
+        trip_now(e, RULE_TRIP_MEMORY);
+        return false;
+    }
+    e->mem_used += n;
+    return true;
+}
+
+void rule__mem_release(struct rule_engine *e, size_t n)
+{
+    e->mem_used -= n;
+}
+
 static int panic(lua_State *L)
 {
     const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
@@ -667,6 +682,7 @@ static int sandbox_setup(lua_State *L)
     lua_pushvalue(L, G);
     rule__api_register(L);
     rule__helpers_register(L);
+    rule__window_register(L);
     lua_pop(L, 1);
 
     /* Strings share one metatable, whose __index is the string table

@@ -17,7 +17,8 @@
  * last_seen in the pipeline's rule_silence.
  *
  * The records live in a chained hash table by device id, one record per
- * device with anything to remember, dropped as soon as it has nothing.
+ * device with anything to remember (these, or the windows and held timers
+ * of rule_window.c), dropped as soon as it has nothing.
  */
 #include <errno.h>
 #include <lauxlib.h>
@@ -54,67 +55,108 @@ static uint64_t hash_id(const char *s)
     return h;
 }
 
-static struct rule_dev *dev_find(const struct rule_engine *e, const char *id)
+static struct rule_dev *dev_find(const struct rule_devtab *t, const char *id)
 {
     uint64_t h;
 
-    if (!e->n_devs)
+    if (!t->n)
         return NULL;
     h = hash_id(id);
-    for (struct rule_dev *d = e->devs[h & (e->n_dev_slots - 1)]; d; d = d->next)
+    for (struct rule_dev *d = t->slots[h & (t->n_slots - 1)]; d; d = d->next)
         if (d->hash == h && strcmp(d->id, id) == 0)
             return d;
     return NULL;
 }
 
-static int grow_slots(struct rule_engine *e)
+static int grow_slots(struct rule_engine *e, struct rule_devtab *t)
 {
-    size_t n = e->n_dev_slots ? e->n_dev_slots * 2 : 64;
+    size_t n = t->n_slots ? t->n_slots * 2 : 64;
     struct rule_dev **slots = calloc(n, sizeof(*slots));
 
     if (!slots)
         return -ENOMEM;
-    for (size_t i = 0; i < e->n_dev_slots; i++) {
-        struct rule_dev *d = e->devs[i], *next;
+    for (size_t i = 0; i < t->n_slots; i++) {
+        struct rule_dev *d = t->slots[i], *next;
         for (; d; d = next) {
             next = d->next;
             d->next = slots[d->hash & (n - 1)];
             slots[d->hash & (n - 1)] = d;
         }
     }
-    free(e->devs);
-    e->devs = slots;
-    e->n_dev_slots = n;
+    free(t->slots);
+    e->dev_bytes += (n - t->n_slots) * sizeof(*slots);
+    t->slots = slots;
+    t->n_slots = n;
     return 0;
+}
+
+static struct rule_dev *dev_get(struct rule_engine *e, struct rule_devtab *t, const char *id,
+                                bool create)
+{
+    struct rule_dev *d = dev_find(t, id);
+    size_t len;
+
+    if (d || !create)
+        return d;
+    len = strlen(id);
+    if (t->n >= t->n_slots && grow_slots(e, t) < 0)
+        return NULL;
+    d = calloc(1, sizeof(*d) + len + 1);
+    if (!d)
+        return NULL;
+    memcpy(d->id, id, len + 1);
+    d->hash = hash_id(id);
+    d->next = t->slots[d->hash & (t->n_slots - 1)];
+    t->slots[d->hash & (t->n_slots - 1)] = d;
+    t->n++;
+    e->dev_bytes += sizeof(*d) + len + 1;
+    return d;
+}
+
+/* The rules of one run call window() and held() for one device over
+ * and over: the record found last is kept for that run's device_id
+ * pointer (valid for the run; dev_free forgets it). */
+struct rule_dev *rule__cdev_get(struct rule_engine *e, const char *device_id, bool create)
+{
+    struct rule_dev *d;
+
+    if (e->cdev_cache && e->cdev_cache_id == device_id)
+        return e->cdev_cache;
+    d = dev_get(e, &e->cdevs, device_id, create);
+    if (d) {
+        e->cdev_cache = d;
+        e->cdev_cache_id = device_id;
+    }
+    return d;
+}
+
+static void dev_free(struct rule_engine *e, struct rule_dev *d)
+{
+    if (d == e->cdev_cache)
+        e->cdev_cache = NULL;
+    rule__cstate_free_dev(e, d);
+    free(d->pairs);
+    e->dev_bytes -= sizeof(*d) + strlen(d->id) + 1 + d->n_pairs * sizeof(*d->pairs);
+    free(d);
 }
 
 /* The record of (rule, device), created if need be; NULL when out of
  * memory (the caller then cannot remember: logged, not fatal). */
 static struct rule_pair *pair_get(struct rule_engine *e, const struct rule *rule, const char *id)
 {
-    struct rule_dev *d = dev_find(e, id);
+    struct rule_dev *d = dev_get(e, &e->pdevs, id, true);
 
-    if (!d) {
-        size_t len = strlen(id);
-        if (e->n_devs >= e->n_dev_slots && grow_slots(e) < 0)
-            return NULL;
-        d = calloc(1, sizeof(*d) + len + 1);
-        if (!d)
-            return NULL;
-        memcpy(d->id, id, len + 1);
-        d->hash = hash_id(id);
-        d->next = e->devs[d->hash & (e->n_dev_slots - 1)];
-        e->devs[d->hash & (e->n_dev_slots - 1)] = d;
-        e->n_devs++;
-    }
+    if (!d)
+        return NULL;
     if (rule->idx >= d->n_pairs) {
         size_t n = e->n_rules > rule->idx ? e->n_rules : rule->idx + 1;
         struct rule_pair *pairs = realloc(d->pairs, n * sizeof(*pairs));
         if (!pairs)
             return NULL;
         memset(pairs + d->n_pairs, 0, (n - d->n_pairs) * sizeof(*pairs));
+        e->dev_bytes += (n - d->n_pairs) * sizeof(*pairs);
         d->pairs = pairs;
-        d->n_pairs = n;
+        d->n_pairs = (uint32_t)n;
     }
     return &d->pairs[rule->idx];
 }
@@ -122,7 +164,7 @@ static struct rule_pair *pair_get(struct rule_engine *e, const struct rule *rule
 static struct rule_pair *pair_find(const struct rule_engine *e, const struct rule *rule,
                                    const char *id)
 {
-    struct rule_dev *d = dev_find(e, id);
+    struct rule_dev *d = dev_find(&e->pdevs, id);
 
     return d && rule->idx < d->n_pairs ? &d->pairs[rule->idx] : NULL;
 }
@@ -132,42 +174,59 @@ static bool pair_failing(const struct rule_pair *p)
     return p->failures || p->level || p->quarantined;
 }
 
-/* Drops the device's record when none of its pairs holds anything. */
-static void dev_tidy(struct rule_engine *e, const char *id)
+static bool dev_empty(const struct rule_dev *d)
+{
+    if (d->n_cslots)
+        return false;
+    for (size_t i = 0; i < d->n_pairs; i++)
+        if (pair_failing(&d->pairs[i]) || d->pairs[i].fired)
+            return false;
+    return true;
+}
+
+/* Drops the device's record from t when nothing of it is set. */
+static void dev_tidy(struct rule_engine *e, struct rule_devtab *t, const char *id)
 {
     struct rule_dev **link, *d;
     uint64_t h;
 
-    if (!e->n_devs)
+    if (!t->n)
         return;
     h = hash_id(id);
-    for (link = &e->devs[h & (e->n_dev_slots - 1)]; (d = *link); link = &d->next)
+    for (link = &t->slots[h & (t->n_slots - 1)]; (d = *link); link = &d->next)
         if (d->hash == h && strcmp(d->id, id) == 0)
             break;
-    if (!d)
+    if (!d || !dev_empty(d))
         return;
-    for (size_t i = 0; i < d->n_pairs; i++)
-        if (pair_failing(&d->pairs[i]) || d->pairs[i].fired)
-            return;
     *link = d->next;
-    free(d->pairs);
-    free(d);
-    e->n_devs--;
+    dev_free(e, d);
+    t->n--;
+}
+
+void rule__cdev_tidy(struct rule_engine *e, const char *device_id)
+{
+    dev_tidy(e, &e->cdevs, device_id);
+}
+
+static void table_free(struct rule_engine *e, struct rule_devtab *t)
+{
+    for (size_t i = 0; i < t->n_slots; i++) {
+        struct rule_dev *d = t->slots[i], *next;
+        for (; d; d = next) {
+            next = d->next;
+            dev_free(e, d);
+        }
+    }
+    free(t->slots);
+    *t = (struct rule_devtab){ 0 };
 }
 
 void rule__state_free(struct rule_engine *e)
 {
-    for (size_t i = 0; i < e->n_dev_slots; i++) {
-        struct rule_dev *d = e->devs[i], *next;
-        for (; d; d = next) {
-            next = d->next;
-            free(d->pairs);
-            free(d);
-        }
-    }
-    free(e->devs);
-    e->devs = NULL;
-    e->n_dev_slots = e->n_devs = 0;
+    table_free(e, &e->pdevs);
+    table_free(e, &e->cdevs);
+    rule__cstate_free(e);
+    e->dev_bytes = 0;
 }
 
 /* ---- quarantine --------------------------------------------------------- */
@@ -202,8 +261,8 @@ static void quarantine_rule(struct rule_engine *e, struct rule *rule, int64_t no
     int64_t length = backoff_ns(e, rule->level);
 
     rule->n_failing = 0;
-    for (size_t i = 0; i < e->n_dev_slots; i++)
-        for (struct rule_dev *d = e->devs[i]; d; d = d->next) {
+    for (size_t i = 0; i < e->pdevs.n_slots; i++)
+        for (struct rule_dev *d = e->pdevs.slots[i]; d; d = d->next) {
             struct rule_pair *p;
             if (rule->idx >= d->n_pairs)
                 continue;
@@ -281,8 +340,8 @@ void rule__isolation_tick(struct rule_engine *e)
         gw_info(r->module, "%s: quarantine as a whole ended after %lld s; trying again", r->where,
                 secs(now - r->since_ns));
     }
-    for (size_t i = 0; i < e->n_dev_slots; i++)
-        for (struct rule_dev *d = e->devs[i]; d; d = d->next)
+    for (size_t i = 0; i < e->pdevs.n_slots; i++)
+        for (struct rule_dev *d = e->pdevs.slots[i]; d; d = d->next)
             for (size_t j = 0; j < d->n_pairs && j < e->n_committed; j++) {
                 struct rule_pair *p = &d->pairs[j];
                 struct rule *r = e->rules[j];
@@ -336,7 +395,7 @@ void rule__record(struct rule_engine *e, struct rule *rule, const char *device_i
             p->failures = 0;
             p->level = 0;
             rule->n_failing--;
-            dev_tidy(e, device_id);
+            dev_tidy(e, &e->pdevs, device_id);
         }
         return;
     }
@@ -361,7 +420,7 @@ void rule__episode_end(struct rule_engine *e, const char *device_id)
     struct rule_dev *d;
     bool any = false;
 
-    if (!e->n_fired || !(d = dev_find(e, device_id)))
+    if (!e->n_fired || !(d = dev_find(&e->pdevs, device_id)))
         return;
     for (size_t i = 0; i < d->n_pairs; i++)
         if (d->pairs[i].fired) {
@@ -370,7 +429,7 @@ void rule__episode_end(struct rule_engine *e, const char *device_id)
             any = true;
         }
     if (any)
-        dev_tidy(e, device_id);
+        dev_tidy(e, &e->pdevs, device_id);
 }
 
 bool rule__silence_fired(struct rule_engine *e, const struct rule *rule, const char *device_id,
@@ -422,8 +481,8 @@ size_t rule_engine_rules(const struct rule_engine *engine, struct rule_info *ret
         };
     }
     if (engine->n_quarantines)
-        for (size_t i = 0; i < engine->n_dev_slots; i++)
-            for (const struct rule_dev *d = engine->devs[i]; d; d = d->next)
+        for (size_t i = 0; i < engine->pdevs.n_slots; i++)
+            for (const struct rule_dev *d = engine->pdevs.slots[i]; d; d = d->next)
                 for (size_t j = 0; j < d->n_pairs && j < n; j++)
                     if (d->pairs[j].quarantined && now < d->pairs[j].until_ns)
                         ret[j].quarantined_devices++;
@@ -439,7 +498,7 @@ struct copy_ctx {
     size_t dropped;
 };
 
-static bool copy_value(struct copy_ctx *c, int depth, bool windows);
+static bool copy_value(struct copy_ctx *c, int depth);
 
 /* Copies the key at -2 of `from` onto `to`: strings, numbers, booleans. */
 static bool copy_key(struct copy_ctx *c)
@@ -469,7 +528,7 @@ static bool copy_key(struct copy_ctx *c)
 
 /* The table at the top of `from`, copied onto `to`; a table met before
  * (shared, or a cycle) is the same copy again. */
-static void copy_table(struct copy_ctx *c, int depth, bool windows)
+static void copy_table(struct copy_ctx *c, int depth)
 {
     lua_State *from = c->from, *to = c->to;
     const void *addr = lua_topointer(from, -1);
@@ -486,7 +545,7 @@ static void copy_table(struct copy_ctx *c, int depth, bool windows)
     lua_pushnil(from);
     while (lua_next(from, -2)) {
         if (copy_key(c)) {
-            if (copy_value(c, depth + 1, windows))
+            if (copy_value(c, depth + 1))
                 lua_rawset(to, -3);
             else
                 lua_pop(to, 1);
@@ -499,7 +558,7 @@ static void copy_table(struct copy_ctx *c, int depth, bool windows)
 
 /* Pushes onto `to` a copy of the value at the top of `from` and returns
  * true, or returns false (pushing nothing) for what is not plain data. */
-static bool copy_value(struct copy_ctx *c, int depth, bool windows)
+static bool copy_value(struct copy_ctx *c, int depth)
 {
     lua_State *from = c->from, *to = c->to;
     size_t len;
@@ -525,14 +584,9 @@ static bool copy_value(struct copy_ctx *c, int depth, bool windows)
             c->dropped++;
             return false;
         }
-        copy_table(c, depth, windows);
+        copy_table(c, depth);
         return true;
-    case LUA_TUSERDATA:
-        if (windows && rule__window_copy(to, from, -1))
-            return true;
-        c->dropped++;
-        return false;
-    default: /* functions, threads, light userdata */
+    default: /* functions, threads, userdata (a window's handle too) */
         c->dropped++;
         return false;
     }
@@ -550,7 +604,7 @@ static const struct rule *old_rule(const struct rule_engine *old, const char *na
  * the device maps of the slots below. Each map's keys are device ids. */
 static int adopt_lua(lua_State *L)
 {
-    static const int slots[] = { RULE_SLOT_STATES, RULE_SLOT_WINDOWS, RULE_SLOT_HELD };
+    static const int slots[] = { RULE_SLOT_STATES };
     struct copy_ctx *c = lua_touserdata(L, 1);
     lua_State *from = c->from;
 
@@ -578,7 +632,7 @@ static int adopt_lua(lua_State *L)
                     size_t len;
                     const char *id = lua_tolstring(from, -2, &len);
                     lua_pushlstring(L, id, len);
-                    copy_table(c, 0, slots[k] == RULE_SLOT_WINDOWS);
+                    copy_table(c, 0);
                     lua_rawset(L, -3);
                 }
                 lua_pop(from, 1);
@@ -593,8 +647,8 @@ static int adopt_lua(lua_State *L)
 /* Silence episodes, C side: by rule name. */
 static int adopt_episodes(struct rule_engine *fresh, const struct rule_engine *old)
 {
-    for (size_t i = 0; i < old->n_dev_slots; i++)
-        for (const struct rule_dev *d = old->devs[i]; d; d = d->next)
+    for (size_t i = 0; i < old->pdevs.n_slots; i++)
+        for (const struct rule_dev *d = old->pdevs.slots[i]; d; d = d->next)
             for (size_t j = 0; j < d->n_pairs && j < old->n_committed; j++) {
                 const struct rule *fr = NULL;
                 if (!d->pairs[j].fired)
@@ -654,12 +708,12 @@ int rule_engine_adopt_state(struct rule_engine *fresh, struct rule_engine *old)
     /* The copies' bookkeeping table is garbage now; so may be much of what
      * the state held before. */
     lua_gc(fresh->L, LUA_GCCOLLECT);
-    if (adopt_episodes(fresh, old) < 0)
+    if (adopt_episodes(fresh, old) < 0 || rule__cstate_adopt(fresh, old) < 0)
         return -ENOMEM;
     if (c.dropped)
         gw_info("rules",
                 "reload: %zu value(s) of rule state not carried over (functions, userdata, "
-                "or tables nested deeper than %d)",
+                "windows, or tables nested deeper than %d)",
                 c.dropped, RULE_ADOPT_DEPTH);
     log_reload_ends(old, old->n_committed);
     return 0;
@@ -678,7 +732,7 @@ struct hand_over {
  * leaves the running rules as they were. */
 static int link_maps(lua_State *L)
 {
-    static const int slots[] = { RULE_SLOT_STATES, RULE_SLOT_WINDOWS, RULE_SLOT_HELD };
+    static const int slots[] = { RULE_SLOT_STATES };
     struct hand_over *h = lua_touserdata(L, 1);
 
     for (size_t j = h->old_n; j < h->e->n_rules; j++) {
@@ -697,16 +751,19 @@ static int link_maps(lua_State *L)
 }
 
 /* The silence episodes of the old rules, as pairs of the new ones: every
- * array allocated first, so a failure changes nothing. */
+ * array allocated first, so a failure changes nothing. Devices without
+ * pairs (only windows or held timers) keep none. */
 static int remap_pairs(struct rule_engine *e, const struct hand_over *h, struct rule_pair ***ret)
 {
     size_t n_new = e->n_rules - h->old_n, k = 0;
-    struct rule_pair **arrays = calloc(e->n_devs ? e->n_devs : 1, sizeof(*arrays));
+    struct rule_pair **arrays = calloc(e->pdevs.n ? e->pdevs.n : 1, sizeof(*arrays));
 
     if (!arrays)
         return -ENOMEM;
-    for (size_t i = 0; i < e->n_dev_slots; i++)
-        for (const struct rule_dev *d = e->devs[i]; d; d = d->next, k++) {
+    for (size_t i = 0; i < e->pdevs.n_slots; i++)
+        for (const struct rule_dev *d = e->pdevs.slots[i]; d; d = d->next, k++) {
+            if (!d->pairs)
+                continue;
             arrays[k] = calloc(n_new ? n_new : 1, sizeof(**arrays));
             if (!arrays[k]) {
                 while (k > 0)
@@ -743,6 +800,7 @@ int rule__hand_over(struct rule_engine *e, size_t old_n)
     struct hand_over h = { .e = e, .old_n = old_n };
     struct rule_pair **arrays = NULL;
     size_t n_new = e->n_rules - old_n, k = 0;
+    bool sweep = false;
     int status, r;
 
     h.from = calloc(n_new ? n_new : 1, sizeof(*h.from));
@@ -771,23 +829,47 @@ int rule__hand_over(struct rule_engine *e, size_t old_n)
      * the reload; episodes move to the new rules. */
     log_reload_ends(e, old_n);
     e->n_fired = 0;
-    for (size_t i = 0; i < e->n_dev_slots; i++)
-        for (struct rule_dev *d = e->devs[i]; d; d = d->next, k++) {
+    for (size_t i = 0; i < e->pdevs.n_slots; i++)
+        for (struct rule_dev *d = e->pdevs.slots[i]; d; d = d->next, k++) {
+            if (!d->pairs && !arrays[k])
+                continue;
             free(d->pairs);
+            e->dev_bytes -= d->n_pairs * sizeof(*d->pairs);
             d->pairs = arrays[k];
-            d->n_pairs = n_new;
-            for (size_t j = 0; j < n_new; j++)
+            d->n_pairs = d->pairs ? (uint32_t)n_new : 0;
+            e->dev_bytes += d->n_pairs * sizeof(*d->pairs);
+            for (size_t j = 0; j < d->n_pairs; j++)
                 e->n_fired += d->pairs[j].fired;
         }
     free(arrays);
     e->n_quarantines = 0;
     e->next_expiry_ns = 0;
+    /* Windows and held timers go with the rule's key: nothing moves. Those
+     * of rules that are gone are freed. */
+    for (size_t j = old_n; j < e->n_rules; j++) {
+        struct rule *nr = e->rules[j];
+        for (size_t i = 0; i < old_n; i++) {
+            struct rule *was = e->rules[i];
+            if (was->skey && strcmp(was->name, nr->name) == 0) {
+                nr->skey = was->skey;
+                nr->n_cslots = was->n_cslots;
+                was->skey = 0;
+                was->n_cslots = 0;
+                break;
+            }
+        }
+    }
+    for (size_t i = 0; i < old_n; i++)
+        if (e->rules[i]->n_cslots)
+            sweep = true;
     drop_old_rules(e, old_n);
-    for (size_t i = 0; i < e->n_dev_slots; i++) {
-        struct rule_dev *d = e->devs[i], *next;
+    if (sweep)
+        rule__cstate_sweep(e);
+    for (size_t i = 0; i < e->pdevs.n_slots; i++) {
+        struct rule_dev *d = e->pdevs.slots[i], *next;
         for (; d; d = next) {
             next = d->next;
-            dev_tidy(e, d->id);
+            dev_tidy(e, &e->pdevs, d->id);
         }
     }
     return 0;

@@ -1812,6 +1812,123 @@ static void test_reload_in_place(void **state)
     rule_engine_free(e);
 }
 
+/* Windows and held timers are kept in C (rule_window.c): only for the
+ * devices a rule keeps one for, counted against the memory cap like the
+ * Lua heap, and a handle whose window is gone is refused. */
+static void test_window_storage(void **state)
+{
+    struct rule_limits limits = test_limits;
+    struct rule_engine *e, *model;
+    struct gw_device devs[100];
+    char id[32], *error = NULL;
+    size_t m0, m1, m2;
+
+    (void)state;
+    /* Lazy: 100 devices whose readings never reach window() cost (next
+     * to) nothing; a window for each costs at least its window. */
+    e = engine_with("rule{ name = 'lazy', match = { field = 'v' }, on_reading = function(r)\n"
+                    "  if r.v > 0 then window('w', 60):push(r.v) end\n"
+                    "end }\n");
+    for (int i = 0; i < 100; i++) {
+        snprintf(id, sizeof(id), "smoke-%06d", 100 + i);
+        device_init(&devs[i], id, "smoke", &grid_home);
+    }
+    m0 = rule_engine_memory(e);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < 100; i++) {
+            struct gw_reading *r = reading_at(&devs[i], TS_NS + pass * SEC);
+            gw_reading_add_number(r, "v", pass);
+            details(e, r);
+        }
+        if (pass == 0)
+            m1 = rule_engine_memory(e);
+    }
+    m2 = rule_engine_memory(e);
+    assert_int_equal(stats_of(e).errors, 0);
+    if (m1 > m0 + 100 * 64 || m2 < m1 + 100 * 64)
+        fail_msg("memory: %zu, %zu after 100 devices without a window, %zu with one each", m0, m1,
+                 m2);
+    rule_engine_free(e);
+
+    /* Capped: a rule that makes windows without end fails on the memory
+     * cap, as one that fills tables does, and stays under it. */
+    limits.instruction_budget = 100000000;
+    limits.memory_bytes = 512 << 10;
+    e = engine_with_limits("rule{ name = 'many', match = { field = 'many' }, on_reading = "
+                           "function(r)\n"
+                           "  for i = 1, 10000000 do window('p' .. i, 3600) end\n"
+                           "end }\n",
+                           &limits);
+    {
+        struct gw_reading *r = reading_at(&dev_smoke, TS_NS);
+        gw_reading_add_number(r, "many", 1);
+        details(e, r);
+        assert_int_equal(stats_of(e).memory_exceeded, 1);
+        assert_true(rule_engine_memory(e) <= limits.memory_bytes + 4096);
+    }
+    rule_engine_free(e);
+    e = engine_with_limits("rule{ name = 'deep', match = { field = 'v' }, on_reading = function(r)\n"
+                           "  for d = 1, 1000 do\n"
+                           "    local w = window('d' .. d, 3600)\n"
+                           "    for i = 1, 2000 do w:push(i) end\n"
+                           "  end\n"
+                           "end }\n",
+                           &limits);
+    {
+        struct gw_reading *r = reading_at(&dev_smoke, TS_NS);
+        gw_reading_add_number(r, "v", 1);
+        details(e, r);
+        assert_int_equal(stats_of(e).memory_exceeded, 1);
+        assert_true(rule_engine_memory(e) <= limits.memory_bytes + 4096);
+    }
+    rule_engine_free(e);
+
+    /* A reload that drops a rule frees its windows; a handle to one kept
+     * in another rule's state is refused afterwards, never followed. */
+    static const char keep_src[] =
+        "local shared = {}\n"
+        "rule{ name = 'y', match = { field = 'v' }, on_reading = function(r)\n"
+        "  shared.w = window('y', 60)\n"
+        "  shared.w:push(r.v)\n"
+        "end }\n"
+        "rule{ name = 'x', match = { field = 'v' }, on_reading = function(r, state)\n"
+        "  state.w = state.w or shared.w\n"
+        "  local ok, err = pcall(function() return state.w:count() end)\n"
+        "  local mine = window('x', 60):push(r.v):count()\n"
+        "  open_case{ category = 'c', severity = 'info', title = 'x',\n"
+        "             detail = tostring(ok) .. ' ' .. tostring(err) .. ' ' .. mine }\n"
+        "end }\n";
+    e = engine_with(keep_src);
+    {
+        struct gw_reading *r = reading_at(&dev_smoke, TS_NS);
+        gw_reading_add_number(r, "v", 1);
+        assert_string_equal(details(e, r), "true 1 1");
+    }
+    model = engine_with("rule{ name = 'x', match = { field = 'v' }, on_reading = function(r, state)\n"
+                        "  local ok, err = pcall(function() return state.w:count() end)\n"
+                        "  local mine = window('x', 60):push(r.v):count()\n"
+                        "  open_case{ category = 'c', severity = 'info', title = 'x',\n"
+                        "             detail = tostring(ok) .. ' ' .. tostring(err) .. ' ' .. mine }\n"
+                        "end }\n");
+    m1 = rule_engine_memory(e);
+    assert_int_equal(rule_engine_reload_like(e, model, &error), 0);
+    rule_engine_free(model);
+    {
+        struct gw_reading *r = reading_at(&dev_smoke, TS_NS + SEC);
+        const char *got;
+        gw_reading_add_number(r, "v", 2);
+        got = details(e, r);
+        /* x's own window went on (2 points); y's is gone. */
+        if (!strstr(got, "false ") || !strstr(got, "no longer exists") ||
+            strcmp(got + strlen(got) - 2, " 2") != 0)
+            fail_msg("after the reload: %s", got);
+    }
+    assert_int_equal(stats_of(e).errors, 0);
+    rule_engine_free(e);
+    for (int i = 0; i < 100; i++)
+        device_clear(&devs[i]);
+}
+
 /* The tables behind r are reused from reading to reading: nothing of one
  * reading shows in the next, and an r kept past its call is refused. */
 static void test_r_reuse(void **state)
@@ -2055,6 +2172,7 @@ int main(void)
         cmocka_unit_test(test_quarantine_rule),
         cmocka_unit_test(test_adopt_state),
         cmocka_unit_test(test_reload_in_place),
+        cmocka_unit_test(test_window_storage),
         cmocka_unit_test(test_shipped_rules),
     };
 
