@@ -247,6 +247,7 @@ struct gw_journal {
     struct gw_journal_stats st; /* counters only; sizes are filled in on demand */
     struct gw_log_limit drop_limit;
     struct gw_log_limit bad_limit;
+    struct gw_log_limit alloc_limit;
 };
 
 struct gw_journal_cursor {
@@ -450,6 +451,13 @@ static int create_segment(struct gw_journal *j)
 out_unlink:
     unlinkat(j->dir_fd, s->name, 0);
 out_free:
+    /* A full disk (ENOSPC), a file size limit (EFBIG) or a read-only file
+     * system: the caller holds its reading unacknowledged and retries, so
+     * this is said here, naming the file, where the cause is known. */
+    gw_log_limited(&j->alloc_limit, GW_LOG_ERROR, MODULE,
+                   "%s/%s: cannot create a segment of %llu bytes: %s; appends wait until the "
+                   "file system takes it",
+                   j->dir, s->name, (unsigned long long)j->segment_bytes, strerror(-r));
     seg_destroy(s);
     return r;
 }
@@ -1121,6 +1129,7 @@ struct gw_journal *gw_journal_open(const struct gw_journal_options *options, cha
     j->next_seq = 1;
     j->drop_limit = limit;
     j->bad_limit = limit;
+    j->alloc_limit = limit;
     j->dir = strdup(options->dir);
     j->consumers = calloc(options->n_consumers ? options->n_consumers : 1, sizeof(*j->consumers));
     if (!j->dir || !j->consumers) {

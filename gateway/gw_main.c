@@ -243,6 +243,10 @@ static int cmd_run(const struct options *opts)
     signal(SIGTERM, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
+    /* A file size limit (ulimit -f, systemd's LimitFSIZE=) must show as
+     * EFBIG from the write, which the journal reports and the adapters
+     * retry, not kill the daemon with SIGXFSZ's default action. */
+    signal(SIGXFSZ, SIG_IGN);
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);

@@ -13,9 +13,10 @@
 gg_mosquitto_bin() { command -v mosquitto 2>/dev/null || echo /usr/sbin/mosquitto; }
 gg_influxd_bin() { command -v influxd 2>/dev/null || echo /usr/bin/influxd; }
 
-# gg_wait_until SECONDS CMD...: polls CMD every 0.1 s until it succeeds.
+# gg_wait_until SECONDS CMD...: polls CMD every 0.1 s until it succeeds;
+# SECONDS is GG_SLOW times longer under the memory checkers (assert.sh).
 gg_wait_until() {
-    local deadline=$((SECONDS + $1)); shift
+    local deadline=$((SECONDS + $1 * ${GG_SLOW:-1})); shift
     until "$@" >/dev/null 2>&1; do
         [ $SECONDS -lt $deadline ] || return 1
         sleep 0.1
@@ -24,11 +25,16 @@ gg_wait_until() {
 
 gg_port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# gg_free_port: a port nobody listens on now (servers still check at bind).
+# gg_free_port: a port nobody listens on now (servers still check at bind),
+# below the kernel's ephemeral range: a client connection's port there,
+# or its TIME_WAIT (thousands on a busy test machine), makes bind() fail
+# although nothing listens.
 gg_free_port() {
-    local port
+    local port low
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "${low:-0}" -gt 20000 ] || low=32768
     for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % (low - 10000)))
         gg_port_in_use "$port" || { echo "$port"; return 0; }
     done
     echo "gg_free_port: no free port found" >&2
@@ -53,12 +59,13 @@ gg_free_udp_port() {
     return 1
 }
 
-# gg_stop_pid PID: SIGTERM, then SIGKILL after 10 s; waits for the exit.
+# gg_stop_pid PID: SIGTERM, then SIGKILL after 10 s (times GG_SLOW);
+# waits for the exit.
 gg_stop_pid() {
     local pid=$1
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
     kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 $((100 * ${GG_SLOW:-1}))); do
         kill -0 "$pid" 2>/dev/null || return 0
         sleep 0.1
     done

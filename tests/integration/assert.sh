@@ -1,5 +1,14 @@
 # Assertions for the integration tests; each failure names what was
 # expected and what came, and can print a log for context.
+#
+# Under the memory checkers (sanitizer or valgrind builds) ctest sets
+# GG_MEMCHECK_DIR and GG_SLOW for every integration test: gg_work's
+# cleanup fails the test on any report there (memcheck.sh), and
+# gg_wait_until's and gg_stop_pid's bounds (scripts/servers.sh) are
+# GG_SLOW times longer, as the checked binaries are that much slower.
+
+# shellcheck source-path=SCRIPTDIR source=memcheck.sh
+. "$(dirname "${BASH_SOURCE[0]}")/memcheck.sh"
 
 # fail MESSAGE [LOG]: prints MESSAGE and the tail of LOG, exits 1.
 fail() {
@@ -24,6 +33,18 @@ assert_contains() {
     esac
 }
 
+# gg_slow SECONDS: SECONDS times GG_SLOW, for a test's own deadlines (those
+# of gg_wait_until and gg_stop_pid are scaled already).
+gg_slow() {
+    echo $(($1 * ${GG_SLOW:-1}))
+}
+
+# gg_rss_checked: whether a bound on resident memory means anything: not
+# under the memory checkers (GG_MEMCHECK_DIR set), whose shadow memory and
+# quarantine of freed blocks (ASan's is 256 MB) add hundreds of MB; the
+# release build's run of the same test checks the bound.
+gg_rss_checked() { [ -z "${GG_MEMCHECK_DIR:-}" ]; }
+
 # gg_work NAME [VAR...]: a fresh work directory in $work and, at exit, a
 # cleanup that stops the processes whose PIDs the named variables hold by
 # then, and the servers gg_start_mosquitto / gg_start_influxd started,
@@ -37,17 +58,23 @@ gg_work() {
     for var in "$@"; do
         printf -v "$var" '%s' "${!var:-}" # declared (empty), for set -u
     done
+    # ASan writes nothing when its log directory is missing.
+    [ -z "${GG_MEMCHECK_DIR:-}" ] || mkdir -p "$GG_MEMCHECK_DIR"
     trap gg_work_cleanup EXIT
 }
 
+# Processes stopped here get SIGTERM first, so a leak in gridgate's or
+# gridsim's shutdown is reported before the check below.
 gg_work_cleanup() {
-    local var
+    local status=$? var
     for var in "${GG_STOP_VARS[@]}"; do
         gg_stop_pid "${!var:-}"
     done
     gg_stop_pid "${MOSQUITTO_PID:-}"
     gg_stop_pid "${INFLUXD_PID:-}"
+    gg_memcheck_reports "${GG_MEMCHECK_DIR:-}" || status=1
     if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
+    exit $status
 }
 
 # gg_start_servers: mosquitto and influxd under $work, each on a free

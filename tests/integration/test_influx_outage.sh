@@ -104,6 +104,15 @@ readings() { query "$1" "SELECT count(battery) FROM smoke"; }
 stopped_influxd() { ! kill -0 "$INFLUXD_PID" 2>/dev/null; }
 
 for name in $NAMES; do start_gateway "$name"; done
+# Memory bounded through the outage: gateway a's resident memory may grow
+# by 16 MB: what its configuration bounds (the writer's queue of 10,000
+# points of about 512 bytes: 5 MB, the journal pages it touches: about
+# 100 bytes a reading, 2 MB for the stream) plus allocator slack; readings
+# waiting for InfluxDB wait in the journal on disk, not in memory.
+# Measured: about 6 MB.
+RSS_GROWTH_MAX_KB=$((16 * 1024))
+rss_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+rss_before_a=$(rss_kb "$pid_a" VmRSS)
 "$gridsim" run --devices "$work/smoke.csv" --broker "tcp://127.0.0.1:$mqtt_port" \
     --rate "$RATE" --count "$TOTAL" --alarm-every 97 --quiet >"$work/gridsim.out" 2>&1 &
 sim_pid=$!
@@ -165,6 +174,8 @@ check_readings() { # NAME
     devices=$(sqlite3 :memory: "SELECT count(*) FROM json_each(json_extract(readfile('$work/q.json'),
         '\$.results[0].series')) WHERE json_extract(value, '\$.values[0][1]') = $per_device")
     assert_eq "$devices" "$DEVICES" "($name) devices with all their $per_device readings"
+    echo "($name) sent $TOTAL, acked $acked, in InfluxDB $(readings "$name") ($per_device for each of" \
+        "$DEVICES detectors), lost 0, duplicates 0"
 }
 
 # Every case event of the store's history, every case, every emit.
@@ -189,6 +200,11 @@ check_cases() { # NAME
 
 check_readings a
 check_cases a
+rss_peak_a=$(rss_kb "$pid_a" VmHWM)
+! gg_rss_checked || [ "$rss_peak_a" -le $((rss_before_a + RSS_GROWTH_MAX_KB)) ] || # not under ASan/valgrind
+    fail "(a) resident memory peaked at $rss_peak_a kB, from $rss_before_a kB before the outage (bound: +$RSS_GROWTH_MAX_KB kB)"
+echo "(a) RSS $(((rss_before_a + 512) / 1024)) MB before the outage, peak $(((rss_peak_a + 512) / 1024)) MB" \
+    "(bound $(((rss_before_a + RSS_GROWTH_MAX_KB + 512) / 1024)) MB)"
 # The case figures (best effort, every stats interval) and the health.
 [ "$(query a "SELECT count(open) FROM case_open")" -gt 0 ] 2>/dev/null || fail "(a) no case_open points"
 [ "$(query a "SELECT last(opened) FROM case_rates WHERE street = 'district'")" -gt 0 ] 2>/dev/null ||

@@ -127,7 +127,7 @@ settled() {
     return 1
 }
 wait_settled() { # OUT SECONDS
-    local deadline=$((SECONDS + $2))
+    local deadline=$((SECONDS + $(gg_slow "$2")))
     prev=
     until settled "$1"; do
         [ $SECONDS -lt $deadline ] || return 1

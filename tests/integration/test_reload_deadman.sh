@@ -89,6 +89,11 @@ publish smoke-000003 '{"smoke": 0.9}'
 gg_wait_until 10 db_is "SELECT count(*) FROM cases WHERE rule = 'test.b' AND subject = 'smoke-000003'" 1 ||
     fail "the running rules stopped after a refused reload" "$work/gridgate.log"
 
+echo "reload_deadman: silent-door cases expected $doors, open" \
+    "$(cases_db "SELECT count(*) FROM cases WHERE rule = 'test.silent'");" \
+    "reloads $(grep -c "\[rules\] reload: " "$work/gridgate.log") taken," \
+    "$(grep -c "reload refused" "$work/gridgate.log") refused; rule cases test.a 1, test.b" \
+    "$(cases_db "SELECT count(*) FROM cases WHERE rule = 'test.b'") (the load case: integration.fault_reload_under_load)"
 kill -TERM "$gateway_pid"
 status=0
 wait "$gateway_pid" || status=$?
