@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,8 +23,14 @@
 /* Bytes of a diagnostic payload at most: a CoAP error should fit one
  * datagram with room to spare. */
 #define DIAG_MAX 128
-/* How long coap_io_process waits at most, so stop is seen this soon. */
+/* How long the server thread waits for a datagram at most, so stop is
+ * seen this soon. */
 #define IO_WAIT_MS 100
+/* Datagrams handled in one I/O round at most (the stop flag and the
+ * block-wise expiry are checked between rounds), and epoll events taken
+ * at once. */
+#define ROUND_DATAGRAMS 32
+#define MAX_EVENTS 16
 /* Block-wise uploads being assembled at once, and how long one may sit
  * idle before its partial body is dropped. */
 #define MAX_UPLOADS 64
@@ -996,8 +1003,9 @@ static void coapa_stop(struct gw_adapter *a)
     if (!c || !c->thread_running)
         return;
     __atomic_store_n(&c->stopping, 1, __ATOMIC_RELEASE);
-    /* The thread finishes the request in hand (and its ingest call) and
-     * leaves within IO_WAIT_MS; after the join no handler runs. */
+    /* The thread finishes its round (at most ROUND_DATAGRAMS requests,
+     * each with its ingest call) and leaves within IO_WAIT_MS of that;
+     * after the join no handler runs. */
     pthread_join(c->thread, NULL);
     c->thread_running = false;
 }
@@ -1114,16 +1122,59 @@ fail:
     return r;
 }
 
+/* One pass of libcoap's I/O the way coap_io_process() does it, for a
+ * libcoap without epoll (gridgate's Debian one has it). */
+static void serve_plain(struct coapa_impl *c)
+{
+    if (coap_io_process(c->ctx, IO_WAIT_MS) < 0) {
+        gw_log_limited(&library_log_limit, GW_LOG_ERROR, "coap",
+                       "coap_io_process failed; retrying");
+        usleep(IO_WAIT_MS * 1000);
+    }
+}
+
+/* One I/O round on libcoap's epoll descriptor: its timers once, a wait of
+ * at most IO_WAIT_MS, then every datagram already queued, up to
+ * ROUND_DATAGRAMS. coap_io_process() reads one datagram per call and
+ * re-arms its timers (two timerfd_settime calls and a walk over every
+ * session) before each epoll_wait; here a busy socket is drained with a
+ * zero-timeout epoll_wait between datagrams instead. coap_io_do_epoll()
+ * still runs libcoap's timers after each event, so retransmissions and
+ * session expiry keep their times. Each datagram is answered, its reading
+ * journalled first, before the next is read, as with coap_io_process(). */
+static void serve_round(struct coapa_impl *c, int epfd)
+{
+    struct epoll_event events[MAX_EVENTS];
+    coap_tick_t now;
+    unsigned wait_ms;
+    int n;
+
+    coap_ticks(&now);
+    wait_ms = coap_io_prepare_epoll(c->ctx, now); /* 0: no timer pending */
+    if (wait_ms == 0 || wait_ms > IO_WAIT_MS)
+        wait_ms = IO_WAIT_MS;
+    n = epoll_wait(epfd, events, MAX_EVENTS, (int)wait_ms);
+    for (int i = 0; i < ROUND_DATAGRAMS && n > 0; i++) {
+        coap_io_do_epoll(c->ctx, events, (size_t)n);
+        n = epoll_wait(epfd, events, MAX_EVENTS, 0);
+    }
+    if (n < 0 && errno != EINTR) {
+        gw_log_limited(&library_log_limit, GW_LOG_ERROR, "coap", "epoll_wait failed: %s; retrying",
+                       strerror(errno));
+        usleep(IO_WAIT_MS * 1000);
+    }
+}
+
 static void *serve(void *arg)
 {
     struct coapa_impl *c = arg;
+    int epfd = coap_context_get_coap_fd(c->ctx); /* -1 without epoll */
 
     while (!__atomic_load_n(&c->stopping, __ATOMIC_ACQUIRE)) {
-        if (coap_io_process(c->ctx, IO_WAIT_MS) < 0) {
-            gw_log_limited(&library_log_limit, GW_LOG_ERROR, "coap",
-                           "coap_io_process failed; retrying");
-            usleep(IO_WAIT_MS * 1000);
-        }
+        if (epfd >= 0)
+            serve_round(c, epfd);
+        else
+            serve_plain(c);
         expire_uploads(c, gw_monotonic_ns());
     }
     return NULL;
