@@ -86,3 +86,20 @@ gg_start_servers() {
     influx_port=$INFLUXD_PORT
     gg_influx_create_db "$influx_port" gridgate
 }
+
+# gg_stop_clean VAR [LOG]: a clean stop of the process whose PID the
+# variable VAR holds: SIGTERM, then it must exit within 20 s (times
+# GG_SLOW) with status 0 (a sanitizer's leak report at exit makes it
+# non-zero). Empties VAR, so gg_work's cleanup does not stop it again.
+gg_stop_clean() {
+    local var=$1 log=${2:-} pid=${!1} status=0
+    kill -TERM "$pid"
+    for _ in $(seq 1 $((200 * ${GG_SLOW:-1}))); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && fail "pid $pid ($var) did not stop within 20 s of SIGTERM" "$log"
+    wait "$pid" || status=$?
+    printf -v "$var" '%s' ""
+    assert_eq "$status" 0 "exit status of pid $pid ($var) after SIGTERM"
+}

@@ -74,13 +74,8 @@ start_gateway() {
         fail "gridgate did not subscribe" "$work/gridgate.log"
 }
 
-stop_gateway() {
-    local status=0
-    kill -TERM "$gateway_pid"
-    wait "$gateway_pid" || status=$?
-    gateway_pid=
-    assert_eq "$status" 0 "gridgate's exit status after SIGTERM"
-}
+# A clean stop: SIGTERM, exit status 0.
+stop_gateway() { gg_stop_clean gateway_pid; }
 
 # ---- requests ----------------------------------------------------------
 

@@ -83,13 +83,8 @@ start_gateway() {
     gg_wait_until 20 curl -sf "$base/healthz" || fail "the API did not answer /healthz" "$work/gridgate.log"
 }
 
-stop_gateway() {
-    local status=0
-    kill -TERM "$gateway_pid"
-    wait "$gateway_pid" || status=$?
-    gateway_pid=
-    assert_eq "$status" 0 "gridgate's exit status after SIGTERM"
-}
+# A clean stop: SIGTERM, exit status 0.
+stop_gateway() { gg_stop_clean gateway_pid; }
 
 # ---- requests ------------------------------------------------------------
 

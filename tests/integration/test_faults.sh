@@ -162,13 +162,8 @@ start_gateway() {
     gg_wait_until 20 subscribed || fail "gridgate did not subscribe" "$log"
 }
 
-stop_gateway() {
-    local status=0
-    kill -TERM "$gateway_pid"
-    wait "$gateway_pid" || status=$?
-    gateway_pid=
-    assert_eq "$status" 0 "gridgate's exit status after SIGTERM"
-}
+# A clean stop: SIGTERM, exit status 0.
+stop_gateway() { gg_stop_clean gateway_pid; }
 
 # status_kb FIELD: a figure of gridgate's /proc/PID/status, in kB.
 status_kb() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$gateway_pid/status"; }

@@ -88,13 +88,8 @@ start_gateway() {
     gateway_pid=$!
 }
 
-stop_gateway() {
-    local status=0
-    kill -TERM "$gateway_pid"
-    wait "$gateway_pid" || status=$?
-    gateway_pid=
-    assert_eq "$status" 0 "gridgate's exit status after SIGTERM"
-}
+# A clean stop: SIGTERM, exit status 0.
+stop_gateway() { gg_stop_clean gateway_pid; }
 
 # The subscriber of the grids' terminals: a persistent session (-c), so
 # the broker keeps its notices while it is away or the broker restarts.
