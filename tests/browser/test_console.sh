@@ -23,6 +23,9 @@ chromium=${GG_CHROMIUM:-/usr/bin/chromium}
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     fail "node and npm are needed (scripts/deps.sh)"
 fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] ||
+    fail "playwright-core needs Node.js 20 or newer, and $(command -v node) is $(node --version)"
 
 # playwright-core, pinned by package-lock.json; it never fetches a browser.
 modules=$build/browser
