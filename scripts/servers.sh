@@ -114,13 +114,22 @@ gg_start_with_port() {
     return 1
 }
 
+# gg_run_mosquitto DIR PORT: starts mosquitto on 127.0.0.1:PORT with its
+# config and log (appended to, across restarts) in DIR; sets GG_PID.
+# GG_MOSQUITTO_AUTH: other authentication lines (a test of ACLs).
+# GG_MOSQUITTO_PERSIST=DATA_DIR: persistence on, saved every second, so a
+# clean stop keeps sessions and their queued messages (a directory the
+# user mosquitto may write).
 gg_run_mosquitto() {
-    local dir=$1 port=$2
-    # GG_MOSQUITTO_AUTH: other authentication lines (a test of ACLs).
+    local dir=$1 port=$2 persistence="persistence false"
+    [ -z "${GG_MOSQUITTO_PERSIST:-}" ] ||
+        persistence="persistence true
+persistence_location $GG_MOSQUITTO_PERSIST/
+autosave_interval 1"
     cat >"$dir/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
 ${GG_MOSQUITTO_AUTH:-allow_anonymous true}
-persistence false
+$persistence
 log_dest stderr
 log_type error
 log_type warning
@@ -128,7 +137,7 @@ log_type notice
 max_queued_messages 100000
 CONF
     chmod 644 "$dir/mosquitto.conf"
-    "$(gg_mosquitto_bin)" -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
+    "$(gg_mosquitto_bin)" -c "$dir/mosquitto.conf" >>"$dir/mosquitto.log" 2>&1 &
     GG_PID=$!
 }
 

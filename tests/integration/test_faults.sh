@@ -68,21 +68,8 @@ start_broker() {
     mkdir -p "$dir/data"
     chmod 755 "$work" "$dir"
     chmod 777 "$dir/data" # run as root, mosquitto writes as user mosquitto
-    cat >"$dir/mosquitto.conf" <<CONF
-listener $mqtt_port 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location $dir/data/
-autosave_interval 1
-log_dest stderr
-log_type error
-log_type warning
-log_type notice
-max_queued_messages 100000
-CONF
-    chmod 644 "$dir/mosquitto.conf"
-    "$(gg_mosquitto_bin)" -c "$dir/mosquitto.conf" >>"$dir/mosquitto.log" 2>&1 &
-    broker_pid=$!
+    GG_MOSQUITTO_PERSIST=$dir/data gg_run_mosquitto "$dir" "$mqtt_port"
+    broker_pid=$GG_PID
     gg_wait_until 10 gg_port_in_use "$mqtt_port" && kill -0 "$broker_pid" 2>/dev/null ||
         fail "mosquitto did not start on 127.0.0.1:$mqtt_port" "$dir/mosquitto.log"
 }

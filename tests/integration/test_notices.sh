@@ -27,29 +27,13 @@ gg_work notices gateway_pid sub_pid broker_pid
 # A broker that keeps sessions across its own restart (persistence on), so
 # the subscriber of (b) misses nothing while it is down, and that queues
 # enough for an offline subscriber.
-run_broker() {
-    local dir=$1 port=$2
-    cat >"$dir/mosquitto.conf" <<CONF
-listener $port 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location $dir/
-log_dest stderr
-log_type error
-log_type warning
-log_type notice
-max_queued_messages 100000
-CONF
-    chmod 644 "$dir/mosquitto.conf"
-    "$(gg_mosquitto_bin)" -c "$dir/mosquitto.conf" >>"$dir/mosquitto.log" 2>&1 &
-    GG_PID=$!
-}
 start_broker() { # [PORT]
     mkdir -p "$work/broker"
     # Run as root, mosquitto writes its db as user mosquitto.
     chmod 711 "$work"
     chmod 777 "$work/broker"
-    gg_start_with_port mosquitto run_broker "$work/broker" "${1:-0}" || fail "mosquitto did not start"
+    GG_MOSQUITTO_PERSIST=$work/broker gg_start_with_port mosquitto gg_run_mosquitto "$work/broker" \
+        "${1:-0}" || fail "mosquitto did not start"
     broker_pid=$GG_PID
     mqtt_port=$GG_PORT
 }
