@@ -18,6 +18,7 @@
 #include "gw_api.h"
 #include "gw_api_int.h"
 #include "gw_config.h"
+#include "tmpdir_fixture.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -104,35 +105,17 @@ static void test_content_types(void **state)
 
 /* ---- the start-up check ---------------------------------------------- */
 
-struct fixture {
-    char dir[64];
-    char path[128];
-};
-
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-
-    assert_non_null(f);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/gw-console-test.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof(f->path), "%s/gridgate.yaml", f->dir);
-    *state = f;
-    return 0;
+    return tmpdir_setup(state, "gw-console-test", "gridgate.yaml");
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-    char cmd[128];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
-    free(f);
-    return 0;
+    return tmpdir_teardown(state);
 }
 
-static void write_at(const struct fixture *f, const char *name, const char *text)
+static void write_at(const struct tmpdir_fixture *f, const char *name, const char *text)
 {
     char path[192];
     FILE *fp;
@@ -146,7 +129,7 @@ static void write_at(const struct fixture *f, const char *name, const char *text
 
 /* Loads a config of api keys; returns gw_api_check_console's result and
  * its message in *ret_error (free it). */
-static int check_with(const struct fixture *f, const char *api_keys, char **ret_error)
+static int check_with(const struct tmpdir_fixture *f, const char *api_keys, char **ret_error)
 {
     char text[512];
     struct gw_config *cfg;
@@ -163,7 +146,7 @@ static int check_with(const struct fixture *f, const char *api_keys, char **ret_
     return r;
 }
 
-static void expect_refused(const struct fixture *f, const char *api_keys, const char *part1,
+static void expect_refused(const struct tmpdir_fixture *f, const char *api_keys, const char *part1,
                            const char *part2)
 {
     char *error = NULL;
@@ -177,7 +160,7 @@ static void expect_refused(const struct fixture *f, const char *api_keys, const 
 
 static void test_check(void **state)
 {
-    struct fixture *f = *state;
+    struct tmpdir_fixture *f = *state;
     char path[192], target[192];
     char *error = (char *)"unset";
 

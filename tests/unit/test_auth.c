@@ -16,6 +16,7 @@
 #include "gw_auth.h"
 #include "gw_buf.h"
 #include "gw_registry.h"
+#include "tmpdir_fixture.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define HASH_A "0000000000000000000000000000000000000000000000000000000000000001"
@@ -24,32 +25,14 @@
 #define ENTRY(name, role, scope)                                                                   \
     "  - name: " name "\n    role: " role "\n    scope: " scope "\n    sha256: " HASH_A "\n"
 
-struct fixture {
-    char dir[64];
-    char path[96];
-};
-
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-
-    assert_non_null(f);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/gw-auth-test.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof(f->path), "%s/tokens.yaml", f->dir);
-    *state = f;
-    return 0;
+    return tmpdir_setup(state, "gw-auth-test", "tokens.yaml");
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-    char cmd[128];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
-    free(f);
-    return 0;
+    return tmpdir_teardown(state);
 }
 
 static void write_file(const char *path, const char *text)
@@ -92,7 +75,7 @@ static struct gw_auth *load_ok(const char *path)
 
 static void test_new_token_authenticates(void **state)
 {
-    struct fixture *f = *state;
+    struct tmpdir_fixture *f = *state;
     struct gw_token_spec spec = {
         .name = "dongcheng-centre", .role = GW_ACTOR_COMMANDER, .scope = "district"};
     char *token = new_token(f->path, &spec);
@@ -136,7 +119,7 @@ static void test_new_token_authenticates(void **state)
 
 static void test_file_holds_no_token(void **state)
 {
-    struct fixture *f = *state;
+    struct tmpdir_fixture *f = *state;
     struct gw_token_spec spec = {.name = "ops", .role = GW_ACTOR_OPERATOR, .scope = "district"};
     char *token = new_token(f->path, &spec);
     char *text = read_text(f->path);
@@ -152,7 +135,7 @@ static void test_file_holds_no_token(void **state)
 /* Entries are appended: comments stay, each token finds its own actor. */
 static void test_append_keeps_file_and_entries(void **state)
 {
-    struct fixture *f = *state;
+    struct tmpdir_fixture *f = *state;
     struct gw_token_spec commander = {
         .name = "street-1", .role = GW_ACTOR_COMMANDER, .scope = "street:110101001"};
     struct gw_token_spec staff = {.name = "ff-001",
@@ -208,7 +191,7 @@ static void test_append_keeps_file_and_entries(void **state)
 /* A file whose list cannot take an appended entry is rewritten whole. */
 static void test_append_to_flow_list(void **state)
 {
-    struct fixture *f = *state;
+    struct tmpdir_fixture *f = *state;
     struct gw_token_spec spec = {.name = "a", .role = GW_ACTOR_OPERATOR, .scope = "district"};
     struct gw_token_spec spec2 = {.name = "b", .role = GW_ACTOR_LIAISON, .scope = "district"};
     struct gw_auth *auth;
@@ -237,7 +220,7 @@ static void test_append_to_flow_list(void **state)
 
 static void test_new_token_refusals(void **state)
 {
-    struct fixture *f = *state;
+    struct tmpdir_fixture *f = *state;
     static const struct {
         struct gw_token_spec spec;
         int r;
@@ -305,7 +288,7 @@ static void expect_load_error(const char *path, const struct gw_registry *reg, c
 
 static void test_load_errors(void **state)
 {
-    struct fixture *f = *state;
+    struct tmpdir_fixture *f = *state;
     static const struct {
         const char *text;
         const char *message;
@@ -344,7 +327,7 @@ static void test_load_errors(void **state)
 /* With the district loaded, a scope must name a place in it. */
 static void test_load_checks_scope_against_district(void **state)
 {
-    struct fixture *f = *state;
+    struct tmpdir_fixture *f = *state;
     char *error = NULL;
     struct gw_registry *reg =
         gw_registry_load(GW_SOURCE_DIR "/config/district/grids.geojson",
@@ -389,7 +372,7 @@ static void test_load_checks_scope_against_district(void **state)
 
 static void test_load_missing_and_empty(void **state)
 {
-    struct fixture *f = *state;
+    struct tmpdir_fixture *f = *state;
     char *error = NULL;
     struct gw_auth *auth;
 
