@@ -17,13 +17,13 @@
 #include <microhttpd.h>
 
 #include "gw_api_int.h"
+#include "gw_array.h"
 #include "gw_auth.h"
 #include "gw_cases.h"
 #include "gw_config.h"
 #include "gw_log.h"
 #include "gw_pipeline.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MODULE "api"
 
 /* Failed-login counters kept at once; more addresses than this share. */

@@ -10,11 +10,11 @@
 #include <cJSON.h>
 
 #include "gw_api_int.h"
+#include "gw_array.h"
 #include "gw_case_json.h"
 #include "gw_cases.h"
 #include "gw_casesvc.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MAX_SAFE_INT 9007199254740991.0 /* 2^53 - 1: exact in a JSON number */
 
 /* Names an enum's values in a 400 ("state: unknown value \"x\" (one of

@@ -24,10 +24,10 @@
 
 #include "gw_api.h"
 #include "gw_api_int.h"
+#include "gw_array.h"
 #include "gw_config.h"
 #include "gw_log.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MODULE "api"
 
 /* Longest relative path served; the console's are a few dozen bytes. */

@@ -9,8 +9,8 @@
 #include <string.h>
 #include <strings.h>
 #include "gw_api_int.h"
+#include "gw_array.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 const struct api_route gw_api__routes[] = {
     {"GET", "cases", gw_api__list_cases, false},

@@ -11,6 +11,7 @@
 #include <cJSON.h>
 
 #include "gw_api_int.h"
+#include "gw_array.h"
 #include "gw_case_json.h"
 #include "gw_cases.h"
 #include "gw_casesvc.h"
@@ -20,7 +21,6 @@
 #include "gw_reading.h"
 #include "gw_registry.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- places ---------------------------------------------------------- */
 

@@ -17,11 +17,11 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "gw_array.h"
 #include "gw_buf.h"
 #include "gw_fs.h"
 #include "gw_registry.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define DIGEST_LEN 32
 #define TOKEN_RANDOM_BYTES 32
 /* A tokens file has a few hundred entries at most; anything far larger is

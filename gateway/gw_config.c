@@ -13,9 +13,9 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "gw_array.h"
 #include "gw_buf.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* A config file is a few kilobytes; anything past this is a wrong path
  * (a database, a log) given by mistake. */

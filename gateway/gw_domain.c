@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
-#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+#include "gw_array.h"
 
 static const char *const grid_types[GW_GRID_TYPE_COUNT] = {
     "residential", "commercial", "institution", "crowded",
@@ -52,20 +52,20 @@ static const char *name_of(const char *const *names, size_t count, int value)
     return value >= 0 && (size_t)value < count ? names[value] : "unknown";
 }
 
-const char *gw_grid_type_name(enum gw_grid_type t) { return name_of(grid_types, COUNT_OF(grid_types), (int)t); }
-const char *gw_grid_level_name(enum gw_grid_level l) { return name_of(grid_levels, COUNT_OF(grid_levels), (int)l); }
-const char *gw_role_name(enum gw_role r) { return name_of(roles, COUNT_OF(roles), (int)r); }
-const char *gw_role_label_zh(enum gw_role r) { return name_of(roles_zh, COUNT_OF(roles_zh), (int)r); }
-const char *gw_severity_name(enum gw_severity s) { return name_of(severities, COUNT_OF(severities), (int)s); }
-const char *gw_case_state_name(enum gw_case_state s) { return name_of(case_states, COUNT_OF(case_states), (int)s); }
+const char *gw_grid_type_name(enum gw_grid_type t) { return name_of(grid_types, ARRAY_SIZE(grid_types), (int)t); }
+const char *gw_grid_level_name(enum gw_grid_level l) { return name_of(grid_levels, ARRAY_SIZE(grid_levels), (int)l); }
+const char *gw_role_name(enum gw_role r) { return name_of(roles, ARRAY_SIZE(roles), (int)r); }
+const char *gw_role_label_zh(enum gw_role r) { return name_of(roles_zh, ARRAY_SIZE(roles_zh), (int)r); }
+const char *gw_severity_name(enum gw_severity s) { return name_of(severities, ARRAY_SIZE(severities), (int)s); }
+const char *gw_case_state_name(enum gw_case_state s) { return name_of(case_states, ARRAY_SIZE(case_states), (int)s); }
 
-int gw_grid_type_parse(const char *name) { return lookup(grid_types, COUNT_OF(grid_types), name); }
-int gw_grid_level_parse(const char *name) { return lookup(grid_levels, COUNT_OF(grid_levels), name); }
-int gw_role_parse(const char *name) { return lookup(roles, COUNT_OF(roles), name); }
-int gw_severity_parse(const char *name) { return lookup(severities, COUNT_OF(severities), name); }
-int gw_case_state_parse(const char *name) { return lookup(case_states, COUNT_OF(case_states), name); }
-const char *gw_actor_role_name(enum gw_actor_role r) { return name_of(actor_roles, COUNT_OF(actor_roles), (int)r); }
-int gw_actor_role_parse(const char *name) { return lookup(actor_roles, COUNT_OF(actor_roles), name); }
+int gw_grid_type_parse(const char *name) { return lookup(grid_types, ARRAY_SIZE(grid_types), name); }
+int gw_grid_level_parse(const char *name) { return lookup(grid_levels, ARRAY_SIZE(grid_levels), name); }
+int gw_role_parse(const char *name) { return lookup(roles, ARRAY_SIZE(roles), name); }
+int gw_severity_parse(const char *name) { return lookup(severities, ARRAY_SIZE(severities), name); }
+int gw_case_state_parse(const char *name) { return lookup(case_states, ARRAY_SIZE(case_states), name); }
+const char *gw_actor_role_name(enum gw_actor_role r) { return name_of(actor_roles, ARRAY_SIZE(actor_roles), (int)r); }
+int gw_actor_role_parse(const char *name) { return lookup(actor_roles, ARRAY_SIZE(actor_roles), name); }
 /* NULL, not "unknown", out of range: an op's name is spelled into paths. */
 const char *gw_case_op_name(enum gw_case_op o) { return (int)o >= 0 && o < GW_OP_COUNT ? case_ops[o] : NULL; }
-int gw_case_op_parse(const char *name) { return lookup(case_ops, COUNT_OF(case_ops), name); }
+int gw_case_op_parse(const char *name) { return lookup(case_ops, ARRAY_SIZE(case_ops), name); }

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gw_array.h"
 #include "gw_buf.h"
 #include "gw_domain.h"
 
@@ -119,13 +120,12 @@ static const char *const given[] = {
     "海", "文", "晨", "阳", "雪", "梅", "琳", "鹏", "宇", "浩", "博", "思", "佳", "欣",
 };
 
-#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 static void person(struct prng *p, char *out, size_t size)
 {
-    const char *s = surnames[below(p, COUNT_OF(surnames))];
-    const char *g1 = given[below(p, COUNT_OF(given))];
-    const char *g2 = below(p, 3) == 0 ? "" : given[below(p, COUNT_OF(given))];
+    const char *s = surnames[below(p, ARRAY_SIZE(surnames))];
+    const char *g1 = given[below(p, ARRAY_SIZE(given))];
+    const char *g2 = below(p, 3) == 0 ? "" : given[below(p, ARRAY_SIZE(given))];
 
     snprintf(out, size, "%s%s%s", s, g1, g2);
 }
@@ -202,7 +202,7 @@ static int district_build(struct district *d, uint64_t seed, unsigned n_streets)
     d->grids = calloc(total, sizeof(*d->grids));
     if (!d->grids)
         return -ENOMEM;
-    for (size_t i = 0; i < COUNT_OF(ones); i++)
+    for (size_t i = 0; i < ARRAY_SIZE(ones); i++)
         ones[i] = 1;
 
     for (unsigned s = 0; s < n_streets; s++) {
@@ -210,8 +210,8 @@ static int district_build(struct district *d, uint64_t seed, unsigned n_streets)
         struct prng p = stream(seed, 1, s);
 
         /* The fixed arrays fit the street table; keep it that way. */
-        if (st->communities > COUNT_OF(community_grids) ||
-            st->grids / st->communities + 1 > COUNT_OF(grid_rects))
+        if (st->communities > ARRAY_SIZE(community_grids) ||
+            st->grids / st->communities + 1 > ARRAY_SIZE(grid_rects))
             return -EINVAL;
         /* Grids per community: as even as can be, the spare ones spread at
          * random. */
@@ -448,8 +448,8 @@ static int write_devices(FILE *f, const struct district *d, const size_t *counts
                  * are evaluated is unspecified, the bytes must not be. */
                 unsigned unit = 1 + (unsigned)below(p, 6), storey = 1 + (unsigned)below(p, 6);
                 unsigned room = 1 + (unsigned)below(p, 4);
-                const char *spot = camera_spots[below(p, COUNT_OF(camera_spots))];
-                const char *facing = directions[below(p, COUNT_OF(directions))];
+                const char *spot = camera_spots[below(p, ARRAY_SIZE(camera_spots))];
+                const char *facing = directions[below(p, ARRAY_SIZE(directions))];
 
                 serial[k]++;
                 gw_buf_reset(&label);
@@ -667,7 +667,7 @@ static void usage(FILE *f, const struct cli *defaults)
                   "(17 streets, 205 communities, 589 grids tiling [%.2f, %.2f, %.2f, %.2f])\n"
                   "and its devices. The same options always give the same bytes.\n\n",
             SIM_DISTRICT_MIN_LON, SIM_DISTRICT_MIN_LAT, SIM_DISTRICT_MAX_LON, SIM_DISTRICT_MAX_LAT);
-    for (size_t i = 0; i < COUNT_OF(cli_options); i++) {
+    for (size_t i = 0; i < ARRAY_SIZE(cli_options); i++) {
         const struct cli_option *o = &cli_options[i];
         char left[32];
 
@@ -715,7 +715,7 @@ int sim_district_main(int argc, char **argv)
             usage(stdout, &defaults);
             return 0;
         }
-        for (size_t k = 0; k < COUNT_OF(cli_options); k++)
+        for (size_t k = 0; k < ARRAY_SIZE(cli_options); k++)
             if (strlen(cli_options[k].name) == len && memcmp(arg, cli_options[k].name, len) == 0)
                 o = &cli_options[k];
         if (!o) {

@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gw_array.h"
 #include "gw_log.h"
 #include "sim_int.h"
 #include "sim_scenario.h"
@@ -59,7 +60,6 @@
 #define CONNECT_TIMEOUT_S 5
 #define MAX_WAIT_NS (100 * NS_PER_MS) /* longest sleep between checks of the stop flag */
 #define MAX_FIELDS 64
-#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---------------------------------------------------------------- PRNG */
 
@@ -73,7 +73,7 @@ static uint64_t splitmix64(uint64_t *x)
 
 void sim_rng_seed(struct sim_rng *rng, uint64_t seed)
 {
-    for (size_t i = 0; i < COUNT_OF(rng->s); i++)
+    for (size_t i = 0; i < ARRAY_SIZE(rng->s); i++)
         rng->s[i] = splitmix64(&seed);
 }
 
@@ -114,7 +114,7 @@ static const char *const kind_names[] = {
 
 enum sim_device_kind sim_device_kind_parse(const char *type)
 {
-    for (size_t i = 0; i < COUNT_OF(kind_names); i++)
+    for (size_t i = 0; i < ARRAY_SIZE(kind_names); i++)
         if (kind_names[i] && strcasecmp(type, kind_names[i]) == 0)
             return (enum sim_device_kind)i;
     return SIM_DEVICE_OTHER;
@@ -359,7 +359,7 @@ int sim_devices_load(const char *path, struct sim_device **ret_devices, size_t *
             text += 3; /* UTF-8 byte order mark */
         if (*text == '\0')
             continue;
-        n = csv_split(text, fields, COUNT_OF(fields));
+        n = csv_split(text, fields, ARRAY_SIZE(fields));
         if (n < 0) {
             gw_error(MODULE, "%s:%u: %s", path, lineno,
                      n == -E2BIG ? "too many fields" : "malformed quoted field");
@@ -551,7 +551,7 @@ static void print_usage(FILE *out)
 {
     fprintf(out, "Usage: gridsim run --devices FILE.csv [OPTIONS]\n"
                  "Publish simulated readings to devices/{device_id}/telemetry.\n\n");
-    for (size_t i = 0; i < COUNT_OF(opt_table); i++) {
+    for (size_t i = 0; i < ARRAY_SIZE(opt_table); i++) {
         const struct opt_desc *o = &opt_table[i];
         char left[64];
         snprintf(left, sizeof(left), "--%s%s%s", o->name, o->metavar ? " " : "",
@@ -655,31 +655,31 @@ bad:
  * stderr; returns 0 or -EINVAL. */
 static int parse_args(int argc, char **argv, struct fleet_opts *opts)
 {
-    struct option long_opts[COUNT_OF(opt_table) + 1];
-    bool seen[COUNT_OF(opt_table)] = {false};
+    struct option long_opts[ARRAY_SIZE(opt_table) + 1];
+    bool seen[ARRAY_SIZE(opt_table)] = {false};
     int c;
 
     memset(opts, 0, sizeof(*opts));
-    for (size_t i = 0; i < COUNT_OF(opt_table); i++) {
+    for (size_t i = 0; i < ARRAY_SIZE(opt_table); i++) {
         const struct opt_desc *o = &opt_table[i];
         long_opts[i] = (struct option){
             o->name, o->type == OPT_FLAG ? no_argument : required_argument, NULL, 256 + (int)i};
         if (o->def && opt_set(o, o->def, opts) < 0)
             return -EINVAL; /* a broken table: caught by any test run */
     }
-    long_opts[COUNT_OF(opt_table)] = (struct option){NULL, 0, NULL, 0};
+    long_opts[ARRAY_SIZE(opt_table)] = (struct option){NULL, 0, NULL, 0};
 
     optind = 0; /* GNU: full re-initialisation, gridsim may have used getopt */
     opterr = 0;
     while ((c = getopt_long(argc, argv, "+h", long_opts, NULL)) != -1) {
         if (c == 'h') {
             opts->help = true;
-        } else if (c >= 256 && c < 256 + (int)COUNT_OF(opt_table)) {
+        } else if (c >= 256 && c < 256 + (int)ARRAY_SIZE(opt_table)) {
             size_t i = (size_t)(c - 256);
             if (opt_set(&opt_table[i], optarg ? optarg : "", opts) < 0)
                 return -EINVAL;
             seen[i] = true;
-        } else if (optopt >= 256 && optopt < 256 + (int)COUNT_OF(opt_table)) {
+        } else if (optopt >= 256 && optopt < 256 + (int)ARRAY_SIZE(opt_table)) {
             fprintf(stderr, "gridsim run: --%s needs a value (%s)\n", opt_table[optopt - 256].name,
                     opt_table[optopt - 256].metavar);
             return -EINVAL;
@@ -703,7 +703,7 @@ static int parse_args(int argc, char **argv, struct fleet_opts *opts)
                         "got %" PRIu64 "\n", opts->content_format);
         return -EINVAL;
     }
-    for (size_t i = 0; i < COUNT_OF(opt_table); i++) {
+    for (size_t i = 0; i < ARRAY_SIZE(opt_table); i++) {
         if (strcmp(opt_table[i].name, "seed") == 0 && !seen[i]) {
             uint64_t x = (uint64_t)gw_now_ns() ^ ((uint64_t)getpid() << 32);
             opts->seed = splitmix64(&x);

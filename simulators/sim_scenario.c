@@ -40,6 +40,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gw_array.h"
 #include "gw_log.h"
 #include "sim_coap.h"
 #include "sim_fleet.h"
@@ -49,7 +50,6 @@
 #define STEP_MS 10000      /* readings of one device lie 10 s apart */
 #define HEALTHY_BATTERY 30 /* maintenance.lua clears at 30 %, opens at 20 % */
 #define PUB_WINDOW 20      /* unacknowledged QoS 1 publishes, as sim_fleet */
-#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ------------------------------------------------------------- grids */
 
@@ -614,7 +614,7 @@ static int plan_bad(struct plan *p)
         }
         for (size_t i = 0; i < n_bad && s < 2; i++) {
             plan_add(p, bad[i], "telemetry",
-                     bad_payloads[(i * 2 + (size_t)s) % COUNT_OF(bad_payloads)]);
+                     bad_payloads[(i * 2 + (size_t)s) % ARRAY_SIZE(bad_payloads)]);
             if (!p->failed)
                 p->msgs[p->n_msgs - 1].bad = true;
             p->bad_payloads++;
@@ -793,7 +793,7 @@ int sim_scenario_run(const struct sim_scenario_opts *opts, const struct sim_devi
     char *grids_path = NULL;
     int r;
 
-    for (size_t i = 0; i < COUNT_OF(scenarios); i++)
+    for (size_t i = 0; i < ARRAY_SIZE(scenarios); i++)
         if (strcmp(opts->name, scenarios[i].name) == 0)
             sc = &scenarios[i];
     if (!sc) {

@@ -32,6 +32,7 @@
 #include <microhttpd.h>
 
 #include "gw_api_int.h"
+#include "gw_array.h"
 #include "gw_json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -170,7 +171,6 @@ static const char *const list_params[] = {
     "severity", "overdue",   "incident", "limit", "cursor",
     "from",     "to",
 };
-#define N(a) (sizeof(a) / sizeof((a)[0]))
 
 static void check_item(const struct api_field *f, const cJSON *item)
 {
@@ -293,7 +293,7 @@ static void json_string_round_trip(const char *s)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct api_request rq = { 0 };
-    const char *values[N(list_params)];
+    const char *values[ARRAY_SIZE(list_params)];
     char *copy = malloc(size + 1), *nl, *query = NULL;
     int before, ret;
 
@@ -321,10 +321,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         split_query(query);
 
     before = fake.answers;
-    ret = gw_api__query(&rq, list_params, N(list_params), values);
+    ret = gw_api__query(&rq, list_params, ARRAY_SIZE(list_params), values);
     check_answer(ret, before);
     if (ret == 0) {
-        for (size_t i = 0; i < N(list_params); i++) {
+        for (size_t i = 0; i < ARRAY_SIZE(list_params); i++) {
             if (values[i] && (!values[i][0] || !gw_api__utf8_valid(values[i], strlen(values[i]))))
                 abort();
             if (values[i])
@@ -338,8 +338,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ret == 0 && fake.n_params > 0)
         abort();
 
-    body(&rq, report_fields, N(report_fields), true);
-    body(&rq, transition_fields, N(transition_fields), false);
+    body(&rq, report_fields, ARRAY_SIZE(report_fields), true);
+    body(&rq, transition_fields, ARRAY_SIZE(transition_fields), false);
     body(&rq, NULL, 0, false);
     if (rq.body.data)
         json_string_round_trip(rq.body.data);

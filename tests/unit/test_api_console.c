@@ -17,10 +17,10 @@
 
 #include "gw_api.h"
 #include "gw_api_int.h"
+#include "gw_array.h"
 #include "gw_config.h"
 #include "tmpdir_fixture.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- paths ----------------------------------------------------------- */
 

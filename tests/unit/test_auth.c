@@ -13,12 +13,12 @@
 
 #include <cmocka.h>
 
+#include "gw_array.h"
 #include "gw_auth.h"
 #include "gw_buf.h"
 #include "gw_registry.h"
 #include "tmpdir_fixture.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define HASH_A "0000000000000000000000000000000000000000000000000000000000000001"
 #define HASH_B "00000000000000000000000000000000000000000000000000000000000000ff"
 
