@@ -1450,6 +1450,13 @@ int64_t gw_cases_outbox_count(struct gw_cases *cases)
     return cases ? store_outbox_count(cases->store) : -EINVAL;
 }
 
+int gw_cases_open_rule_cases(struct gw_cases *cases, store_rule_case_fn fn, void *userdata)
+{
+    if (!cases || !fn)
+        return -EINVAL;
+    return store_open_rule_cases(cases->store, fn, userdata);
+}
+
 int gw_cases_open_counts(struct gw_cases *cases, store_open_count_fn fn, void *userdata)
 {
     if (!cases || !fn)

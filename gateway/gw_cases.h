@@ -288,6 +288,10 @@ int64_t gw_cases_outbox_delete(struct gw_cases *cases, int64_t up_to_id);
 /* Rows waiting, or a negative errno. */
 int64_t gw_cases_outbox_count(struct gw_cases *cases);
 
+/* The (rule, subject) of every case a rule opened that is open and not
+ * cleared (see store_open_rule_cases). Any gw_cases. */
+int gw_cases_open_rule_cases(struct gw_cases *cases, store_rule_case_fn fn, void *userdata);
+
 /* Open cases per (street, category) with the overdue ones among them (see
  * store_open_counts), for the case_open figure. Any gw_cases; no scope:
  * the gateway's own figures. */

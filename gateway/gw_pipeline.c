@@ -786,11 +786,111 @@ static void scan_silence(struct rule_worker *w, int64_t now)
     }
 }
 
+/* The cases rules opened that the store holds open (and not cleared),
+ * about devices: each worker's engine is told of those of its shard, so
+ * that the rules' clear_case{} reaches them (rule_engine_note_open_case)
+ * after a restart, or for a rule a reload brings back. */
+struct case_note {
+    char *rule;
+    const char *device_id; /* the registry's */
+};
+struct case_notes {
+    struct case_note *items;
+    size_t n, cap;
+};
+
+static void case_notes_free(struct case_notes *notes)
+{
+    for (size_t i = 0; i < notes->n; i++)
+        free(notes->items[i].rule);
+    free(notes->items);
+    *notes = (struct case_notes){ 0 };
+}
+
+struct notes_ctx {
+    const struct gw_pipeline *p;
+    struct case_notes *notes;
+};
+
+static int collect_case_note(const char *rule, const char *subject, void *userdata)
+{
+    struct notes_ctx *c = userdata;
+    struct case_notes *notes = c->notes;
+    const struct gw_device *device = gw_registry_device(c->p->reg, subject);
+
+    if (!device)
+        return 0; /* a building, say: its clears always pass */
+    if (notes->n == notes->cap) {
+        size_t cap = notes->cap ? notes->cap * 2 : 64;
+        struct case_note *items = realloc(notes->items, cap * sizeof(*items));
+        if (!items)
+            return -ENOMEM;
+        notes->items = items;
+        notes->cap = cap;
+    }
+    notes->items[notes->n].rule = strdup(rule);
+    if (!notes->items[notes->n].rule)
+        return -ENOMEM;
+    notes->items[notes->n++].device_id = device->id;
+    return 0;
+}
+
+/* Reads the notes from the main thread's store connection. On failure the
+ * engines are told nothing: a case left open is then cleared only after
+ * its rule opens it again, which the log says. */
+static void collect_case_notes(struct gw_pipeline *p, struct case_notes *notes)
+{
+    struct notes_ctx c = { p, notes };
+    int r = gw_cases_open_rule_cases(p->seen_store, collect_case_note, &c);
+
+    if (r < 0) {
+        gw_error("rules", "cannot read the open cases of rules from the store (%s): cases opened "
+                 "before this start are cleared only once opened again", strerror(-r));
+        case_notes_free(notes);
+    }
+}
+
+/* Tells the worker's engine of the notes of its shard. */
+static void note_open_cases(struct rule_worker *w, const struct case_notes *notes)
+{
+    size_t noted = 0;
+
+    for (size_t i = 0; i < notes->n; i++) {
+        const struct case_note *n = &notes->items[i];
+        int r;
+
+        if (shard_of(n->device_id, strlen(n->device_id), w->p->n_workers) != w->index)
+            continue;
+        r = rule_engine_note_open_case(w->engine, n->rule, n->device_id);
+        if (r == 0)
+            noted++;
+        else if (r != -ENOENT) /* a rule no longer loaded: nothing of it runs */
+            gw_error("rules", "worker %u: cannot note the open case of %s about %s: %s", w->index,
+                     n->rule, n->device_id, strerror(-r));
+    }
+    if (noted)
+        gw_debug("rules", "worker %u: %zu open case(s) of rules noted", w->index, noted);
+}
+
+/* At start, before the workers run. */
+static void note_store_cases(struct gw_pipeline *p)
+{
+    struct case_notes notes = { 0 };
+
+    collect_case_notes(p, &notes);
+    for (unsigned i = 0; i < p->n_workers; i++)
+        note_open_cases(&p->workers[i], &notes);
+    if (notes.n)
+        gw_info("rules", "%zu case(s) opened by rules before this start are open", notes.n);
+    case_notes_free(&notes);
+}
+
 /* A reload's rules, loaded once and checked: each worker loads the same
  * bytes into its own engine (rule_engine_reload_like), and the last one
  * to take them frees the model. */
 struct rule_model {
     struct rule_engine *engine;
+    struct case_notes notes; /* the store's open cases when the reload was asked for */
     unsigned refs;
 };
 
@@ -798,6 +898,7 @@ static void model_release(struct rule_model *m)
 {
     if (m && __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         rule_engine_free(m->engine);
+        case_notes_free(&m->notes);
         free(m);
     }
 }
@@ -822,6 +923,8 @@ static void take_new_rules(struct rule_worker *w)
     else
         gw_info("rules", "worker %u: reloaded rules in use after a %.2f ms pause", w->index,
                 (double)(gw_monotonic_ns() - t0) / 1e6);
+    if (r == 0)
+        note_open_cases(w, &model->notes);
     free(error);
     model_release(model);
 }
@@ -1459,6 +1562,7 @@ struct gw_pipeline *gw_pipeline_new(const struct gw_config *cfg, struct gw_regis
         goto fail;
     if (load_last_seen(p, &error) < 0 || open_stores(p, &error) < 0)
         goto fail;
+    note_store_cases(p);
     return p;
 
 nomem:
@@ -1489,6 +1593,7 @@ int gw_pipeline_reload(struct gw_pipeline *p)
         free(model);
         goto out;
     }
+    collect_case_notes(p, &model->notes);
     model->refs = p->n_workers;
     gw_info("rules", "reload: %zu rule(s) from %s handed to %u worker(s)",
             rule_engine_rule_count(model->engine), p->cfg->rules.dir, p->n_workers);

@@ -160,6 +160,7 @@ enum stmt_id {
     STMT_OUTBOX_DELETE,
     STMT_OUTBOX_COUNT,
     STMT_OPEN_COUNTS,
+    STMT_OPEN_RULE_CASES,
     STMT_COUNT,
 };
 
@@ -239,6 +240,9 @@ static const char *const stmt_sql[STMT_COUNT] = {
                          " sum(overdue AND state <> 'deferred') FROM cases"
                          " WHERE " OPEN_STATE " AND street_id IS NOT NULL"
                          " GROUP BY street_id, category ORDER BY street_id, category",
+    /* Served by the partial index cases_one_open. */
+    [STMT_OPEN_RULE_CASES] = "SELECT rule, subject FROM cases"
+                             " WHERE rule IS NOT NULL AND " OPEN_STATE " AND cleared_at IS NULL",
 };
 
 struct store {
@@ -1674,6 +1678,29 @@ int64_t store_outbox_delete(struct store *store, int64_t up_to_id)
 int64_t store_outbox_count(struct store *store)
 {
     return step_int(store, store->stmts[STMT_OUTBOX_COUNT], SQLITE_OK, "count the outbox");
+}
+
+int store_open_rule_cases(struct store *store, store_rule_case_fn fn, void *userdata)
+{
+    sqlite3_stmt *stmt = store->stmts[STMT_OPEN_RULE_CASES];
+    int rc, r = 0;
+
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *rule = (const char *)sqlite3_column_text(stmt, 0);
+        const char *subject = (const char *)sqlite3_column_text(stmt, 1);
+
+        if (!rule || !subject) {
+            r = -ENOMEM; /* neither is NULL here (the CHECK): only memory fails */
+            break;
+        }
+        r = fn(rule, subject, userdata);
+        if (r < 0)
+            break;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = fail(store, rc, "list open rule cases");
+    release(stmt);
+    return r;
 }
 
 int store_open_counts(struct store *store, store_open_count_fn fn, void *userdata)

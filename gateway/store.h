@@ -273,6 +273,12 @@ int64_t store_outbox_count(struct store *store);
  * those the ones overdue now (deferred ones are not); cases without a
  * street are left out. The strings live until fn returns; a negative
  * return stops the walk and becomes the result. */
+typedef int (*store_rule_case_fn)(const char *rule, const char *subject, void *userdata);
+/* Calls fn per case that a rule opened, still open and not cleared (what
+ * a clear_case of that rule about that subject would change). Returns 0,
+ * fn's negative result, or a negative errno. */
+int store_open_rule_cases(struct store *store, store_rule_case_fn fn, void *userdata);
+
 typedef int (*store_open_count_fn)(const char *street_id, const char *category, int64_t open,
                                    int64_t overdue, void *userdata);
 /* Calls fn per (street, category) having open cases, sorted. Returns 0,

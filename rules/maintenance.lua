@@ -16,25 +16,12 @@
 -- Not seen by rules: payloads the gateway could not decode. The gateway
 -- counts those itself, per device (see docs/rules.md).
 
--- Clearing once -----------------------------------------------------------
+-- Clearing ----------------------------------------------------------------
 --
--- The silence and offline rules see every message of every device. To
--- clear their case only when there may be one, they remember in `state`
--- whether it is cleared: `state.open` is true after opening, false after
--- clearing, and nil when the gateway has just started (state starts
--- empty), in which case the first message clears, in case a case was left
--- open before the restart.
-local function open(state, case)
-    state.open = true
-    open_case(case)
-end
-
-local function clear(state)
-    if state.open ~= false then
-        state.open = false
-        clear_case{}
-    end
-end
+-- The silence and offline rules see every message of every device and
+-- say clear_case{} on each: the gateway knows which of its cases are open
+-- (those opened before a restart too), so clearing when there is nothing
+-- open costs nothing and needs nothing remembered here.
 
 -- Times in messages are milliseconds since 1970; shown in Beijing time
 -- (UTC+8), whatever the gateway's computer is set to.
@@ -55,7 +42,7 @@ local OK = 30       -- at or above this, the case is cleared again
 rule{
     name = "device.battery",
     match = { field = "battery" },       -- any device type, if it reports a battery
-    on_reading = function(r, state)
+    on_reading = function(r)
         local battery = r.battery
         if type(battery) ~= "number" then
             return
@@ -68,13 +55,9 @@ rule{
                 title = "设备电量低 " .. r.device,
                 detail = string.format("电量 %d%%（%s）", math.floor(battery), r.type or "?"),
             }
-            state.low = true
-        elseif battery >= OK and state.low ~= false then
-            -- The battery was replaced or recharged. state.low is nil after
-            -- a restart, so a case left open then is cleared once too; after
-            -- that, healthy readings cost nothing.
+        elseif battery >= OK then
+            -- The battery was replaced or recharged.
             clear_case{}
-            state.low = false
         end
     end,
 }
@@ -91,7 +74,7 @@ rule{
 rule{
     name = "device.silent",
     silence = { factor = 2 },            -- 2 x the device's heartbeat
-    on_silence = function(d, state)
+    on_silence = function(d)
         local last
         if d.last_seen then
             last = "最后一次消息 " .. beijing(d.last_seen) .. "（北京时间）"
@@ -103,22 +86,22 @@ rule{
             detail = string.format("已 %.1f 小时无消息（心跳周期 %.1f 小时），%s",
                                    d.silent_for / 3600, d.heartbeat / 3600, last)
         end
-        open(state, {
+        open_case{
             category = "device.silent",
             severity = "minor",
             role = "manager",
             title = "设备失联 " .. d.device,
             detail = detail,
-        })
+        }
     end,
-    on_reading = function(r, state)
-        clear(state)
+    on_reading = function(r)
+        clear_case{}
     end,
-    on_event = function(e, state)
+    on_event = function(e)
         if e.kind == "status" and e.status == "offline" then
             return
         end
-        clear(state)
+        clear_case{}
     end,
 }
 
@@ -131,20 +114,20 @@ rule{
 
 rule{
     name = "device.offline",
-    on_event = function(e, state)
+    on_event = function(e)
         if e.kind == "status" and e.status == "offline" then
-            open(state, {
+            open_case{
                 category = "device.offline",
                 severity = "minor",
                 role = "manager",
                 title = "设备离线 " .. e.device,
                 detail = "设备报告离线，" .. beijing(e.ts) .. "（北京时间）",
-            })
+            }
         else
-            clear(state)
+            clear_case{}
         end
     end,
-    on_reading = function(r, state)
-        clear(state)
+    on_reading = function(r)
+        clear_case{}
     end,
 }

@@ -44,6 +44,15 @@ test("device.battery: cleared at 30 % or more, not between 20 and 30", function(
     t.expect_cleared{ rule = "device.battery", subject = "door-1" }
 end)
 
+test("device.battery: a case left open before a restart is cleared by a charged battery", function(t)
+    t.device{ id = "door-1", type = "door", grid = HOME }
+    t.left_open{ rule = "device.battery", subject = "door-1" }
+    t.reading{ device = "door-1", battery = 25 }
+    t.expect_no_case{ rule = "device.battery", subject = "door-1", cleared = true }
+    t.reading{ device = "door-1", battery = 95 }
+    t.expect_cleared{ rule = "device.battery", subject = "door-1" }
+end)
+
 -- device.silent -------------------------------------------------------------------
 --
 -- Smoke detectors report every 12 hours: silent after 24 hours.
@@ -142,4 +151,23 @@ test("device.offline: online, readings and events open nothing", function(t)
     t.reading{ device = "cam-1", people = 3, density = 0.05 }
     t.event{ device = "cam-1", kind = "event", event = "VCA_LOITER" }
     t.expect_no_case{ rule = "device.offline" }
+end)
+
+-- After a restart ------------------------------------------------------------------
+--
+-- Cases the store holds open when the gateway starts are cleared by the
+-- device's first message, as they would have been without the restart.
+
+test("device.silent and device.offline: cases left open are cleared by the first reading", function(t)
+    t.device{ id = "smoke-1", type = "smoke", heartbeat = "12h", grid = HOME }
+    t.device{ id = "smoke-2", type = "smoke", heartbeat = "12h", grid = HOME }
+    t.left_open{ rule = "device.silent", subject = "smoke-1" }
+    t.left_open{ rule = "device.offline", subject = "smoke-1" }
+    t.left_open{ rule = "device.offline", subject = "smoke-2" }
+    t.reading{ device = "smoke-1", smoke = 0.01, temp = 22.0, battery = 90 }
+    t.expect_cleared{ rule = "device.silent", subject = "smoke-1" }
+    t.expect_cleared{ rule = "device.offline", subject = "smoke-1" }
+    t.expect_no_case{ rule = "device.offline", subject = "smoke-2", cleared = true }
+    t.event{ device = "smoke-2", kind = "status", status = "online" }
+    t.expect_cleared{ rule = "device.offline", subject = "smoke-2" }
 end)

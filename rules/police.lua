@@ -137,10 +137,9 @@ local function tampered(fields)
     return nil
 end
 
-local function check_tamper(msg, state)
+local function check_tamper(msg)
     local t = tampered(msg.fields)
     if t == true then
-        state.open = true
         open_case{
             category = "police.tamper",
             severity = "major",
@@ -148,11 +147,8 @@ local function check_tamper(msg, state)
             title = "摄像机遮挡或破坏 " .. msg.device,
             detail = "摄像机报告画面被遮挡、移位或设备被破坏",
         }
-    elseif t == false and state.open ~= false then
-        -- Cleared once, not on every normal reading: state.open is false
-        -- once cleared (nil after a gateway restart, so the first normal
-        -- message then clears a case the gateway may have left open).
-        state.open = false
+    elseif t == false then
+        -- Costs nothing when no case of this rule is open about the camera.
         clear_case{}
     end
 end
@@ -161,9 +157,9 @@ rule{
     name = "police.tamper",
     match = { type = "camera" },
     on_reading = check_tamper,
-    on_event = function(e, state)
+    on_event = function(e)
         if e.kind == "event" then
-            check_tamper(e, state)
+            check_tamper(e)
         end
     end,
 }

@@ -169,6 +169,15 @@ test("police.tamper: tamper = false clears the case", function(t)
     t.expect_cleared{ rule = "police.tamper", subject = "cam-1" }
 end)
 
+test("police.tamper: a case left open before a restart is cleared by tamper = false", function(t)
+    t.device{ id = "cam-1", type = "camera", grid = HOME }
+    t.left_open{ rule = "police.tamper", subject = "cam-1", severity = "major" }
+    t.reading{ device = "cam-1", people = 3, density = 0.1 }
+    t.expect_no_case{ rule = "police.tamper", subject = "cam-1", cleared = true }
+    t.reading{ device = "cam-1", people = 3, density = 0.1, tamper = false }
+    t.expect_cleared{ rule = "police.tamper", subject = "cam-1" }
+end)
+
 test("police.tamper: normal camera traffic opens nothing", function(t)
     t.device{ id = "cam-1", type = "camera", grid = HOME }
     t.reading{ device = "cam-1", people = 12, density = 0.2, online = true }

@@ -223,7 +223,11 @@ static int api_open_case(lua_State *L)
     a.category = strdup(category);
     a.title = strdup(title);
     a.detail = detail ? strdup(detail) : NULL;
-    return push_action(L, e, &a, subject, a.category && a.title && (!detail || a.detail));
+    push_action(L, e, &a, subject, a.category && a.title && (!detail || a.detail));
+    if ((!subject || strcmp(subject, e->device_id) == 0) &&
+        rule__case_mark(e, e->rule, e->device_id) < 0)
+        return luaL_error(L, "open_case: out of memory");
+    return 0;
 }
 
 static int api_clear_case(lua_State *L)
@@ -239,6 +243,12 @@ static int api_clear_case(lua_State *L)
         check_keys(L, 1, "clear_case", keys);
         subject = get_text(L, 1, "clear_case", "subject", RULE_SUBJECT_MAX, 0);
     }
+    /* Nothing of this rule's is open about this device: nothing to say.
+     * Other subjects (a building) may have cases opened by rules running
+     * for other devices, on other workers: always passed on. */
+    if ((!subject || strcmp(subject, e->device_id) == 0) &&
+        !rule__case_marked(e, e->rule, e->device_id))
+        return 0;
     return push_action(L, e, &a, subject, true);
 }
 

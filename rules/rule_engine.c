@@ -109,6 +109,15 @@ size_t rule_engine_rule_count(const struct rule_engine *engine)
     return engine->n_committed;
 }
 
+int rule_engine_note_open_case(struct rule_engine *engine, const char *rule_name,
+                               const char *device_id)
+{
+    for (size_t i = 0; i < engine->n_committed; i++)
+        if (strcmp(engine->rules[i]->name, rule_name) == 0)
+            return rule__case_mark(engine, engine->rules[i], device_id);
+    return -ENOENT;
+}
+
 void rule_engine_stats(const struct rule_engine *engine, struct rule_stats *ret_stats)
 {
     *ret_stats = engine->stats;
@@ -928,6 +937,7 @@ static bool call_rule(struct rule_engine *e, struct rule *rule)
     /* A trip that a pcall in the rule caught just before returning still
      * ends the call as failed. */
     if (status == LUA_OK && trip == RULE_TRIP_NONE) {
+        rule__case_marks_commit(e, rule, first);
         e->stats.actions += e->actions->n - first;
         rule->actions += e->actions->n - first;
         return true;

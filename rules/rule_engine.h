@@ -161,9 +161,18 @@ int64_t rule_engine_silence_threshold(struct rule_engine *engine, const struct g
 int rule_engine_on_silence(struct rule_engine *engine, const struct gw_device *device,
                            const struct rule_silence *silence, struct rule_actions *actions);
 
+/* clear_case{} about the device a rule runs for is passed on only while
+ * the rule may have a case open about it: one its open_case opened, or
+ * one noted here. The gateway notes the cases its store holds open when
+ * it starts (a case opened before a restart is cleared as it would have
+ * been). Notes carry over reloads with their rule's name. Returns 0,
+ * -ENOENT when no loaded rule has that name, or -ENOMEM. */
+int rule_engine_note_open_case(struct rule_engine *engine, const char *rule_name,
+                               const char *device_id);
+
 /* Reload: a fresh engine, loaded from the directory, takes over the old
- * one's per-device state (state tables, windows, held timers, silence
- * episodes) for the rules it still has (matched by name). Plain data only
+ * one's per-device state (state tables, windows, held timers, case notes,
+ * silence episodes) for the rules it still has (matched by name). Plain data only
  * is copied: numbers, strings, booleans and tables of them (shared tables
  * and cycles stay so; functions, userdata and tables nested deeper than 32
  * levels are dropped, counted in one log line). Quarantines and failure

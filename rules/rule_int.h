@@ -105,7 +105,7 @@ struct rule {
     /* Names its windows and held timers in struct rule_cslot: unique in
      * the engine, passed on to the rule of the same name by a reload. */
     uint32_t skey;
-    size_t n_cslots; /* its windows and held timers, all devices */
+    size_t n_cslots; /* its windows, held timers and case marks, all devices */
     bool shadow;
     bool on_reading, on_event, on_silence; /* which handlers it has */
     double silence_s;                      /* fixed silence in seconds, or 0 */
@@ -137,13 +137,19 @@ struct rule_pair {
     int64_t fired_last_seen; /* the episode: last_seen_ns it fired for */
 };
 
-/* One window or held timer of a (rule, device): rule_window.c. */
+/* One window, held timer or case mark of a (rule, device): rule_window.c. */
 #define RULE_CSLOT_HELD 0x80000000u /* in name: a held timer, not a window */
+#define RULE_CSLOT_CASE 0u          /* the name of a case mark (interned ids start at 1) */
 struct rule_cslot {
     uint32_t skey; /* the rule's (struct rule.skey) */
-    uint32_t name; /* interned name id (rule_window.c), | RULE_CSLOT_HELD */
+    uint32_t name; /* interned name id (rule_window.c), | RULE_CSLOT_HELD; or RULE_CSLOT_CASE */
     int64_t value; /* held: handler time since the condition is true; window: its id */
 };
+
+static inline bool rule__cslot_is_window(const struct rule_cslot *s)
+{
+    return s->name != RULE_CSLOT_CASE && !(s->name & RULE_CSLOT_HELD);
+}
 
 /* A device's record: kept while any of it is set (rule_state.c). */
 struct rule_dev {
@@ -309,7 +315,7 @@ void rule__mem_release(struct rule_engine *e, size_t n);
 void rule__helpers_register(lua_State *L);
 
 /* rule_window.c: window() and held(), kept in C per (rule, device, name)
- * in the device's record. */
+ * in the device's record, and the case marks next to them. */
 /* Adds window and held to the table on top (and the windows' metatable). */
 void rule__window_register(lua_State *L);
 /* Frees every window and held timer whose rule is gone (a reload that
@@ -322,6 +328,20 @@ void rule__cstate_free(struct rule_engine *e);
 /* rule_engine_adopt_state's part: copies the windows and held timers of
  * old's rules to fresh's rules of the same names. 0 or -ENOMEM. */
 int rule__cstate_adopt(struct rule_engine *fresh, struct rule_engine *old);
+/* Case marks: whether the rule may have a case open about the device
+ * (the subject being the device), so that clear_case{} with nothing to
+ * clear costs nothing. open_case sets the mark at once (a failure of the
+ * call after that leaves a mark too many: one clear_case that does
+ * nothing); a clear_case removes it only once its call has succeeded
+ * (rule__case_marks_commit), so that a dropped clear never hides a case
+ * still open. */
+bool rule__case_marked(struct rule_engine *e, const struct rule *rule, const char *device_id);
+/* Sets the mark: 0, or -ENOMEM when the memory cap or malloc refuses
+ * (inside a call, that trips it). */
+int rule__case_mark(struct rule_engine *e, struct rule *rule, const char *device_id);
+/* After a successful call of the rule: the marks its case actions about
+ * the device leave (the last one about the device wins). */
+void rule__case_marks_commit(struct rule_engine *e, struct rule *rule, size_t first_action);
 /* Reads a duration at idx: a string for gw_duration_parse ("90s", "15m",
  * "2h", "1d", "500ms") or a number of seconds; 0 is one. Returns 0 and
  * sets *ret_seconds, or a negative errno. */

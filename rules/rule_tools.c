@@ -1219,6 +1219,44 @@ static int t_reading(lua_State *L)
     return 0;
 }
 
+static const char *const left_open_keys[] = { "rule", "subject", "severity", NULL };
+
+/* t.left_open{ rule =, subject =, severity = }: a case the store holds
+ * open when the gateway starts, opened before a restart. The gateway tells
+ * the engine of every such case; so does this. */
+static int t_left_open(lua_State *L)
+{
+    struct trun *run = check_run(L);
+    struct rule_action a = { .kind = RULE_ACTION_OPEN_CASE, .severity = GW_SEVERITY_MINOR };
+    const char *rule, *subject, *severity;
+    int r;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checkstack(L, 10, NULL);
+    check_keys(L, 1, "t.left_open", left_open_keys);
+    rule = opt_string(L, 1, "rule", "t.left_open");
+    subject = opt_string(L, 1, "subject", "t.left_open");
+    severity = opt_string(L, 1, "severity", "t.left_open");
+    if (!rule || !subject)
+        return luaL_error(L, "t.left_open: rule and subject are required");
+    if (severity) {
+        int sev = gw_severity_parse(severity);
+        if (sev < 0)
+            return luaL_error(L, "t.left_open: severity must be info, minor, major or critical");
+        a.severity = (enum gw_severity)sev;
+    }
+    r = rule_engine_note_open_case(run->engine, rule, subject);
+    if (r == -ENOENT)
+        return luaL_error(L, "t.left_open: no rule named '%s' is loaded", rule);
+    a.rule = (char *)rule;
+    a.subject = (char *)subject;
+    a.category = (char *)rule;
+    a.title = (char *)rule;
+    if (r < 0 || model_apply(run, &a, subject) < 0)
+        return raise_nomem(L);
+    return 0;
+}
+
 static const char *const event_reserved[] = { "device", "type", "ts", "fields", "kind", NULL };
 static const char *const status_keys[] = { "device", "type", "ts", "kind", "status", NULL };
 
@@ -1808,6 +1846,7 @@ static const luaL_Reg t_functions[] = {
     { "reading", t_reading },
     { "event", t_event },
     { "advance", t_advance },
+    { "left_open", t_left_open },
     { "expect_case", t_expect_case },
     { "expect_no_case", t_expect_no_case },
     { "expect_cleared", t_expect_cleared },

@@ -1,5 +1,5 @@
 /* rule_window: window() and held(), the rules' per-(rule, device, name)
- * memory of time, kept in C.
+ * memory of time, kept in C; and the case marks kept beside them.
  *
  * A district has hundreds of thousands of devices, and a window or a held
  * timer as Lua objects (a userdata, a table per device and rule to find it
@@ -30,6 +30,12 @@
  * silence check's), never the wall clock, so replays and tests give the
  * same answers. A point expires once it is `seconds` old: a window holds
  * (now - seconds, now].
+ *
+ * A case mark is a slot with no name (RULE_CSLOT_CASE): the rule may have
+ * a case open about this device. Maintenance rules say clear_case{} on
+ * every message of every device; with the mark that costs a lookup here,
+ * instead of an action and a store query, and the rules need no Lua state
+ * of their own to avoid it (a few hundred bytes per device and rule).
  */
 #include <errno.h>
 #include <lauxlib.h>
@@ -228,7 +234,7 @@ static struct rule_win *win_new(struct rule_engine *e, int64_t span_ns, uint32_t
 void rule__cstate_free_dev(struct rule_engine *e, struct rule_dev *d)
 {
     for (uint32_t i = 0; i < d->n_cslots; i++)
-        if (!(d->cslots[i].name & RULE_CSLOT_HELD))
+        if (rule__cslot_is_window(&d->cslots[i]))
             win_free(e, (uint32_t)d->cslots[i].value);
     rule__mem_release(e, d->cap_cslots * sizeof(*d->cslots));
     free(d->cslots);
@@ -265,7 +271,7 @@ void rule__cstate_sweep(struct rule_engine *e)
                 const struct rule_cslot *s = &d->cslots[j];
                 if (skey_live(e, s->skey))
                     d->cslots[k++] = *s;
-                else if (!(s->name & RULE_CSLOT_HELD))
+                else if (rule__cslot_is_window(s))
                     win_free(e, (uint32_t)s->value);
             }
             d->n_cslots = k;
@@ -521,6 +527,56 @@ static int api_held(lua_State *L)
     return 1;
 }
 
+/* ---- case marks --------------------------------------------------------- */
+
+bool rule__case_marked(struct rule_engine *e, const struct rule *rule, const char *device_id)
+{
+    struct rule_dev *d = rule__cdev_get(e, device_id, false);
+
+    return d && slot_find(d, rule->skey, RULE_CSLOT_CASE);
+}
+
+int rule__case_mark(struct rule_engine *e, struct rule *rule, const char *device_id)
+{
+    struct rule_dev *d = rule__cdev_get(e, device_id, true);
+
+    if (d && slot_find(d, rule->skey, RULE_CSLOT_CASE))
+        return 0;
+    if (!d || !slot_add(e, d, rule->skey, RULE_CSLOT_CASE, 0)) {
+        rule__cdev_tidy(e, device_id);
+        return -ENOMEM;
+    }
+    rule->n_cslots++;
+    return 0;
+}
+
+static void case_unmark(struct rule_engine *e, struct rule *rule, const char *device_id)
+{
+    struct rule_dev *d = rule__cdev_get(e, device_id, false);
+    struct rule_cslot *slot = d ? slot_find(d, rule->skey, RULE_CSLOT_CASE) : NULL;
+
+    if (!slot)
+        return;
+    *slot = d->cslots[--d->n_cslots];
+    rule->n_cslots--;
+    if (!d->n_cslots)
+        rule__cdev_tidy(e, device_id);
+}
+
+void rule__case_marks_commit(struct rule_engine *e, struct rule *rule, size_t first_action)
+{
+    const struct rule_action *last = NULL;
+
+    for (size_t i = first_action; i < e->actions->n; i++) {
+        const struct rule_action *a = &e->actions->items[i];
+        if ((a->kind == RULE_ACTION_OPEN_CASE || a->kind == RULE_ACTION_CLEAR_CASE) &&
+            strcmp(a->subject, e->device_id) == 0)
+            last = a;
+    }
+    if (last && last->kind == RULE_ACTION_CLEAR_CASE)
+        case_unmark(e, rule, e->device_id);
+}
+
 /* ---- a copy into another engine ----------------------------------------- */
 
 struct adopt_ctx {
@@ -557,6 +613,11 @@ static void adopt_slot(lua_State *L, struct adopt_ctx *c, const struct rule_dev 
 
     if (!frule)
         return;
+    if (s->name == RULE_CSLOT_CASE) {
+        if (rule__case_mark(c->fresh, frule, d->id) < 0)
+            luaL_error(L, "out of memory");
+        return;
+    }
     if (!lua_checkstack(from, 2))
         luaL_error(L, "out of memory (stack of the old engine)");
     lua_rawgetp(from, LUA_REGISTRYINDEX, &names_key);
@@ -623,7 +684,7 @@ int rule__cstate_adopt(struct rule_engine *fresh, struct rule_engine *old)
     status = lua_pcall(fresh->L, 1, 0, 0);
     fresh->cdev_cache = NULL; /* it was keyed by old's ids */
     if (status != LUA_OK)
-        gw_error("rules", "reload: windows and held timers not all carried over: %s",
+        gw_error("rules", "reload: windows, held timers and case marks not all carried over: %s",
                  lua_type(fresh->L, -1) == LUA_TSTRING ? lua_tostring(fresh->L, -1) : "error");
     lua_settop(fresh->L, top);
     return status == LUA_OK ? 0 : -ENOMEM;

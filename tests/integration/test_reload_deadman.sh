@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Rules in the running daemon: a SIGHUP reload takes new rules without a
 # restart and keeps the old ones when a file is broken (naming file:line),
-# and a deadman rule fires for a device that has gone silent.
+# a deadman rule fires for a device that has gone silent, and a case a rule
+# left open is cleared by its clear_case{} after a reload that brings the
+# rule back and after a restart (the engine is told of the store's open
+# cases: clear_case with nothing open is otherwise not passed on).
 #
 #   test_reload_deadman.sh GRIDGATE_BIN SOURCE_DIR
 set -euo pipefail
@@ -25,6 +28,8 @@ rule{ name = "test.a", match = { type = "smoke" },
       on_reading = function(r)
           if r.fields.smoke and r.fields.smoke > 0.5 then
               open_case{ category = "test.a", severity = "minor", title = "A " .. r.device }
+          elseif r.fields.smoke and r.fields.smoke < 0.1 then
+              clear_case{}
           end
       end }
 rule{ name = "test.silent", match = { type = "door" }, silence = { factor = 2 },
@@ -69,9 +74,12 @@ rule{ name = "test.b", match = { type = "smoke" },
       on_reading = function(r)
           if r.fields.smoke and r.fields.smoke > 0.5 then
               open_case{ category = "test.b", severity = "major", title = "B " .. r.device }
+          elseif r.fields.smoke and r.fields.smoke < 0.1 then
+              clear_case{}
           end
       end }
 LUA
+cp "$work/rules/b.lua" "$work/b.lua.keep"
 kill -HUP "$gateway_pid"
 gg_wait_until 10 grep -q "reloaded rules in use" "$work/gridgate.log" ||
     fail "the reload was not taken" "$work/gridgate.log"
@@ -88,6 +96,36 @@ grep -q "rules/c.lua:2:" "$work/gridgate.log" || fail "the refusal does not name
 publish smoke-000003 '{"smoke": 0.9}'
 gg_wait_until 10 db_is "SELECT count(*) FROM cases WHERE rule = 'test.b' AND subject = 'smoke-000003'" 1 ||
     fail "the running rules stopped after a refused reload" "$work/gridgate.log"
+
+reloads_taken() { [ "$(grep -c "reloaded rules in use" "$work/gridgate.log")" -ge "$1" ]; }
+cleared() { db_is "SELECT count(*) FROM cases WHERE rule = '$1' AND subject = '$2' AND cleared_at IS NOT NULL" 1; }
+
+echo "a rule a reload brings back clears the case it left open"
+rm "$work/rules/b.lua" "$work/rules/c.lua"
+kill -HUP "$gateway_pid"
+gg_wait_until 10 reloads_taken 4 || fail "the reload without b.lua was not taken" "$work/gridgate.log"
+cp "$work/b.lua.keep" "$work/rules/b.lua"
+kill -HUP "$gateway_pid"
+gg_wait_until 10 reloads_taken 6 || fail "the reload with b.lua back was not taken" "$work/gridgate.log"
+publish smoke-000002 '{"smoke": 0.01}'
+gg_wait_until 10 cleared test.b smoke-000002 ||
+    fail "test.b's case about smoke-000002 was not cleared after the rule came back" "$work/gridgate.log"
+
+echo "after a restart, a case opened before it is cleared by the rule's clear_case"
+kill -TERM "$gateway_pid"
+wait "$gateway_pid" || fail "gridgate did not stop cleanly" "$work/gridgate.log"
+"$gridgate" run -c "$work/gridgate.yaml" >"$work/gridgate-2.log" 2>&1 &
+gateway_pid=$!
+gg_wait_until 15 grep -q "subscribed to" "$work/gridgate-2.log" ||
+    fail "gridgate did not subscribe after the restart" "$work/gridgate-2.log"
+grep -q "case(s) opened by rules before this start are open" "$work/gridgate-2.log" ||
+    fail "the restart did not note the open cases of rules" "$work/gridgate-2.log"
+publish smoke-000001 '{"smoke": 0.01}'
+publish smoke-000003 '{"smoke": 0.01}'
+gg_wait_until 10 cleared test.a smoke-000001 ||
+    fail "test.a's case about smoke-000001 was not cleared after the restart" "$work/gridgate-2.log"
+gg_wait_until 10 cleared test.b smoke-000003 ||
+    fail "test.b's case about smoke-000003 was not cleared after the restart" "$work/gridgate-2.log"
 
 echo "reload_deadman: silent-door cases expected $doors, open" \
     "$(cases_db "SELECT count(*) FROM cases WHERE rule = 'test.silent'");" \

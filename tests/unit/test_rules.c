@@ -415,29 +415,117 @@ static void test_actions_only_inside_on_reading(void **state)
     free(msg);
 }
 
-static void test_clear_case(void **state)
+/* The actions of one reading of d with v = value, as "kind:subject ..." */
+static const char *case_actions(struct rule_engine *e, const struct gw_device *d, double value)
 {
-    struct rule_engine *e = engine_with("rule{ name = 'clear', on_reading = function(r)\n"
-                                        "  clear_case{}\n"
-                                        "  clear_case{ subject = 'room-3' }\n"
-                                        "  clear_case()\n"
-                                        "end }\n");
-    struct gw_reading *r = reading_new(&dev_door);
+    static char buf[512];
+    struct gw_reading *r = reading_new(d);
     struct rule_actions actions = { 0 };
+    size_t len = 0;
 
-    (void)state;
-    assert_int_equal(rule_engine_on_reading(e, r, &actions), 0);
-    assert_int_equal(actions.n, 3);
-    for (size_t i = 0; i < 3; i++) {
-        assert_int_equal(actions.items[i].kind, RULE_ACTION_CLEAR_CASE);
-        assert_string_equal(actions.items[i].rule, "clear");
-        assert_true(actions.items[i].ts_ns == TS_NS);
+    gw_reading_add_number(r, "v", value);
+    rule_engine_on_reading(e, r, &actions);
+    buf[0] = '\0';
+    for (size_t i = 0; i < actions.n; i++) {
+        const struct rule_action *a = &actions.items[i];
+        assert_true(a->ts_ns == TS_NS);
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%s:%s", i ? " " : "",
+                                a->kind == RULE_ACTION_OPEN_CASE ? "open" : "clear", a->subject);
+        assert_true(len < sizeof(buf));
     }
-    assert_string_equal(actions.items[0].subject, "door-000001");
-    assert_string_equal(actions.items[1].subject, "room-3");
-    assert_string_equal(actions.items[2].subject, "door-000001");
     rule_actions_free(&actions);
     gw_reading_unref(r);
+    return buf;
+}
+
+static const char clear_source[] =
+    "rule{ name = 'clear', on_reading = function(r)\n"
+    "  local v = r.v\n"
+    "  if v == 1 or v == 4 then\n"
+    "    if v == 4 then clear_case{} end\n"
+    "    open_case{ category = 'c', severity = 'info', title = 't' }\n"
+    "  end\n"
+    "  if v == 0 or v == 3 then\n"
+    "    clear_case{}\n"
+    "    clear_case{ subject = 'room-3' }\n"
+    "    clear_case()\n"
+    "  end\n"
+    "  if v == 2 then clear_case{}; error('after the clear') end\n"
+    "  if v == 3 then open_case{ category = 'c', severity = 'info', title = 't' }; clear_case{} end\n"
+    "end }\n";
+
+/* clear_case{} about the device is passed on only while the rule may have
+ * a case open about it; other subjects always are. */
+static void test_clear_case(void **state)
+{
+    struct rule_engine *e = engine_with(clear_source);
+
+    (void)state;
+    /* Nothing opened: only the other subject's clear. */
+    assert_string_equal(case_actions(e, &dev_door, 0), "clear:room-3");
+    assert_string_equal(case_actions(e, &dev_door, 1), "open:door-000001");
+    /* A call that fails after its clear drops it, and the case stays marked. */
+    assert_string_equal(case_actions(e, &dev_door, 2), "");
+    assert_string_equal(case_actions(e, &dev_door, 0),
+                        "clear:door-000001 clear:room-3 clear:door-000001");
+    assert_string_equal(case_actions(e, &dev_door, 0), "clear:room-3");
+    /* Marks are per device. */
+    assert_string_equal(case_actions(e, &dev_smoke, 1), "open:smoke-000001");
+    assert_string_equal(case_actions(e, &dev_door, 0), "clear:room-3");
+    /* Within one call the last of open and clear counts. */
+    assert_string_equal(case_actions(e, &dev_door, 3),
+                        "clear:room-3 open:door-000001 clear:door-000001");
+    assert_string_equal(case_actions(e, &dev_door, 0), "clear:room-3");
+    assert_string_equal(case_actions(e, &dev_door, 4), "open:door-000001");
+    assert_string_equal(case_actions(e, &dev_door, 0),
+                        "clear:door-000001 clear:room-3 clear:door-000001");
+    assert_string_equal(case_actions(e, &dev_smoke, 0),
+                        "clear:smoke-000001 clear:room-3 clear:smoke-000001");
+
+    /* A case the store holds open since before a start. */
+    assert_int_equal(rule_engine_note_open_case(e, "clear", "door-000001"), 0);
+    assert_int_equal(rule_engine_note_open_case(e, "clear", "door-000001"), 0);
+    assert_int_equal(rule_engine_note_open_case(e, "gone", "door-000001"), -ENOENT);
+    assert_string_equal(case_actions(e, &dev_door, 0),
+                        "clear:door-000001 clear:room-3 clear:door-000001");
+    assert_string_equal(case_actions(e, &dev_door, 0), "clear:room-3");
+    rule_engine_free(e);
+}
+
+/* Case marks go on through both kinds of reload, with their rule's name. */
+static void test_case_marks_reload(void **state)
+{
+    struct rule_engine *e = engine_with(clear_source);
+    struct rule_engine *model, *fresh;
+    char *error = NULL;
+
+    (void)state;
+    assert_string_equal(case_actions(e, &dev_door, 1), "open:door-000001");
+    assert_string_equal(case_actions(e, &dev_smoke, 1), "open:smoke-000001");
+    model = engine_with(clear_source);
+    assert_int_equal(rule_engine_reload_like(e, model, &error), 0);
+    rule_engine_free(model);
+    assert_string_equal(case_actions(e, &dev_door, 0),
+                        "clear:door-000001 clear:room-3 clear:door-000001");
+
+    fresh = engine_with(clear_source);
+    assert_int_equal(rule_engine_adopt_state(fresh, e), 0);
+    rule_engine_free(e);
+    assert_string_equal(case_actions(fresh, &dev_door, 0), "clear:room-3");
+    assert_string_equal(case_actions(fresh, &dev_smoke, 0),
+                        "clear:smoke-000001 clear:room-3 clear:smoke-000001");
+    rule_engine_free(fresh);
+
+    /* A reload without the rule forgets its marks. */
+    e = engine_with(clear_source);
+    assert_string_equal(case_actions(e, &dev_door, 1), "open:door-000001");
+    model = engine_with("rule{ name = 'other', on_reading = function() end }\n");
+    assert_int_equal(rule_engine_reload_like(e, model, &error), 0);
+    rule_engine_free(model);
+    model = engine_with(clear_source);
+    assert_int_equal(rule_engine_reload_like(e, model, &error), 0);
+    rule_engine_free(model);
+    assert_string_equal(case_actions(e, &dev_door, 0), "clear:room-3");
     rule_engine_free(e);
 }
 
@@ -2146,6 +2234,7 @@ int main(void)
         cmocka_unit_test(test_action_argument_errors),
         cmocka_unit_test(test_actions_only_inside_on_reading),
         cmocka_unit_test(test_clear_case),
+        cmocka_unit_test(test_case_marks_reload),
         cmocka_unit_test(test_emit_types),
         cmocka_unit_test(test_failing_rule_does_not_stop_others),
         cmocka_unit_test(test_budget),
