@@ -113,17 +113,9 @@ static int grow(struct gw_map *map)
     return 0;
 }
 
-int gw_map_put(struct gw_map *map, const char *key, void *value)
+/* Adds key -> value where find() said key is not (s). */
+static int add(struct gw_map *map, struct slot *s, const char *key, uint64_t hash, void *value)
 {
-    uint64_t hash;
-    struct slot *s;
-
-    if (!key || !value)
-        return -EINVAL;
-    hash = hash_string(key);
-    s = find(map->slots, map->mask, key, hash);
-    if (s->key)
-        return -EEXIST;
     if ((map->count + 1) > (map->mask + 1) / 4 * 3) {
         if (grow(map) < 0)
             return -ENOMEM;
@@ -134,6 +126,45 @@ int gw_map_put(struct gw_map *map, const char *key, void *value)
     s->value = value;
     map->count++;
     return 0;
+}
+
+int gw_map_put(struct gw_map *map, const char *key, void *value)
+{
+    uint64_t hash;
+    struct slot *s;
+
+    if (!key || !value)
+        return -EINVAL;
+    hash = hash_string(key);
+    s = find(map->slots, map->mask, key, hash);
+    return s->key ? -EEXIST : add(map, s, key, hash, value);
+}
+
+int gw_map_set(struct gw_map *map, const char *key, void *value, void **ret_old)
+{
+    uint64_t hash;
+    struct slot *s;
+
+    if (ret_old)
+        *ret_old = NULL;
+    if (!key || !value)
+        return -EINVAL;
+    hash = hash_string(key);
+    s = find(map->slots, map->mask, key, hash);
+    if (!s->key)
+        return add(map, s, key, hash, value);
+    if (ret_old)
+        *ret_old = s->value;
+    s->value = value;
+    return 0;
+}
+
+void gw_map_each(const struct gw_map *map, void (*fn)(const char *key, void *value, void *ud),
+                 void *ud)
+{
+    for (size_t i = 0; map && i <= map->mask; i++)
+        if (map->slots[i].key)
+            fn(map->slots[i].key, map->slots[i].value, ud);
 }
 
 void *gw_map_get(const struct gw_map *map, const char *key)

@@ -24,8 +24,17 @@ void gw_map_free(struct gw_map *map);
  * held), -EINVAL for a NULL key or value, or -ENOMEM. */
 int gw_map_put(struct gw_map *map, const char *key, void *value);
 
+/* Adds key -> value, or replaces the value key has; *ret_old (when not
+ * NULL) gets the value replaced, or NULL. Returns 0, -EINVAL or -ENOMEM
+ * (the map unchanged). */
+int gw_map_set(struct gw_map *map, const char *key, void *value, void **ret_old);
+
 /* The value for key, or NULL when absent. */
 void *gw_map_get(const struct gw_map *map, const char *key);
+
+/* Calls fn for every key and value, in no particular order. */
+void gw_map_each(const struct gw_map *map, void (*fn)(const char *key, void *value, void *ud),
+                 void *ud);
 
 size_t gw_map_count(const struct gw_map *map);
 

@@ -16,8 +16,8 @@
 #include "gw_config.h"
 #include "gw_duration.h"
 #include "gw_journal.h"
+#include "gw_last.h"
 #include "gw_log.h"
-#include "gw_map.h"
 #include "gw_queue.h"
 #include "gw_reading.h"
 #include "gw_registry.h"
@@ -58,12 +58,6 @@
 #define SILENCE_SCAN_MS 5000
 static const char *const CONSUMER_INFLUX = "influx";
 
-/* The last telemetry reading of one device (gw_pipeline_last_reading). */
-struct last_slot {
-    struct last_slot *next; /* every slot of the shard, to free them */
-    struct gw_reading *reading;
-};
-
 /* One rule worker: its own Lua state, the devices of its shard, and its
  * own journal position. Its case actions go to the case service. */
 struct rule_worker {
@@ -83,13 +77,8 @@ struct rule_worker {
     uint64_t read_seq;
     uint64_t committed_seq;
     uint64_t submitted_seq;
-    /* Last readings of this shard's devices: written by this worker alone,
-     * read by the API's threads, so under last_lock. Keys are the
-     * registry's device ids, which outlive the pipeline. */
-    pthread_mutex_t last_lock;
-    bool last_lock_ready;
-    struct gw_map *last;
-    struct last_slot *last_slots;
+    /* The newest reading of each device of the shard, for the API. */
+    struct gw_last *last;
     pthread_t thread;
     bool running;
 };
@@ -683,39 +672,16 @@ static void apply_actions(struct rule_worker *w, struct gw_reading *reading, uin
     submit_emits(w, seq);
 }
 
-/* Keeps the device's newest telemetry reading for the API
- * (gw_pipeline_last_reading): one per device, so memory is bounded by the
- * devices the registry admits. */
-static void keep_last_reading(struct rule_worker *w, struct gw_reading *reading)
-{
-    struct last_slot *slot;
-    struct gw_reading *old;
-
-    pthread_mutex_lock(&w->last_lock);
-    slot = gw_map_get(w->last, reading->device->id);
-    if (!slot) {
-        slot = calloc(1, sizeof(*slot));
-        if (!slot || gw_map_put(w->last, reading->device->id, slot) < 0) {
-            pthread_mutex_unlock(&w->last_lock);
-            free(slot);
-            return; /* out of memory: the API shows no last reading */
-        }
-        slot->next = w->last_slots;
-        w->last_slots = slot;
-    }
-    old = slot->reading;
-    gw_reading_ref(reading);
-    slot->reading = reading;
-    pthread_mutex_unlock(&w->last_lock);
-    gw_reading_unref(old);
-}
-
-static void run_rules(struct rule_worker *w, struct gw_reading *reading, uint64_t seq)
+/* record: the journal's bytes of the reading, kept as the device's newest
+ * for the API. */
+static void run_rules(struct rule_worker *w, struct gw_reading *reading, const void *record,
+                      size_t len, uint64_t seq)
 {
     int failed;
 
     if (reading->channel == GW_CHANNEL_TELEMETRY) {
-        keep_last_reading(w, reading);
+        /* Out of memory: the API shows the reading before. */
+        (void)gw_last_put(w->last, reading->device, record, len);
         failed = rule_engine_on_reading(w->engine, reading, &w->actions);
     } else {
         failed = rule_engine_on_event(w->engine, reading, &w->actions);
@@ -986,7 +952,7 @@ static void *rule_worker_main(void *arg)
                 shard_of(id, id_len, p->n_workers) == w->index) {
                 struct gw_reading *reading = resolve_record(p, data, len, seq);
                 if (reading)
-                    run_rules(w, reading, seq);
+                    run_rules(w, reading, data, len, seq);
                 gw_reading_unref(reading);
             }
             if (++uncommitted < COMMIT_EVERY)
@@ -1464,10 +1430,9 @@ static int build_workers(struct gw_pipeline *p, char **ret_error)
         w->engine = load_rules(p, ret_error);
         if (!w->engine)
             return -EINVAL;
-        w->last = gw_map_new(n_devices / p->n_workers + 1);
-        if (!w->last || pthread_mutex_init(&w->last_lock, NULL) != 0)
+        w->last = gw_last_new(n_devices / p->n_workers + 1);
+        if (!w->last)
             goto nomem;
-        w->last_lock_ready = true;
     }
     for (size_t d = 0; d < n_devices; d++) {
         const struct gw_device *device = gw_registry_device_at(p->reg, d);
@@ -1779,20 +1744,6 @@ static void commit_final_positions(struct gw_pipeline *p)
     }
 }
 
-static void free_last_readings(struct rule_worker *w)
-{
-    while (w->last_slots) {
-        struct last_slot *slot = w->last_slots;
-
-        w->last_slots = slot->next;
-        gw_reading_unref(slot->reading);
-        free(slot);
-    }
-    gw_map_free(w->last);
-    if (w->last_lock_ready)
-        pthread_mutex_destroy(&w->last_lock);
-}
-
 void gw_pipeline_free(struct gw_pipeline *p)
 {
     if (!p)
@@ -1833,7 +1784,7 @@ void gw_pipeline_free(struct gw_pipeline *p)
         struct rule_worker *w = &p->workers[i];
 
         gw_journal_cursor_free(w->cursor);
-        free_last_readings(w);
+        gw_last_free(w->last);
         rule_engine_free(w->engine);
         model_release(w->pending);
         rule_actions_free(&w->actions);
@@ -1918,18 +1869,8 @@ struct gw_casesvc *gw_pipeline_casesvc(struct gw_pipeline *p)
 
 struct gw_reading *gw_pipeline_last_reading(struct gw_pipeline *p, const struct gw_device *device)
 {
-    struct rule_worker *w = &p->workers[shard_of(device->id, strlen(device->id), p->n_workers)];
-    struct last_slot *slot;
-    struct gw_reading *reading = NULL;
-
-    pthread_mutex_lock(&w->last_lock);
-    slot = gw_map_get(w->last, device->id);
-    if (slot && slot->reading) {
-        reading = slot->reading;
-        gw_reading_ref(reading);
-    }
-    pthread_mutex_unlock(&w->last_lock);
-    return reading;
+    return gw_last_get(p->workers[shard_of(device->id, strlen(device->id), p->n_workers)].last,
+                       device);
 }
 
 /* ---- the periodic report: health and case figures ------------------------ */

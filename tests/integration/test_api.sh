@@ -205,6 +205,17 @@ assert_eq "$(j '$.cases[0].rule')" fire.smoke "the case's rule"
 call GET "/api/v1/cases/$rc" "${tok_in[staff]}" 200 "the firefighter reads the case"
 assert_eq "$(j '$.actions')" '["feedback","return"]' "what the firefighter may do"
 assert_eq "$(j '$.case.trigger.fields.smoke')" 0.42 "the trigger reading"
+call GET /api/v1/devices/smoke-000001 "$boss" 200 "the device view"
+assert_eq "$(j '$.device.last_reading.fields.smoke')" 0.42 "the device's last reading"
+assert_eq "$(j '$.device.last_reading.fields.alarm')" 1 "the device's last reading (alarm)"
+# A longer reading of another device, then a shorter one: each shown whole.
+mosquitto_pub -p "$mqtt_port" -q 1 -t devices/smoke-000002/telemetry \
+    -m '{"smoke": 0.01, "temp": 21.5, "battery": 80, "alarm": false}'
+last_temp_is() { api GET /api/v1/devices/smoke-000002 "$boss"; [ "$(j '$.device.last_reading.fields.temp')" = "$1" ]; }
+gg_wait_until 10 last_temp_is 21.5 || fail "smoke-000002's last reading: $(head -c 400 "$work/body")" "$work/gridgate.log"
+mosquitto_pub -p "$mqtt_port" -q 1 -t devices/smoke-000002/telemetry -m '{"smoke": 0.02}'
+gg_wait_until 10 last_temp_is "" || fail "smoke-000002's shorter last reading: $(head -c 400 "$work/body")" "$work/gridgate.log"
+assert_eq "$(j '$.device.last_reading.fields.smoke')" 0.02 "the shorter reading, whole"
 
 echo "(a) feedback, a failed verification (rework), feedback, verify, evaluate, close"
 call POST "/api/v1/cases/$rc/feedback" "${tok_in[staff]}" '{"note": "put out, window open"}' 200 "feedback"

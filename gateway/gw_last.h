@@ -1,0 +1,35 @@
+/* gw_last: the newest telemetry reading of each device, for the API's
+ * device view (GET /devices/{id}).
+ *
+ * A district has hundreds of thousands of devices and the view is asked
+ * for one at a time, now and then: each is kept as the journal's record
+ * of the reading (gw_reading_encode, about 100 bytes for a smoke
+ * detector), not as a decoded reading (several allocations, about 500
+ * bytes), and decoded when asked for. A device's buffer is reused while
+ * its records fit. Thread-safe: one writer (a rule worker) and any
+ * readers.
+ */
+#ifndef GW_LAST_H
+#define GW_LAST_H
+
+#include <stddef.h>
+
+struct gw_device;
+struct gw_reading;
+struct gw_last;
+
+/* Sized for `expected` devices (more is fine). NULL when out of memory. */
+struct gw_last *gw_last_new(size_t expected);
+void gw_last_free(struct gw_last *last);
+
+/* Keeps a copy of record (the journal's encoding of a reading) as the
+ * device's newest. The device (its id is the key) must outlive last.
+ * Returns 0 or -ENOMEM (the device's previous reading is then kept). */
+int gw_last_put(struct gw_last *last, const struct gw_device *device, const void *record,
+                size_t len);
+
+/* The device's newest reading, decoded (the caller unrefs it), or NULL
+ * when there is none (or memory ran out decoding it). */
+struct gw_reading *gw_last_get(struct gw_last *last, const struct gw_device *device);
+
+#endif
