@@ -169,17 +169,19 @@ struct rule_devtab {
     size_t n;
 };
 
-/* A window (rule_window.c): a ring of (time, value) points. */
+/* A window (rule_window.c): a ring of (time, value) points. 32 bytes, in
+ * one array per engine (a district has a few windows per device). */
 struct rule_win_point {
     int64_t t_ns;
     double v;
 };
 struct rule_win {
-    int64_t span_ns;
-    uint32_t head; /* oldest point */
-    uint32_t n;
-    uint32_t cap; /* a power of two; 1: the point is inline */
-    uint32_t gen; /* with its id, what the rule's handle holds */
+    uint32_t span_ms; /* whole milliseconds, rounded up */
+    uint32_t gen;     /* with its id, what the rule's handle holds; 0: a free entry */
+    uint16_t head;    /* oldest point */
+    uint16_t n;
+    uint16_t cap; /* 1: the point is inline */
+    uint16_t unused;
     union {
         struct rule_win_point one; /* cap 1: most windows hold one point */
         struct rule_win_point *pts; /* cap > 1: malloc'd */
@@ -231,7 +233,7 @@ struct rule_engine {
     const char *cdev_cache_id;   /* a run's device_id (its pointer) */
     size_t dev_bytes; /* the records and the hash table (not capped: one per device) */
     /* Windows by id (rule_window.c); a freed id goes on the free list. */
-    struct rule_win **wins;
+    struct rule_win *wins;
     uint32_t n_wins, cap_wins;
     uint32_t *free_wins;
     uint32_t n_free_wins, cap_free_wins;

@@ -7,9 +7,10 @@
  * Here each device that has any keeps one record (rule_state.c's e->cdevs)
  * with an array of slots: (the rule's key, the interned name, a value),
  * 16 bytes each. A held timer's value is the time its condition became
- * true; a window's is its id in e->wins, a 40-byte struct with one point
- * inline and a ring of more once it grows (to RULE_WINDOW_POINTS). Devices
- * no rule keeps a window or timer for cost nothing.
+ * true; a window's is its id in e->wins, a 32-byte entry of one array with
+ * one point inline and a ring of more once it grows (by half, to
+ * RULE_WINDOW_POINTS). Devices no rule keeps a window or timer for cost
+ * nothing.
  *
  * Every byte of slots, windows, points and the window table counts
  * against the engine's memory cap (rule__mem_charge), as the Lua heap
@@ -49,6 +50,7 @@
 #include "rule_int.h"
 
 #define RULE_WINDOW_POINTS 1024 /* most points a window keeps; the oldest go first */
+#define RULE_WINDOW_SPAN_MAX_S (30 * 86400) /* spans are kept in 32-bit milliseconds */
 
 _Static_assert(sizeof(uintptr_t) >= 8, "window handles hold an id and a generation");
 
@@ -169,64 +171,67 @@ static size_t points_bytes(uint32_t cap)
 
 static void win_free(struct rule_engine *e, uint32_t id)
 {
-    struct rule_win *w = e->wins[id];
+    struct rule_win *w = &e->wins[id];
 
-    if (!w)
+    if (!w->gen)
         return;
-    rule__mem_release(e, sizeof(*w) + points_bytes(w->cap));
+    rule__mem_release(e, points_bytes(w->cap));
     if (w->cap > 1)
         free(w->u.pts);
-    free(w);
-    e->wins[id] = NULL;
+    *w = (struct rule_win){ 0 };
     e->free_wins[e->n_free_wins++] = id; /* free_wins has room for every id */
 }
 
-/* A new empty window with room for cap points (a power of two); its id
- * in *ret_id. NULL when the memory cap or malloc refuses. */
-static struct rule_win *win_new(struct rule_engine *e, int64_t span_ns, uint32_t cap,
+/* Windows live in one array (no allocation of their own: a district has
+ * hundreds of thousands), charged as it grows; pointers into it last
+ * until the next win_new. */
+static bool wins_grow(struct rule_engine *e)
+{
+    uint32_t n = e->cap_wins ? e->cap_wins + e->cap_wins / 2 : 64;
+    size_t more = (size_t)(n - e->cap_wins) * (sizeof(*e->wins) + sizeof(*e->free_wins));
+    struct rule_win *wins;
+    uint32_t *free_ids;
+
+    if (e->cap_wins >= UINT32_MAX / 2 || !rule__mem_charge(e, more))
+        return false;
+    wins = realloc(e->wins, n * sizeof(*wins));
+    if (wins)
+        e->wins = wins;
+    free_ids = wins ? realloc(e->free_wins, n * sizeof(*free_ids)) : NULL;
+    if (!free_ids) {
+        rule__mem_release(e, more);
+        return false;
+    }
+    e->free_wins = free_ids;
+    e->cap_wins = n;
+    return true;
+}
+
+/* A new empty window spanning span_ms with room for cap points; its id in
+ * *ret_id. NULL when the memory cap or malloc refuses. */
+static struct rule_win *win_new(struct rule_engine *e, uint32_t span_ms, uint16_t cap,
                                 uint32_t *ret_id)
 {
+    struct rule_win_point *pts = NULL;
     struct rule_win *w;
     uint32_t id;
 
-    if (!e->n_free_wins && e->n_wins == e->cap_wins) {
-        uint32_t n = e->cap_wins ? e->cap_wins * 2 : 64;
-        size_t more = (size_t)(n - e->cap_wins) * (sizeof(*e->wins) + sizeof(*e->free_wins));
-        struct rule_win **wins;
-        uint32_t *free_ids;
-
-        if (e->cap_wins >= UINT32_MAX / 2 || !rule__mem_charge(e, more))
-            return NULL;
-        wins = realloc(e->wins, n * sizeof(*wins));
-        if (wins)
-            e->wins = wins;
-        free_ids = wins ? realloc(e->free_wins, n * sizeof(*free_ids)) : NULL;
-        if (!free_ids) {
-            rule__mem_release(e, more);
-            return NULL;
-        }
-        e->free_wins = free_ids;
-        e->cap_wins = n;
-    }
-    if (!rule__mem_charge(e, sizeof(*w) + points_bytes(cap)))
+    if (!e->n_free_wins && e->n_wins == e->cap_wins && !wins_grow(e))
         return NULL;
-    w = calloc(1, sizeof(*w));
-    if (w && cap > 1) {
-        w->u.pts = malloc(points_bytes(cap));
-        if (!w->u.pts) {
-            free(w);
-            w = NULL;
-        }
-    }
-    if (!w) {
-        rule__mem_release(e, sizeof(*w) + points_bytes(cap));
+    if (!rule__mem_charge(e, points_bytes(cap)))
+        return NULL;
+    if (cap > 1 && !(pts = malloc(points_bytes(cap)))) {
+        rule__mem_release(e, points_bytes(cap));
         return NULL;
     }
-    w->span_ns = span_ns;
-    w->cap = cap;
-    w->gen = ++e->win_gen;
     id = e->n_free_wins ? e->free_wins[--e->n_free_wins] : e->n_wins++;
-    e->wins[id] = w;
+    w = &e->wins[id];
+    *w = (struct rule_win){ .span_ms = span_ms, .cap = cap };
+    if (pts)
+        w->u.pts = pts;
+    if (++e->win_gen == 0) /* 0 marks a free entry */
+        e->win_gen = 1;
+    w->gen = e->win_gen;
     *ret_id = id;
     return w;
 }
@@ -283,9 +288,20 @@ void rule__cstate_sweep(struct rule_engine *e)
 
 /* ---- windows ------------------------------------------------------------ */
 
+/* The i-th point from the oldest (the ring is not a power of two: it
+ * grows by half, so that it holds little more than the window needs). */
 static struct rule_win_point *at(struct rule_win *w, uint32_t i)
 {
-    return w->cap == 1 ? &w->u.one : &w->u.pts[(w->head + i) & (w->cap - 1)];
+    uint32_t k = w->head + i;
+
+    if (w->cap == 1)
+        return &w->u.one;
+    return &w->u.pts[k >= w->cap ? k - w->cap : k];
+}
+
+static int64_t span_ns(const struct rule_win *w)
+{
+    return (int64_t)w->span_ms * 1000000;
 }
 
 static void push_handle(lua_State *L, uint32_t id, const struct rule_win *w)
@@ -304,10 +320,10 @@ static struct rule_win *check_window(lua_State *L, const char *method)
         luaL_error(L, "window:%s: call it on a window, as w:%s(...)", method, method);
     h = (uint64_t)(uintptr_t)lua_touserdata(L, 1);
     id = (uint32_t)h - 1;
-    if ((uint32_t)h == 0 || id >= e->n_wins || !e->wins[id] || e->wins[id]->gen != h >> 32)
+    if ((uint32_t)h == 0 || id >= e->n_wins || !e->wins[id].gen || e->wins[id].gen != h >> 32)
         luaL_error(L, "window:%s: this window no longer exists (its rule was reloaded away)",
                    method);
-    return e->wins[id];
+    return &e->wins[id];
 }
 
 /* Points older than the span, seen from the handler's time, expire. */
@@ -317,19 +333,22 @@ static void window_expire(const struct rule_engine *e, struct rule_win *w)
 
     if (!e->device_id || w->n == 0)
         return;
-    limit = e->ts_ns - w->span_ns;
+    limit = e->ts_ns - span_ns(w);
     while (w->n > 0 && at(w, 0)->t_ns <= limit) {
-        w->head = (w->head + 1) & (w->cap - 1);
+        w->head = w->head + 1 == w->cap ? 0 : w->head + 1;
         w->n--;
     }
 }
 
-/* Grows the ring to twice its points, oldest first at 0. */
+/* Grows the ring by half (at least one point, at most to
+ * RULE_WINDOW_POINTS), oldest first at 0. */
 static bool window_grow(struct rule_engine *e, struct rule_win *w)
 {
-    uint32_t cap = w->cap * 2;
+    uint32_t cap = w->cap + (w->cap / 2 ? w->cap / 2 : 1);
     struct rule_win_point *pts;
 
+    if (cap > RULE_WINDOW_POINTS)
+        cap = RULE_WINDOW_POINTS;
     if (!rule__mem_charge(e, points_bytes(cap)))
         return false;
     pts = malloc(points_bytes(cap));
@@ -344,7 +363,7 @@ static bool window_grow(struct rule_engine *e, struct rule_win *w)
         free(w->u.pts);
     }
     w->u.pts = pts;
-    w->cap = cap;
+    w->cap = (uint16_t)cap;
     w->head = 0;
     return true;
 }
@@ -364,7 +383,7 @@ static int window_push(lua_State *L)
                           "window:push can only be used inside on_reading, on_event or on_silence");
     window_expire(e, w);
     if (w->n == RULE_WINDOW_POINTS) {
-        w->head = (w->head + 1) & (w->cap - 1);
+        w->head = w->head + 1 == w->cap ? 0 : w->head + 1;
         w->n--;
     } else if (w->n == w->cap && !window_grow(e, w)) {
         return raise_memory(L, "window:push");
@@ -455,11 +474,15 @@ static int api_window(lua_State *L)
     struct rule_cslot *slot;
     struct rule_dev *d;
     struct rule_win *w;
-    int64_t span_ns;
-    uint32_t name, id;
+    double seconds;
+    uint32_t span_ms, name, id;
 
     check_name(L, 1, "window");
-    span_ns = (int64_t)(check_seconds(L, 2, "window", false) * 1e9);
+    seconds = check_seconds(L, 2, "window", false);
+    if (seconds > RULE_WINDOW_SPAN_MAX_S)
+        return luaL_error(L, "window: at most %d days (%d seconds)", RULE_WINDOW_SPAN_MAX_S / 86400,
+                          RULE_WINDOW_SPAN_MAX_S);
+    span_ms = (uint32_t)ceil(seconds * 1000);
     name = intern(L, 1, true);
     d = rule__cdev_get(e, e->device_id, true);
     if (!d)
@@ -467,12 +490,12 @@ static int api_window(lua_State *L)
     slot = slot_find(d, e->rule->skey, name);
     if (slot) {
         id = (uint32_t)slot->value;
-        w = e->wins[id];
-        w->span_ns = span_ns; /* the latest call's span counts */
+        w = &e->wins[id];
+        w->span_ms = span_ms; /* the latest call's span counts */
         push_handle(L, id, w);
         return 1;
     }
-    w = win_new(e, span_ns, 1, &id);
+    w = win_new(e, span_ms, 1, &id);
     if (w && !slot_add(e, d, e->rule->skey, name, id)) {
         win_free(e, id);
         w = NULL;
@@ -640,13 +663,9 @@ static void adopt_slot(lua_State *L, struct adopt_ctx *c, const struct rule_dev 
             frule->n_cslots++;
         }
     } else if (!slot_find(fd, frule->skey, name)) {
-        struct rule_win *src = c->old->wins[s->value];
-        uint32_t cap = 1;
-        struct rule_win *w;
+        struct rule_win *src = &c->old->wins[s->value]; /* only read */
+        struct rule_win *w = win_new(c->fresh, src->span_ms, src->n > 1 ? src->n : 1, &id);
 
-        while (cap < src->n)
-            cap *= 2;
-        w = win_new(c->fresh, src->span_ns, cap, &id);
         if (!w)
             luaL_error(L, "out of memory");
         w->n = src->n;

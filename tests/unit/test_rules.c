@@ -1410,7 +1410,8 @@ static const char window_source[] =
     "  for _, f in ipairs{\n"
     "    function() w:push('a') end, function() w:push(1/0) end, function() w.push(5) end,\n"
     "    function() window('', 10) end, function() window('x', 0) end,\n"
-    "    function() window('x', '10 s') end, function() getmetatable(w).__index = nil end,\n"
+    "    function() window('x', '10 s') end, function() window('x', '31d') end,\n"
+    "    function() getmetatable(w).__index = nil end,\n"
     "    function() w.x = 1 end } do\n"
     "    out[#out + 1] = tostring(pcall(f))\n"
     "  end\n"
@@ -1460,7 +1461,8 @@ static void test_window(void **state)
 
     r = reading_new(&dev_smoke);
     gw_reading_add_bool(r, "misuse", true);
-    assert_string_equal(details(e, r), "false false false false false false false false locked");
+    assert_string_equal(details(e, r),
+                        "false false false false false false false false false locked");
     assert_int_equal(stats_of(e).errors, 0);
     rule_engine_free(e);
 
