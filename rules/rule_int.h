@@ -152,13 +152,16 @@ static inline bool rule__cslot_is_window(const struct rule_cslot *s)
 }
 
 /* A device's record: kept while any of it is set (rule_state.c). */
+/* 36 bytes and the id: with a district's ids (about 12 characters) one
+ * 64-byte malloc chunk, for hundreds of thousands of devices. */
+#define RULE_DEV_SLOTS_MAX UINT16_MAX
 struct rule_dev {
     struct rule_dev *next; /* hash chain */
-    uint64_t hash;
     struct rule_pair *pairs; /* by rule idx, or NULL */
-    struct rule_cslot *cslots; /* its windows and held timers, or NULL */
+    struct rule_cslot *cslots; /* its windows, held timers and case marks, or NULL */
+    uint32_t hash;
     uint32_t n_pairs;
-    uint32_t n_cslots, cap_cslots;
+    uint16_t n_cslots, cap_cslots; /* at most RULE_DEV_SLOTS_MAX */
     char id[];
 };
 

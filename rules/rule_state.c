@@ -46,18 +46,18 @@ void rule_engine_set_clock(struct rule_engine *engine, rule_clock_fn clock, void
 
 /* ---- the device table --------------------------------------------------- */
 
-static uint64_t hash_id(const char *s)
+static uint32_t hash_id(const char *s)
 {
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    uint32_t h = 0x811c9dc5u; /* FNV-1a */
 
     for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+        h = (h ^ (unsigned char)*s) * 0x01000193u;
     return h;
 }
 
 static struct rule_dev *dev_find(const struct rule_devtab *t, const char *id)
 {
-    uint64_t h;
+    uint32_t h;
 
     if (!t->n)
         return NULL;
@@ -188,7 +188,7 @@ static bool dev_empty(const struct rule_dev *d)
 static void dev_tidy(struct rule_engine *e, struct rule_devtab *t, const char *id)
 {
     struct rule_dev **link, *d;
-    uint64_t h;
+    uint32_t h;
 
     if (!t->n)
         return;

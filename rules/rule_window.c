@@ -144,11 +144,14 @@ static struct rule_cslot *slot_add(struct rule_engine *e, struct rule_dev *d, ui
 {
     if (d->n_cslots == d->cap_cslots) {
         /* One at a time up to 4 (most devices have a few), then doubling. */
-        uint32_t cap = d->cap_cslots < 4 ? d->cap_cslots + 1 : d->cap_cslots * 2;
-        size_t more = (size_t)(cap - d->cap_cslots) * sizeof(*d->cslots);
+        uint32_t cap = d->cap_cslots < 4 ? d->cap_cslots + 1u : d->cap_cslots * 2u;
+        size_t more;
         struct rule_cslot *slots;
 
-        if (d->cap_cslots >= UINT32_MAX / 2 || !rule__mem_charge(e, more))
+        if (cap > RULE_DEV_SLOTS_MAX)
+            cap = RULE_DEV_SLOTS_MAX;
+        more = (size_t)(cap - d->cap_cslots) * sizeof(*d->cslots);
+        if (cap == d->cap_cslots || !rule__mem_charge(e, more))
             return NULL;
         slots = realloc(d->cslots, cap * sizeof(*slots));
         if (!slots) {
@@ -156,10 +159,18 @@ static struct rule_cslot *slot_add(struct rule_engine *e, struct rule_dev *d, ui
             return NULL;
         }
         d->cslots = slots;
-        d->cap_cslots = cap;
+        d->cap_cslots = (uint16_t)cap;
     }
     d->cslots[d->n_cslots] = (struct rule_cslot){ .skey = skey, .name = name, .value = value };
     return &d->cslots[d->n_cslots++];
+}
+
+/* A device's slots are counted in 16 bits. */
+static void check_room(lua_State *L, const struct rule_dev *d, const char *fn)
+{
+    if (d && d->n_cslots == RULE_DEV_SLOTS_MAX)
+        luaL_error(L, "%s: too many windows and held timers for one device (at most %d)", fn,
+                   RULE_DEV_SLOTS_MAX);
 }
 
 /* ---- the window table --------------------------------------------------- */
@@ -495,6 +506,7 @@ static int api_window(lua_State *L)
         push_handle(L, id, w);
         return 1;
     }
+    check_room(L, d, "window");
     w = win_new(e, span_ms, 1, &id);
     if (w && !slot_add(e, d, e->rule->skey, name, id)) {
         win_free(e, id);
@@ -539,6 +551,7 @@ static int api_held(lua_State *L)
         return 1;
     }
     if (!slot) {
+        check_room(L, d, "held");
         slot = d ? slot_add(e, d, e->rule->skey, name | RULE_CSLOT_HELD, e->ts_ns) : NULL;
         if (!slot) {
             rule__cdev_tidy(e, e->device_id);

@@ -1957,6 +1957,27 @@ static void test_window_storage(void **state)
         assert_true(rule_engine_memory(e) <= limits.memory_bytes + 4096);
     }
     rule_engine_free(e);
+
+    /* A device's windows and timers are counted in 16 bits: past that, a
+     * clear error, not a wrapped count (reached over many calls: one call
+     * runs out of time first). */
+    limits.memory_bytes = 64 << 20;
+    e = engine_with_limits("local n = 0\n"
+                           "rule{ name = 'many', match = { field = 'many' }, on_reading = "
+                           "function(r)\n"
+                           "  for i = 1, 100 do n = n + 1; window(n, 3600) end\n"
+                           "end }\n",
+                           &limits);
+    for (int call = 0; call < 700 && stats_of(e).errors == 0; call++) {
+        struct gw_reading *r = reading_at(&dev_smoke, TS_NS);
+        gw_reading_add_number(r, "many", 1);
+        details(e, r);
+    }
+    assert_int_equal(stats_of(e).errors, 1);
+    assert_int_equal(stats_of(e).calls, 656); /* 655 calls of 100, then the 65,536th */
+    assert_int_equal(stats_of(e).memory_exceeded, 0);
+    rule_engine_free(e);
+    limits.memory_bytes = 512 << 10;
     e = engine_with_limits("rule{ name = 'deep', match = { field = 'v' }, on_reading = function(r)\n"
                            "  for d = 1, 1000 do\n"
                            "    local w = window('d' .. d, 3600)\n"
