@@ -1943,7 +1943,7 @@ static void test_window_storage(void **state)
     /* Capped: a rule that makes windows without end fails on the memory
      * cap, as one that fills tables does, and stays under it. */
     limits.instruction_budget = 100000000;
-    limits.memory_bytes = 512 << 10;
+    limits.memory_bytes = 256 << 10;
     e = engine_with_limits("rule{ name = 'many', match = { field = 'many' }, on_reading = "
                            "function(r)\n"
                            "  for i = 1, 10000000 do window('p' .. i, 3600) end\n"
