@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,6 +40,17 @@ struct grid_index {
     uint32_t *items; /* grid indices */
 };
 
+/* The strings of the devices file, copied out of the CSV text so that the
+ * text can go once loaded: one anonymous mapping sized for the worst case
+ * (the whole text being strings), of which only the pages written become
+ * resident, and whose unused tail is unmapped after loading. Strings never
+ * move, so the id map can key on them; no per-string malloc overhead. */
+struct strings {
+    char *base;
+    size_t used;
+    size_t size; /* bytes mapped from base */
+};
+
 struct gw_registry {
     struct gw_grid *grids;
     size_t n_grids;
@@ -46,8 +58,9 @@ struct gw_registry {
     size_t n_devices;
     struct gw_map *grid_by_id;
     struct gw_map *device_by_id;
-    /* The devices CSV, parsed in place: every device string points into it. */
-    char *device_text;
+    /* Every device's id, type and label (types once each); see
+     * struct strings. */
+    struct strings device_strings;
     struct grid_index index;
 
     /* Quarantine: devices admitted at run time, under quarantine_lock. The
@@ -896,20 +909,101 @@ static bool has_control_char(const char *s)
     return false;
 }
 
+static int strings_map(struct strings *s, size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (p == MAP_FAILED)
+        return -ENOMEM;
+    s->base = p;
+    s->used = 0;
+    s->size = size;
+    return 0;
+}
+
+/* A copy of str in the arena, or NULL when it is full. */
+static char *strings_add(struct strings *s, const char *str)
+{
+    size_t n = strlen(str) + 1;
+    char *copy;
+
+    if (!s->base || n > s->size - s->used)
+        return NULL;
+    copy = memcpy(s->base + s->used, str, n);
+    s->used += n;
+    return copy;
+}
+
+/* Gives back the pages past the last string. */
+static void strings_trim(struct strings *s)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t keep = (s->used + page - 1) / page * page;
+
+    if (!s->base || keep >= s->size)
+        return;
+    munmap(s->base + keep, s->size - keep);
+    s->size = keep;
+    if (keep == 0)
+        s->base = NULL;
+}
+
+static void strings_free(struct strings *s)
+{
+    if (s->base)
+        munmap(s->base, s->size);
+    s->base = NULL;
+    s->used = s->size = 0;
+}
+
+/* The arena's copy of type: a district has a handful of types, each kept
+ * once. types maps a type to that copy. NULL when out of memory. */
+static char *intern_type(struct strings *s, struct gw_map *types, const char *type)
+{
+    char *copy = gw_map_get(types, type);
+
+    if (copy)
+        return copy;
+    copy = strings_add(s, type);
+    if (!copy || gw_map_put(types, copy, copy) < 0)
+        return NULL;
+    return copy;
+}
+
+/* Hands the pages of the text before `done` back to the kernel, a MB at a
+ * time: once a record's strings are in the arena its text is dead, and
+ * without this the whole text and the arena would be resident together at
+ * the end of loading (the process's peak). *released: the page boundary
+ * handed back up to, starting at the first whole page of the text; only
+ * whole pages of the text go (they would read back as zeros; nothing
+ * reads them again). */
+static void release_text(const char *done, uintptr_t *released)
+{
+    uintptr_t to = (uintptr_t)done & ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
+
+    if (to > *released && to - *released >= ((uintptr_t)1 << 20)) {
+        madvise((void *)*released, to - *released, MADV_DONTNEED);
+        *released = to;
+    }
+}
+
 static int load_devices(struct gw_registry *reg, const char *path, char **ret_error)
 {
     struct csv c;
-    char *fields[CSV_FIELDS_MAX];
+    char *text = NULL, *fields[CSV_FIELDS_MAX];
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), released;
     size_t len, n, n_columns, rows = 1, *lines = NULL;
+    struct gw_map *types = NULL;
     const char *what;
     int r;
 
-    r = read_file(path, &reg->device_text, &len);
+    r = read_file(path, &text, &len);
     if (r < 0) {
         set_error(ret_error, path, 0, "cannot read: %s", strerror(-r));
         return r;
     }
-    c.p = reg->device_text;
+    c.p = text;
+    released = ((uintptr_t)text + page - 1) & ~(page - 1);
     c.end = c.p + len;
     c.line = 1;
     if (len >= 3 && memcmp(c.p, UTF8_BOM, 3) == 0)
@@ -921,7 +1015,11 @@ static int load_devices(struct gw_registry *reg, const char *path, char **ret_er
     reg->devices = calloc(rows, sizeof(*reg->devices));
     lines = calloc(rows, sizeof(*lines));
     reg->device_by_id = gw_map_new(rows);
-    if (!reg->devices || !lines || !reg->device_by_id) {
+    types = gw_map_new(16);
+    /* A string and its NUL take no more room than its field and the
+     * delimiter after it (the last field of the file has none: the + 1). */
+    if (!reg->devices || !lines || !reg->device_by_id || !types ||
+        strings_map(&reg->device_strings, len + 1) < 0) {
         set_error(ret_error, path, 0, "out of memory");
         r = -ENOMEM;
         goto out;
@@ -945,6 +1043,7 @@ static int load_devices(struct gw_registry *reg, const char *path, char **ret_er
         const char *grid_id, *lat, *lon, *bad;
         const struct gw_device *dup;
 
+        release_text(c.p, &released);
         r = csv_record(&c, fields, CSV_FIELDS_MAX, &n, &what);
         if (r == 0)
             break;
@@ -1043,16 +1142,23 @@ static int load_devices(struct gw_registry *reg, const char *path, char **ret_er
             r = -EEXIST;
             goto out;
         }
-        r = gw_map_put(reg->device_by_id, d->id, d);
+        /* Out of the text, which goes at the end. */
+        d->id = strings_add(&reg->device_strings, d->id);
+        d->label = strings_add(&reg->device_strings, d->label);
+        d->type = intern_type(&reg->device_strings, types, d->type);
+        r = d->id && d->label && d->type ? gw_map_put(reg->device_by_id, d->id, d) : -ENOMEM;
         if (r < 0) {
             set_error(ret_error, path, line, "out of memory");
             goto out;
         }
         lines[reg->n_devices++] = line;
     }
+    strings_trim(&reg->device_strings);
     r = 0;
 out:
+    gw_map_free(types);
     free(lines);
+    free(text);
     return r;
 }
 
@@ -1098,7 +1204,7 @@ void gw_registry_free(struct gw_registry *reg)
         grid_clear(&reg->grids[i]);
     free(reg->grids);
     free(reg->devices);
-    free(reg->device_text);
+    strings_free(&reg->device_strings);
     gw_map_free(reg->grid_by_id);
     gw_map_free(reg->device_by_id);
     index_free(&reg->index);
@@ -1236,7 +1342,7 @@ void gw_device_touch(const struct gw_device *device, int64_t now_ns)
 void gw_device_set_online(const struct gw_device *device, bool online, int64_t now_ns)
 {
     struct gw_device *d = (struct gw_device *)device;
-    int state = online ? GW_ONLINE_YES : GW_ONLINE_NO;
+    uint8_t state = online ? GW_ONLINE_YES : GW_ONLINE_NO;
 
     if (__atomic_exchange_n(&d->online, state, __ATOMIC_RELAXED) != state)
         __atomic_store_n(&d->online_changed_ns, now_ns, __ATOMIC_RELAXED);
@@ -1245,8 +1351,13 @@ void gw_device_set_online(const struct gw_device *device, bool online, int64_t n
 void gw_device_count_rejected(const struct gw_device *device)
 {
     struct gw_device *d = (struct gw_device *)device;
+    uint32_t n = __atomic_load_n(&d->rejected, __ATOMIC_RELAXED);
 
-    __atomic_add_fetch(&d->rejected, 1, __ATOMIC_RELAXED);
+    /* 32 bits keep struct gw_device small; a count that high stays there
+     * rather than wrap to a misleading small one. */
+    while (n != UINT32_MAX && !__atomic_compare_exchange_n(&d->rejected, &n, n + 1, true,
+                                                           __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
 }
 
 void gw_device_state(const struct gw_device *device, struct gw_device_state *ret)
@@ -1274,4 +1385,19 @@ const struct gw_grid *gw_registry_grid_at(const struct gw_registry *reg, size_t 
 const struct gw_device *gw_registry_device_at(const struct gw_registry *reg, size_t index)
 {
     return reg && index < reg->n_devices ? &reg->devices[index] : NULL;
+}
+
+long gw_registry_device_index(const struct gw_registry *reg, const struct gw_device *device)
+{
+    uintptr_t base, at = (uintptr_t)device;
+
+    /* Compared as integers: C leaves comparing pointers into different
+     * objects (a quarantined device, another registry's) undefined. */
+    if (!reg || !reg->devices || !device)
+        return -1;
+    base = (uintptr_t)reg->devices;
+    if (at < base || at >= base + reg->n_devices * sizeof(*device) ||
+        (at - base) % sizeof(*device) != 0)
+        return -1;
+    return (long)((at - base) / sizeof(*device));
 }

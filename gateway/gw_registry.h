@@ -45,21 +45,23 @@ enum gw_device_online {
     GW_ONLINE_NO,
 };
 
+/* Laid out without holes (80 bytes on LP64): a full district holds
+ * hundreds of thousands of these. */
 struct gw_device {
     char *id;
     char *type; /* device type, e.g. "smoke"; the InfluxDB measurement */
     const struct gw_grid *grid;
-    double lat, lon; /* NAN when the CSV left them empty */
     char *label;
+    double lat, lon; /* NAN when the CSV left them empty */
     int64_t heartbeat_ns; /* the devices file's heartbeat column; 0: the type's */
     bool quarantined; /* not in the devices file; in the "unassigned" grid */
-    /* Live state, written only through gw_device_touch() and
-     * gw_device_set_online() (atomics: any thread may call them) and read
-     * through gw_device_state(). */
+    /* Live state, written only through gw_device_touch(),
+     * gw_device_set_online() and gw_device_count_rejected() (atomics: any
+     * thread may call them) and read through gw_device_state(). */
+    uint8_t online; /* enum gw_device_online */
+    uint32_t rejected; /* payloads refused from this device; stops at UINT32_MAX */
     int64_t last_seen_ns;
-    int online;
     int64_t online_changed_ns;
-    uint64_t rejected; /* payloads refused from this device */
 };
 
 struct gw_device_state {
@@ -109,5 +111,10 @@ size_t gw_registry_device_count(const struct gw_registry *reg);
 const struct gw_grid *gw_registry_grid_at(const struct gw_registry *reg, size_t index);
 /* The devices of the devices file, in file order (not quarantined ones). */
 const struct gw_device *gw_registry_device_at(const struct gw_registry *reg, size_t index);
+/* The position of device among the devices of the file: the index that
+ * gw_registry_device_at() gives it back for, 0 .. gw_registry_device_count()
+ * - 1, so that per-device data can live in plain arrays. -1 for a
+ * quarantined device, NULL, or a device that is not of this registry. */
+long gw_registry_device_index(const struct gw_registry *reg, const struct gw_device *device);
 
 #endif

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -294,6 +296,89 @@ static void accepts_bom_crlf_and_blank_lines(void **state)
     assert_string_equal(gw_registry_device(reg, "smoke-3")->label, "5\" display");
     assert_string_equal(gw_registry_device(reg, "smoke-4")->label, "no newline at the end");
     assert_string_equal(gw_registry_device(reg, "smoke-5")->label, "quoted, CR at the end");
+    /* One copy of each type, shared by its devices. */
+    assert_ptr_equal(gw_registry_device(reg, "smoke-5")->type, d->type);
+    assert_string_equal(d->type, "smoke");
+    gw_registry_free(reg);
+}
+
+/* A FIFO has no size to trust: read the way a pipe is. */
+static void reads_devices_from_a_fifo(void **state)
+{
+    char *fifo = path_in("devices.fifo"), *grids = path_in("grids.geojson"), *error = NULL;
+    struct gw_registry *reg;
+    pid_t pid;
+    int status;
+
+    (void)state;
+    write_text("grids.geojson", GRIDS);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        FILE *f = fopen(fifo, "w");
+
+        _exit(f && fputs(DEVICES, f) >= 0 && fclose(f) == 0 ? 0 : 1);
+    }
+    reg = gw_registry_load(grids, fifo, &error);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (!reg)
+        fail_msg("%s", error ? error : "out of memory");
+    assert_int_equal(gw_registry_device_count(reg), 6);
+    assert_string_equal(gw_registry_device(reg, "cam-1")->label, "Gate \"North\", east");
+    gw_registry_free(reg);
+    free(fifo);
+    free(grids);
+}
+
+/* ---- device indices ----------------------------------------------------- */
+
+static void indexes_devices_in_file_order(void **state)
+{
+    static const char *const ids[] = { "smoke-1", "cam-1", "door-1", "gas-1", "water-1", "temp-1" };
+    struct gw_registry *reg, *other;
+    struct gw_device outsider = { .id = (char *)"smoke-1", .type = (char *)"smoke" };
+    const struct gw_device *d;
+    char *error;
+
+    (void)state;
+    write_text("grids.geojson", GRIDS);
+    write_text("devices.csv", DEVICES);
+    reg = load_tmp(&error);
+    assert_non_null(reg);
+    other = load_tmp(&error);
+    assert_non_null(other);
+
+    assert_int_equal(gw_registry_device_count(reg), 6);
+    for (size_t i = 0; i < 6; i++) {
+        d = gw_registry_device(reg, ids[i]);
+        assert_non_null(d);
+        assert_ptr_equal(gw_registry_device_at(reg, i), d);
+        assert_int_equal(gw_registry_device_index(reg, d), (long)i);
+        /* The same id in another registry is another device. */
+        assert_int_equal(gw_registry_device_index(other, d), -1);
+        assert_int_equal(gw_registry_device_index(reg, gw_registry_device(other, ids[i])), -1);
+    }
+    assert_null(gw_registry_device_at(reg, 6));
+    assert_int_equal(gw_registry_device_index(reg, &outsider), -1);
+    assert_int_equal(gw_registry_device_index(reg, NULL), -1);
+    assert_int_equal(gw_registry_device_index(NULL, gw_registry_device_at(reg, 0)), -1);
+
+    /* Quarantined devices have no index. */
+    assert_int_equal(gw_registry_enable_quarantine(reg, 4), 0);
+    d = gw_registry_quarantine(reg, "rogue-1");
+    assert_non_null(d);
+    assert_int_equal(gw_registry_device_index(reg, d), -1);
+    assert_int_equal(gw_registry_device_index(reg, gw_registry_device_at(reg, 5)), 5);
+    gw_registry_free(reg);
+    gw_registry_free(other);
+
+    /* No devices at all. */
+    write_text("devices.csv", DEVICES_HEAD);
+    reg = load_tmp(&error);
+    assert_non_null(reg);
+    assert_int_equal(gw_registry_device_index(reg, &outsider), -1);
     gw_registry_free(reg);
 }
 
@@ -626,6 +711,12 @@ static void keeps_device_state(void **state)
     assert_true(st.rejected == 2);
     assert_int_equal(st.online, GW_ONLINE_NO);
     assert_true(st.online_changed_ns == 3000);
+    /* The 32-bit count stops at its top rather than wrap. */
+    ((struct gw_device *)d)->rejected = UINT32_MAX - 1;
+    gw_device_count_rejected(d);
+    gw_device_count_rejected(d);
+    gw_device_state(d, &st);
+    assert_true(st.rejected == UINT32_MAX);
     gw_registry_free(reg);
 }
 
@@ -705,6 +796,68 @@ static void generator_places_every_device_in_its_grid(void **state)
     free(dir);
     free(again);
     free(other);
+}
+
+/* A devices file of several MB: loading hands its text back page by page
+ * as it goes, so check every device's strings against the file. */
+static void keeps_every_string_of_a_large_file(void **state)
+{
+    char *dir = generate("gen-large", 11, 2, 40000);
+    char *csv_path = file_in(dir, "devices.csv"), *csv = read_text(csv_path);
+    struct gw_registry *reg = load_dir(dir);
+    const char *types[16] = { 0 };
+    char *save = NULL;
+    size_t i = 0, n_types = 0;
+
+    (void)state;
+    assert_true(strlen(csv) > (size_t)3 << 20);
+    /* The generator quotes only labels, which are last and on one line. */
+    strtok_r(csv, "\n", &save); /* header */
+    for (char *line = strtok_r(NULL, "\n", &save); line; line = strtok_r(NULL, "\n", &save), i++) {
+        const struct gw_device *d = gw_registry_device_at(reg, i);
+        char *field[6], *p = line;
+        size_t t;
+
+        for (size_t f = 0; f < 5; f++) {
+            field[f] = p;
+            p += strcspn(p, ",");
+            assert_int_equal(*p, ',');
+            *p++ = '\0';
+        }
+        field[5] = p;
+        if (*p == '"') {
+            char *w = p;
+
+            for (p++; *p; p++) {
+                if (*p == '"' && *++p != '"')
+                    break;
+                *w++ = *p;
+            }
+            assert_int_equal(*p, '\0');
+            *w = '\0';
+        }
+        assert_non_null(d);
+        assert_string_equal(d->id, field[0]);
+        assert_string_equal(d->type, field[1]);
+        assert_string_equal(d->label, field[5]);
+        assert_ptr_equal(gw_registry_device(reg, field[0]), d);
+        assert_int_equal(gw_registry_device_index(reg, d), (long)i);
+        for (t = 0; t < n_types && types[t] != d->type; t++)
+            ;
+        if (t == n_types) {
+            /* A type not seen yet is a new string, not a second copy. */
+            for (size_t u = 0; u < n_types; u++)
+                assert_string_not_equal(types[u], d->type);
+            assert_true(n_types < 16);
+            types[n_types++] = d->type;
+        }
+    }
+    assert_int_equal(i, 40000);
+    assert_int_equal(gw_registry_device_count(reg), 40000);
+    gw_registry_free(reg);
+    free(csv);
+    free(csv_path);
+    free(dir);
 }
 
 static void generator_tiles_the_whole_box(void **state)
@@ -807,6 +960,8 @@ int main(void)
         cmocka_unit_test(loads_and_looks_up),
         cmocka_unit_test(locates_points),
         cmocka_unit_test(accepts_bom_crlf_and_blank_lines),
+        cmocka_unit_test(reads_devices_from_a_fifo),
+        cmocka_unit_test(indexes_devices_in_file_order),
         cmocka_unit_test(reports_every_error),
         cmocka_unit_test(reads_heartbeat_column),
         cmocka_unit_test(reports_missing_files),
@@ -814,6 +969,7 @@ int main(void)
         cmocka_unit_test(quarantines_unknown_devices_up_to_a_bound),
         cmocka_unit_test(keeps_device_state),
         cmocka_unit_test(generator_places_every_device_in_its_grid),
+        cmocka_unit_test(keeps_every_string_of_a_large_file),
         cmocka_unit_test(generator_tiles_the_whole_box),
         cmocka_unit_test(generator_refuses_bad_options),
     };
