@@ -6,8 +6,8 @@
  * of the reading (gw_reading_encode, about 100 bytes for a smoke
  * detector), not as a decoded reading (several allocations, about 500
  * bytes), and decoded when asked for. A device's buffer is reused while
- * its records fit. Thread-safe: one writer (a rule worker) and any
- * readers.
+ * its records fit. Thread-safe: any writers (the rule workers, each for
+ * its own devices) and readers.
  */
 #ifndef GW_LAST_H
 #define GW_LAST_H
@@ -16,14 +16,16 @@
 
 struct gw_device;
 struct gw_reading;
+struct gw_registry;
 struct gw_last;
 
-/* Sized for `expected` devices (more is fine). NULL when out of memory. */
-struct gw_last *gw_last_new(size_t expected);
+/* For the devices of reg (those of its devices file, and quarantined ones
+ * it admits later); reg must outlive it. NULL when out of memory. */
+struct gw_last *gw_last_new(const struct gw_registry *reg);
 void gw_last_free(struct gw_last *last);
 
 /* Keeps a copy of record (the journal's encoding of a reading) as the
- * device's newest. The device (its id is the key) must outlive last.
+ * device's newest (a device of the registry, which outlives last).
  * Returns 0 or -ENOMEM (the device's previous reading is then kept). */
 int gw_last_put(struct gw_last *last, const struct gw_device *device, const void *record,
                 size_t len);

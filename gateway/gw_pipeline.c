@@ -77,8 +77,6 @@ struct rule_worker {
     uint64_t read_seq;
     uint64_t committed_seq;
     uint64_t submitted_seq;
-    /* The newest reading of each device of the shard, for the API. */
-    struct gw_last *last;
     pthread_t thread;
     bool running;
 };
@@ -97,6 +95,7 @@ struct feed_mark {
 struct gw_pipeline {
     const struct gw_config *cfg;
     struct gw_registry *reg;
+    struct gw_last *last; /* each device's newest reading, for the API */
     struct payload_limits limits;
     bool quarantine;
 
@@ -681,7 +680,7 @@ static void run_rules(struct rule_worker *w, struct gw_reading *reading, const v
 
     if (reading->channel == GW_CHANNEL_TELEMETRY) {
         /* Out of memory: the API shows the reading before. */
-        (void)gw_last_put(w->last, reading->device, record, len);
+        (void)gw_last_put(w->p->last, reading->device, record, len);
         failed = rule_engine_on_reading(w->engine, reading, &w->actions);
     } else {
         failed = rule_engine_on_event(w->engine, reading, &w->actions);
@@ -1409,14 +1408,15 @@ static struct rule_engine *load_rules(const struct gw_pipeline *p, char **ret_er
     return engine;
 }
 
-/* Each worker gets an engine, the devices of its shard and a map for
- * their last readings. */
+/* Each worker gets an engine and the devices of its shard; the devices'
+ * last readings are kept in one store for all (gw_last). */
 static int build_workers(struct gw_pipeline *p, char **ret_error)
 {
     size_t n_devices = gw_registry_device_count(p->reg);
 
     p->workers = calloc(p->n_workers, sizeof(*p->workers));
-    if (!p->workers)
+    p->last = gw_last_new(p->reg);
+    if (!p->workers || !p->last)
         goto nomem;
     for (unsigned i = 0; i < p->n_workers; i++) {
         struct rule_worker *w = &p->workers[i];
@@ -1430,9 +1430,6 @@ static int build_workers(struct gw_pipeline *p, char **ret_error)
         w->engine = load_rules(p, ret_error);
         if (!w->engine)
             return -EINVAL;
-        w->last = gw_last_new(n_devices / p->n_workers + 1);
-        if (!w->last)
-            goto nomem;
     }
     for (size_t d = 0; d < n_devices; d++) {
         const struct gw_device *device = gw_registry_device_at(p->reg, d);
@@ -1784,7 +1781,6 @@ void gw_pipeline_free(struct gw_pipeline *p)
         struct rule_worker *w = &p->workers[i];
 
         gw_journal_cursor_free(w->cursor);
-        gw_last_free(w->last);
         rule_engine_free(w->engine);
         model_release(w->pending);
         rule_actions_free(&w->actions);
@@ -1792,6 +1788,7 @@ void gw_pipeline_free(struct gw_pipeline *p)
         free(w->devices);
     }
     free(p->workers);
+    gw_last_free(p->last);
     gw_casesvc_free(p->casesvc);
     gw_buf_free(&p->notice);
     gw_buf_free(&p->notice_topic);
@@ -1869,8 +1866,7 @@ struct gw_casesvc *gw_pipeline_casesvc(struct gw_pipeline *p)
 
 struct gw_reading *gw_pipeline_last_reading(struct gw_pipeline *p, const struct gw_device *device)
 {
-    return gw_last_get(p->workers[shard_of(device->id, strlen(device->id), p->n_workers)].last,
-                       device);
+    return gw_last_get(p->last, device);
 }
 
 /* ---- the periodic report: health and case figures ------------------------ */

@@ -53,11 +53,18 @@ static void map_set_adds_and_replaces(void **state)
     gw_map_free(map);
 }
 
-static struct gw_device device_named(char *id)
+/* The sample district, with room for a few quarantined devices. */
+static struct gw_registry *sample_registry(void)
 {
-    static char type[] = "smoke";
+    char *error = NULL;
+    struct gw_registry *reg = gw_registry_load(GW_SOURCE_DIR "/config/district/grids.geojson",
+                                               GW_SOURCE_DIR "/config/district/devices.csv",
+                                               &error);
 
-    return (struct gw_device){ .id = id, .type = type };
+    if (!reg)
+        fail_msg("sample district: %s", error ? error : "?");
+    assert_int_equal(gw_registry_enable_quarantine(reg, 8), 0);
+    return reg;
 }
 
 /* The journal record of a reading of device d with `fields` numbers. */
@@ -78,47 +85,56 @@ static void record_of(struct gw_buf *b, const struct gw_device *d, int64_t ts, i
 
 static void last_keeps_the_newest_reading(void **state)
 {
-    char id_a[] = "smoke-1", id_b[] = "smoke-2";
-    struct gw_device a = device_named(id_a), b = device_named(id_b);
-    struct gw_last *last = gw_last_new(1);
+    struct gw_registry *reg = sample_registry();
+    const struct gw_device *a = gw_registry_device_at(reg, 0);
+    const struct gw_device *b = gw_registry_device_at(reg, gw_registry_device_count(reg) - 1);
+    const struct gw_device *stranger = gw_registry_quarantine(reg, "stranger-1");
+    struct gw_last *last = gw_last_new(reg);
     struct gw_buf rec = GW_BUF_INIT;
     struct gw_reading *r;
+    const int sizes[] = { 2, 5, 1, 5, 9, 0 };
 
     (void)state;
     assert_non_null(last);
-    assert_null(gw_last_get(last, &a));
+    assert_non_null(stranger);
+    assert_null(gw_last_get(last, a));
     /* Longer records get a new buffer, shorter ones reuse it: the reading
-     * read back is always the last one put, whole. */
-    const int sizes[] = { 2, 5, 1, 5, 9, 0 };
+     * read back is always the last one put, whole; for a device of the
+     * file and a quarantined one alike. */
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-        record_of(&rec, &a, 1000 + (int64_t)i, sizes[i]);
-        assert_int_equal(gw_last_put(last, &a, rec.data, rec.len), 0);
-        r = gw_last_get(last, &a);
-        assert_non_null(r);
-        assert_ptr_equal(r->device, &a);
-        assert_string_equal(r->device_id, "smoke-1");
-        assert_true(r->ts_ns == 1000 + (int64_t)i);
-        assert_int_equal(r->n_fields, sizes[i]);
-        if (sizes[i])
-            assert_true(gw_reading_field(r, "f0")->value.u.number == 0.5);
-        gw_reading_unref(r);
+        const struct gw_device *devices[] = { a, stranger };
+        for (size_t k = 0; k < 2; k++) {
+            const struct gw_device *d = devices[k];
+            record_of(&rec, d, 1000 + (int64_t)i, sizes[i]);
+            assert_int_equal(gw_last_put(last, d, rec.data, rec.len), 0);
+            r = gw_last_get(last, d);
+            assert_non_null(r);
+            assert_ptr_equal(r->device, d);
+            assert_string_equal(r->device_id, d->id);
+            assert_true(r->ts_ns == 1000 + (int64_t)i);
+            assert_int_equal(r->n_fields, sizes[i]);
+            if (sizes[i])
+                assert_true(gw_reading_field(r, "f0")->value.u.number == 0.5);
+            gw_reading_unref(r);
+        }
     }
-    assert_null(gw_last_get(last, &b));
-    record_of(&rec, &b, 7, 3);
-    assert_int_equal(gw_last_put(last, &b, rec.data, rec.len), 0);
-    r = gw_last_get(last, &b);
+    assert_null(gw_last_get(last, b));
+    record_of(&rec, b, 7, 3);
+    assert_int_equal(gw_last_put(last, b, rec.data, rec.len), 0);
+    r = gw_last_get(last, b);
     assert_int_equal(r->n_fields, 3);
     gw_reading_unref(r);
     /* A record that cannot be decoded is kept but reads as none. */
-    assert_int_equal(gw_last_put(last, &b, "\x7f", 1), 0);
-    assert_null(gw_last_get(last, &b));
+    assert_int_equal(gw_last_put(last, b, "\x7f", 1), 0);
+    assert_null(gw_last_get(last, b));
     gw_buf_free(&rec);
     gw_last_free(last);
+    gw_registry_free(reg);
 }
 
 struct race {
     struct gw_last *last;
-    struct gw_device *devices;
+    const struct gw_device **devices;
     int n_devices;
     int rounds;
     int failures; /* the writer's: cmocka's asserts belong to the main thread */
@@ -132,12 +148,12 @@ static void *writer(void *arg)
 
     for (int round = 0; round < race->rounds; round++)
         for (int i = 0; i < race->n_devices; i++) {
-            struct gw_reading *r = gw_reading_new(race->devices[i].id, GW_CHANNEL_TELEMETRY, round);
+            struct gw_reading *r = gw_reading_new(race->devices[i]->id, GW_CHANNEL_TELEMETRY, round);
             for (int f = 0; r && f < 1 + (round + i) % 6; f++)
                 gw_reading_add_integer(r, (const char *[]){ "a", "b", "c", "d", "e", "f" }[f], f);
             gw_buf_reset(&rec);
             if (!r || gw_reading_encode(r, &rec) < 0 ||
-                gw_last_put(race->last, &race->devices[i], rec.data, rec.len) < 0)
+                gw_last_put(race->last, race->devices[i], rec.data, rec.len) < 0)
                 race->failures++;
             gw_reading_unref(r);
         }
@@ -146,21 +162,21 @@ static void *writer(void *arg)
     return NULL;
 }
 
-/* One writer (a rule worker) and a reader (the API) at once: every read
- * is a whole reading. */
+/* A writer (a rule worker) and a reader (the API) at once: every read is
+ * a whole reading. */
 static void last_reads_while_written(void **state)
 {
-    static char ids[64][16];
-    struct gw_device devices[64];
-    struct race race = { gw_last_new(8), devices, 64, 300, 0, 0 };
+    struct gw_registry *reg = sample_registry();
+    const struct gw_device *devices[64];
+    struct race race = { gw_last_new(reg), devices, 64, 300, 0, 0 };
     pthread_t thread;
     size_t seen = 0;
     bool done = false;
 
     (void)state;
     for (int i = 0; i < 64; i++) {
-        snprintf(ids[i], sizeof(ids[i]), "door-%d", i);
-        devices[i] = device_named(ids[i]);
+        devices[i] = gw_registry_device_at(reg, (size_t)i * 4);
+        assert_non_null(devices[i]);
     }
     assert_int_equal(pthread_create(&thread, NULL, writer, &race), 0);
     /* Until the writer is done, and one whole pass after. */
@@ -169,10 +185,10 @@ static void last_reads_while_written(void **state)
 
         if (k % 64 == 0)
             done = __atomic_load_n(&race.done, __ATOMIC_ACQUIRE);
-        r = gw_last_get(race.last, &devices[k % 64]);
+        r = gw_last_get(race.last, devices[k % 64]);
         if (!r)
             continue;
-        assert_string_equal(r->device_id, ids[k % 64]);
+        assert_string_equal(r->device_id, devices[k % 64]->id);
         assert_int_equal(r->n_fields, 1 + (r->ts_ns + k % 64) % 6);
         gw_reading_unref(r);
         seen++;
@@ -181,6 +197,7 @@ static void last_reads_while_written(void **state)
     assert_int_equal(race.failures, 0);
     assert_true(seen >= 64);
     gw_last_free(race.last);
+    gw_registry_free(reg);
 }
 
 int main(void)
