@@ -22,7 +22,7 @@ struct gw_map {
 
 #define MIN_CAPACITY 16
 
-static uint64_t hash_string(const char *s)
+uint64_t gw_map_hash(const char *s)
 {
     /* FNV-1a, then a final avalanche so that the low bits used as the
      * index depend on every byte. */
@@ -135,7 +135,7 @@ int gw_map_put(struct gw_map *map, const char *key, void *value)
 
     if (!key || !value)
         return -EINVAL;
-    hash = hash_string(key);
+    hash = gw_map_hash(key);
     s = find(map->slots, map->mask, key, hash);
     return s->key ? -EEXIST : add(map, s, key, hash, value);
 }
@@ -149,7 +149,7 @@ int gw_map_set(struct gw_map *map, const char *key, void *value, void **ret_old)
         *ret_old = NULL;
     if (!key || !value)
         return -EINVAL;
-    hash = hash_string(key);
+    hash = gw_map_hash(key);
     s = find(map->slots, map->mask, key, hash);
     if (!s->key)
         return add(map, s, key, hash, value);
@@ -173,7 +173,7 @@ void *gw_map_get(const struct gw_map *map, const char *key)
 
     if (!map || !key)
         return NULL;
-    s = find(map->slots, map->mask, key, hash_string(key));
+    s = find(map->slots, map->mask, key, gw_map_hash(key));
     return s->key ? s->value : NULL;
 }
 

@@ -11,6 +11,7 @@
 #define GW_MAP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct gw_map;
 
@@ -37,5 +38,9 @@ void gw_map_each(const struct gw_map *map, void (*fn)(const char *key, void *val
                  void *ud);
 
 size_t gw_map_count(const struct gw_map *map);
+
+/* The hash the map uses (FNV-1a with a final mix: every bit depends on
+ * every byte), for tables of their own that key on strings. */
+uint64_t gw_map_hash(const char *s);
 
 #endif

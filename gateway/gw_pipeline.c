@@ -1418,15 +1418,21 @@ static int build_workers(struct gw_pipeline *p, char **ret_error)
     p->last = gw_last_new(p->reg);
     if (!p->workers || !p->last)
         goto nomem;
+    /* Each shard's devices, counted first: the arrays are sized exactly. */
+    for (size_t d = 0; d < n_devices; d++) {
+        const struct gw_device *device = gw_registry_device_at(p->reg, d);
+        p->workers[shard_of(device->id, strlen(device->id), p->n_workers)].n_devices++;
+    }
     for (unsigned i = 0; i < p->n_workers; i++) {
         struct rule_worker *w = &p->workers[i];
 
         w->p = p;
         w->index = i;
         snprintf(w->consumer, sizeof(w->consumer), "rules-%u", i);
-        w->devices = calloc(n_devices ? n_devices : 1, sizeof(*w->devices));
+        w->devices = calloc(w->n_devices ? w->n_devices : 1, sizeof(*w->devices));
         if (!w->devices)
             goto nomem;
+        w->n_devices = 0;
         w->engine = load_rules(p, ret_error);
         if (!w->engine)
             return -EINVAL;

@@ -51,13 +51,22 @@ struct strings {
     size_t size; /* bytes mapped from base */
 };
 
+/* The devices of the file by id: open addressing over (hash, index + 1)
+ * pairs, 8 bytes a slot against a gw_map's 24 (a district has hundreds of
+ * thousands of devices), the key compared with the device's own id. Built
+ * while loading, read-only after: lookups need no lock. */
+struct id_table {
+    uint64_t *slots; /* 0: empty */
+    size_t mask;
+};
+
 struct gw_registry {
     struct gw_grid *grids;
     size_t n_grids;
     struct gw_device *devices;
     size_t n_devices;
     struct gw_map *grid_by_id;
-    struct gw_map *device_by_id;
+    struct id_table device_by_id;
     /* Every device's id, type and label (types once each); see
      * struct strings. */
     struct strings device_strings;
@@ -921,6 +930,39 @@ static int strings_map(struct strings *s, size_t size)
     return 0;
 }
 
+static int id_table_init(struct id_table *t, size_t n)
+{
+    size_t cap = 16;
+
+    while (cap / 4 * 3 < n)
+        cap *= 2;
+    t->slots = calloc(cap, sizeof(*t->slots));
+    t->mask = cap - 1;
+    return t->slots ? 0 : -ENOMEM;
+}
+
+/* The slot holding id among devices, or the empty one where it goes. */
+static uint64_t *id_table_find(const struct id_table *t, const struct gw_device *devices,
+                               const char *id)
+{
+    uint32_t hash = (uint32_t)gw_map_hash(id);
+
+    for (size_t i = hash & t->mask;; i = (i + 1) & t->mask) {
+        uint64_t *slot = &t->slots[i];
+        if (!*slot || ((uint32_t)(*slot >> 32) == hash &&
+                       strcmp(devices[(uint32_t)*slot - 1].id, id) == 0))
+            return slot;
+    }
+}
+
+static const struct gw_device *id_table_get(const struct id_table *t,
+                                            const struct gw_device *devices, const char *id)
+{
+    const uint64_t *slot = t->slots && id ? id_table_find(t, devices, id) : NULL;
+
+    return slot && *slot ? &devices[(uint32_t)*slot - 1] : NULL;
+}
+
 /* A copy of str in the arena, or NULL when it is full. */
 static char *strings_add(struct strings *s, const char *str)
 {
@@ -1014,11 +1056,11 @@ static int load_devices(struct gw_registry *reg, const char *path, char **ret_er
         rows++;
     reg->devices = calloc(rows, sizeof(*reg->devices));
     lines = calloc(rows, sizeof(*lines));
-    reg->device_by_id = gw_map_new(rows);
     types = gw_map_new(16);
     /* A string and its NUL take no more room than its field and the
      * delimiter after it (the last field of the file has none: the + 1). */
-    if (!reg->devices || !lines || !reg->device_by_id || !types ||
+    if (!reg->devices || !lines || rows >= UINT32_MAX || id_table_init(&reg->device_by_id, rows) < 0 ||
+        !types ||
         strings_map(&reg->device_strings, len + 1) < 0) {
         set_error(ret_error, path, 0, "out of memory");
         r = -ENOMEM;
@@ -1042,6 +1084,7 @@ static int load_devices(struct gw_registry *reg, const char *path, char **ret_er
         struct gw_device *d = &reg->devices[reg->n_devices];
         const char *grid_id, *lat, *lon, *bad;
         const struct gw_device *dup;
+        uint64_t *slot;
 
         release_text(c.p, &released);
         r = csv_record(&c, fields, CSV_FIELDS_MAX, &n, &what);
@@ -1135,8 +1178,9 @@ static int load_devices(struct gw_registry *reg, const char *path, char **ret_er
                 goto out;
             }
         }
-        dup = gw_map_get(reg->device_by_id, d->id);
-        if (dup) {
+        slot = id_table_find(&reg->device_by_id, reg->devices, d->id);
+        if (*slot) {
+            dup = &reg->devices[(uint32_t)*slot - 1];
             set_error(ret_error, path, line, "duplicate device_id \"%s\", first at line %zu", d->id,
                       lines[dup - reg->devices]);
             r = -EEXIST;
@@ -1146,11 +1190,12 @@ static int load_devices(struct gw_registry *reg, const char *path, char **ret_er
         d->id = strings_add(&reg->device_strings, d->id);
         d->label = strings_add(&reg->device_strings, d->label);
         d->type = intern_type(&reg->device_strings, types, d->type);
-        r = d->id && d->label && d->type ? gw_map_put(reg->device_by_id, d->id, d) : -ENOMEM;
-        if (r < 0) {
+        if (!d->id || !d->label || !d->type) {
             set_error(ret_error, path, line, "out of memory");
+            r = -ENOMEM;
             goto out;
         }
+        *slot = (uint64_t)(uint32_t)gw_map_hash(d->id) << 32 | (uint64_t)(reg->n_devices + 1);
         lines[reg->n_devices++] = line;
     }
     strings_trim(&reg->device_strings);
@@ -1206,7 +1251,7 @@ void gw_registry_free(struct gw_registry *reg)
     free(reg->devices);
     strings_free(&reg->device_strings);
     gw_map_free(reg->grid_by_id);
-    gw_map_free(reg->device_by_id);
+    free(reg->device_by_id.slots);
     index_free(&reg->index);
     free(reg);
 }
@@ -1242,7 +1287,7 @@ const struct gw_device *gw_registry_device(const struct gw_registry *reg, const 
 
     if (!reg)
         return NULL;
-    d = gw_map_get(reg->device_by_id, device_id);
+    d = id_table_get(&reg->device_by_id, reg->devices, device_id);
     if (d || !__atomic_load_n(&reg->quarantine_on, __ATOMIC_ACQUIRE))
         return d;
     pthread_mutex_lock(&mut->quarantine_lock);
