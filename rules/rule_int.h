@@ -235,11 +235,11 @@ struct rule_engine {
     struct rule_dev *cdev_cache; /* the cdevs record of cdev_cache_id, NULL or current */
     const char *cdev_cache_id;   /* a run's device_id (its pointer) */
     size_t dev_bytes; /* the records and the hash table (not capped: one per device) */
-    /* Windows by id (rule_window.c); a freed id goes on the free list. */
+    /* Windows by id (rule_window.c); freed entries are chained from
+     * free_win (an id + 1, 0: none) through their span_ms. */
     struct rule_win *wins;
     uint32_t n_wins, cap_wins;
-    uint32_t *free_wins;
-    uint32_t n_free_wins, cap_free_wins;
+    uint32_t free_win;
     uint32_t win_gen;
     uint32_t next_skey;
     size_t n_fired;         /* pairs with fired set */

@@ -189,8 +189,9 @@ static void win_free(struct rule_engine *e, uint32_t id)
     rule__mem_release(e, points_bytes(w->cap));
     if (w->cap > 1)
         free(w->u.pts);
-    *w = (struct rule_win){ 0 };
-    e->free_wins[e->n_free_wins++] = id; /* free_wins has room for every id */
+    /* A free entry (gen 0) keeps the next free id + 1 in span_ms. */
+    *w = (struct rule_win){ .span_ms = e->free_win };
+    e->free_win = id + 1;
 }
 
 /* Windows live in one array (no allocation of their own: a district has
@@ -199,21 +200,17 @@ static void win_free(struct rule_engine *e, uint32_t id)
 static bool wins_grow(struct rule_engine *e)
 {
     uint32_t n = e->cap_wins ? e->cap_wins + e->cap_wins / 2 : 64;
-    size_t more = (size_t)(n - e->cap_wins) * (sizeof(*e->wins) + sizeof(*e->free_wins));
+    size_t more = (size_t)(n - e->cap_wins) * sizeof(*e->wins);
     struct rule_win *wins;
-    uint32_t *free_ids;
 
     if (e->cap_wins >= UINT32_MAX / 2 || !rule__mem_charge(e, more))
         return false;
     wins = realloc(e->wins, n * sizeof(*wins));
-    if (wins)
-        e->wins = wins;
-    free_ids = wins ? realloc(e->free_wins, n * sizeof(*free_ids)) : NULL;
-    if (!free_ids) {
+    if (!wins) {
         rule__mem_release(e, more);
         return false;
     }
-    e->free_wins = free_ids;
+    e->wins = wins;
     e->cap_wins = n;
     return true;
 }
@@ -227,7 +224,7 @@ static struct rule_win *win_new(struct rule_engine *e, uint32_t span_ms, uint16_
     struct rule_win *w;
     uint32_t id;
 
-    if (!e->n_free_wins && e->n_wins == e->cap_wins && !wins_grow(e))
+    if (!e->free_win && e->n_wins == e->cap_wins && !wins_grow(e))
         return NULL;
     if (!rule__mem_charge(e, points_bytes(cap)))
         return NULL;
@@ -235,7 +232,12 @@ static struct rule_win *win_new(struct rule_engine *e, uint32_t span_ms, uint16_
         rule__mem_release(e, points_bytes(cap));
         return NULL;
     }
-    id = e->n_free_wins ? e->free_wins[--e->n_free_wins] : e->n_wins++;
+    if (e->free_win) {
+        id = e->free_win - 1;
+        e->free_win = e->wins[id].span_ms;
+    } else {
+        id = e->n_wins++;
+    }
     w = &e->wins[id];
     *w = (struct rule_win){ .span_ms = span_ms, .cap = cap };
     if (pts)
@@ -260,12 +262,10 @@ void rule__cstate_free_dev(struct rule_engine *e, struct rule_dev *d)
 
 void rule__cstate_free(struct rule_engine *e)
 {
-    rule__mem_release(e, e->cap_wins * (sizeof(*e->wins) + sizeof(*e->free_wins)));
+    rule__mem_release(e, e->cap_wins * sizeof(*e->wins));
     free(e->wins);
-    free(e->free_wins);
     e->wins = NULL;
-    e->free_wins = NULL;
-    e->n_wins = e->cap_wins = e->n_free_wins = 0;
+    e->n_wins = e->cap_wins = e->free_win = 0;
 }
 
 static bool skey_live(const struct rule_engine *e, uint32_t skey)
