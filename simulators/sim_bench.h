@@ -8,10 +8,13 @@
 #ifndef SIM_BENCH_H
 #define SIM_BENCH_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct gw_config;
 struct gw_registry;
+struct influx_query_options;
 
 /* Loads gridgate's configuration and its district; errors are printed.
  * Returns 0 or -EINVAL (both left NULL). */
@@ -27,6 +30,32 @@ int sim_bench_parse_number(const char *bench, const char *arg, const char *name,
                            double max, double *ret_value);
 int sim_bench_parse_count(const char *bench, const char *arg, const char *name, uint64_t max,
                           uint64_t *ret_value);
+
+/* InfluxDB 1.x for the benchmarks (sim_bench_influx.c). server gives the
+ * url, username and password (NULL: none) and timeout_ms (0: 30 s); its
+ * database is not used. Errors are printed or returned. */
+
+/* Whether url is on loopback ("http://127.0.0.1:...", localhost, [::1]):
+ * a benchmark must never load someone else's server. */
+bool sim_bench_loopback_url(const char *url);
+/* CREATE or DROP (verb) DATABASE db. Returns 0 or -EIO (printed). */
+int sim_bench_influx_admin(const struct influx_query_options *server, const char *verb,
+                           const char *db);
+/* The points database db's shards have stored since InfluxDB started:
+ * their writePointsOk in /debug/vars, InfluxDB's own count of accepted
+ * points, which costs it no query over the data. Returns 0 or -EIO. */
+int sim_bench_influx_points_ok(const struct influx_query_options *server, const char *db,
+                               uint64_t *ret_points);
+/* Plain line protocol POSTs to /write?db=DB&precision=ns on one kept-alive
+ * connection, as a bulk load does. open returns NULL when out of memory;
+ * post returns 0 when InfluxDB answered 204, else -EIO with the reason in
+ * error. */
+struct sim_bench_influx_post;
+struct sim_bench_influx_post *sim_bench_influx_post_open(const struct influx_query_options *server,
+                                                         const char *db);
+int sim_bench_influx_post(struct sim_bench_influx_post *p, const char *lines, size_t len,
+                          char *error, size_t error_len);
+void sim_bench_influx_post_close(struct sim_bench_influx_post *p);
 
 /* Journal appends into the page cache and with grouped fsync. */
 int sim_bench_journal(int argc, char **argv);

@@ -13,9 +13,15 @@
  *     flat JSON, SenML JSON and SenML CBOR, over MQTT to
  *     devices/{id}/telemetry at QoS 0 and 1 and over CoAP as confirmable
  *     POSTs, timed from the first send until the last one is a point in
- *     InfluxDB; the count of points comes from InfluxDB, ingested and
- *     evaluated from gridgate's own health points (measurement
- *     `gridgate`); gridgate's CPU from /proc/PID/stat over that window;
+ *     InfluxDB; arrival sampled from InfluxDB's own counter of stored
+ *     points (see "the sustained rate"), the count of points that arrived
+ *     from one InfluxDB count query at the end, ingested and evaluated
+ *     from gridgate's own health points (measurement `gridgate`);
+ *     gridgate's CPU from /proc/PID/stat over that window; each run also
+ *     against InfluxDB's ceiling: the same readings' points, encoded as
+ *     gridgate encodes them, bulk-loaded in gridgate's batch size into a
+ *     database of their own (with new series, then existing ones, then
+ *     existing ones with two requests in flight);
  *  3. latency: readings paced at --rate (10,000/s) for --seconds, QoS 1
  *     JSON; one reading in R/100 is tracked and polled for in InfluxDB by
  *     device and time (publish -> point); smoke alarms from distinct
@@ -41,6 +47,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <getopt.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -58,7 +65,9 @@
 #include "gw_log.h"
 #include "gw_pipeline.h"
 #include "gw_registry.h"
+#include "influx_line.h"
 #include "influx_query.h"
+#include "payload.h"
 #include "sim_bench.h"
 #include "sim_bench_coap.h"
 #include "sim_bench_mqtt.h"
@@ -391,85 +400,162 @@ static void next_floor(struct e2e *e)
 /* ---- the sustained rate -------------------------------------------------- */
 
 /* Counts sampled during a load run, in a thread of its own: readings the
- * do-nothing subscriber got, or points InfluxDB holds since from_ms. The
- * sustained rate is the slope between 10% and 90% of the final count,
- * which leaves out the start (connections, first batches) and the tail
- * (InfluxDB's flush interval), the same way for the ceiling and gridgate. */
+ * do-nothing subscriber or server got, or the points InfluxDB stored into
+ * a database since the run began. The sustained rate is the slope between
+ * 10% and 90% of the final count, which leaves out the start (connections,
+ * first batches) and the tail (InfluxDB's flush interval), the same way
+ * for the ceilings and gridgate.
+ *
+ * InfluxDB's side is sampled from its own counter of stored points (the
+ * database's shards' writePointsOk in /debug/vars), not by counting the
+ * points with a query: `SELECT count(smoke) ... WHERE time >= T` reads
+ * every series, and on a full district (290,000 smoke detectors, a series
+ * each) one took from 0.2 s to over 20 s under load; asked back to back,
+ * InfluxDB was answering one or two at any time and used about twice the
+ * CPU, so the measurement competed with the writes it measured and lagged
+ * them by as long as a query took. The counter costs InfluxDB a
+ * statistics snapshot, is sampled every 100 ms, and is exact when it is
+ * taken. It counts every point of the database, so gridgate's own (its
+ * health and case figures each stats interval, a few dozen) are in it;
+ * await_points scales them out, and the count of readings that arrived
+ * stays one count(smoke) query at the end of each run. */
 #define MAX_SAMPLES 4096
 
 struct sampler {
     struct e2e *e;
     struct sim_sub *sub;         /* the MQTT ceiling's subscriber, or */
-    struct sim_coap_null *null;  /* the CoAP ceiling's server; neither: InfluxDB's points */
-    int64_t from_ms;
+    struct sim_coap_null *null;  /* the CoAP ceiling's server, or */
+    const uint64_t *acked;       /* the InfluxDB ceiling's stored points (atomic); none:
+                                    InfluxDB's counter */
+    const char *db;              /* whose points InfluxDB's counter gives */
+    uint64_t base;               /* that counter when sampling began */
     int64_t interval_ns;
     int stop; /* atomic */
     int n;
+    int64_t latest;      /* the newest count, for await_points (atomic; -1: none yet) */
+    int64_t longest_ns;  /* the slowest sample's request */
     int64_t t[MAX_SAMPLES];
     double count[MAX_SAMPLES];
     pthread_t thread;
 };
+
+/* One sample into s (when it fits and the count is known). */
+static void sampler_take(struct sampler *s)
+{
+    int64_t t = gw_monotonic_ns(), took;
+    uint64_t ok = 0;
+    double c = s->sub     ? (double)sim_sub_received(s->sub)
+               : s->null  ? (double)sim_coap_null_received(s->null)
+               : s->acked ? (double)__atomic_load_n(s->acked, __ATOMIC_ACQUIRE)
+               : sim_bench_influx_points_ok(&s->e->influx, s->db, &ok) == 0
+                   ? (double)(ok >= s->base ? ok - s->base : 0)
+                   : -1;
+
+    /* The count is taken at the request's middle, give or take half of it. */
+    took = gw_monotonic_ns() - t;
+    t += took / 2;
+    if (took > s->longest_ns)
+        s->longest_ns = took;
+    if (c >= 0 && s->n < MAX_SAMPLES) {
+        s->t[s->n] = t;
+        s->count[s->n] = c;
+        s->n++;
+        __atomic_store_n(&s->latest, (int64_t)c, __ATOMIC_RELEASE);
+    }
+}
 
 static void *sample_thread(void *arg)
 {
     struct sampler *s = arg;
 
     while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE) && s->n < MAX_SAMPLES) {
-        int64_t t = gw_monotonic_ns();
-        double c = s->sub    ? (double)sim_sub_received(s->sub)
-                   : s->null ? (double)sim_coap_null_received(s->null)
-                             : points_since(s->e, s->from_ms);
-
-        /* A count query can take a second on a loaded machine: the count
-         * is taken at its middle, give or take half of it. */
-        t += (gw_monotonic_ns() - t) / 2;
-        if (c >= 0) {
-            s->t[s->n] = t;
-            s->count[s->n] = c;
-            s->n++;
-        }
+        sampler_take(s);
         usleep((useconds_t)(s->interval_ns / 1000));
     }
     return NULL;
 }
 
+/* One of sub, null, acked counts; none: InfluxDB's counter of db's points. */
 static int sampler_start(struct sampler *s, struct e2e *e, struct sim_sub *sub,
-                         struct sim_coap_null *null, int64_t from_ms)
+                         struct sim_coap_null *null, const uint64_t *acked, const char *db)
 {
+    bool in_process = sub || null || acked;
+
     memset(s, 0, sizeof(*s));
     s->e = e;
     s->sub = sub;
     s->null = null;
-    s->from_ms = from_ms;
-    s->interval_ns = sub || null ? 20 * NS_PER_MS : 200 * NS_PER_MS;
+    s->acked = acked;
+    s->db = db;
+    s->interval_ns = in_process ? 20 * NS_PER_MS : 100 * NS_PER_MS;
+    if (!in_process && sim_bench_influx_points_ok(&e->influx, db, &s->base) < 0) {
+        fprintf(stderr, "gridsim bench e2e: InfluxDB at %s gives no statistics at /debug/vars\n",
+                e->influx.url);
+        return -EIO;
+    }
     /* Nothing has arrived yet: the first sample, known without asking. */
     s->t[0] = gw_monotonic_ns();
     s->count[0] = 0;
     s->n = 1;
+    s->latest = -1;
     return pthread_create(&s->thread, NULL, sample_thread, s) == 0 ? 0 : -EAGAIN;
 }
 
-/* Stops sampling; the sustained rate given the final count, or -1. */
-static double sampler_stop(struct sampler *s, double total)
+/* The newest count, or -1 before the first one taken. */
+static double sampler_latest(struct sampler *s)
+{
+    return (double)__atomic_load_n(&s->latest, __ATOMIC_ACQUIRE);
+}
+
+/* Stops sampling and takes a last sample. */
+static void sampler_end(struct sampler *s)
+{
+    __atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
+    pthread_join(s->thread, NULL);
+    sampler_take(s);
+}
+
+/* The count's last sample. */
+static double sampler_last(const struct sampler *s)
+{
+    return s->count[s->n - 1];
+}
+
+/* The first time the count reached at least c (the last sample's when it
+ * never did). */
+static int64_t sampler_time_of(const struct sampler *s, double c)
+{
+    for (int i = 0; i < s->n; i++)
+        if (s->count[i] >= c)
+            return s->t[i];
+    return s->t[s->n - 1];
+}
+
+/* The sustained rate of an ended sampler given the final count, or -1. */
+static double sampler_slope(const struct sampler *s, double total)
 {
     int a = -1, b = -1;
 
-    __atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
-    pthread_join(s->thread, NULL);
     for (int i = 0; i < s->n; i++) {
         if (a < 0 && s->count[i] >= 0.1 * total)
             a = i;
         if (b < 0 && s->count[i] >= 0.9 * total)
             b = i;
     }
-    /* One sample past both marks (InfluxDB's batches are large, and a
-     * count query on a loaded machine can take longer than the whole
-     * middle of the run): the slope from the sample before it. */
+    /* One sample past both marks (InfluxDB's batches are large): the slope
+     * from the sample before it. */
     if (a >= 1 && b == a)
         a--;
     if (a < 0 || b <= a || s->t[b] == s->t[a])
         return -1;
     return (s->count[b] - s->count[a]) / ((double)(s->t[b] - s->t[a]) / 1e9);
+}
+
+/* Stops sampling; the sustained rate given the final count, or -1. */
+static double sampler_stop(struct sampler *s, double total)
+{
+    sampler_end(s);
+    return sampler_slope(s, total);
 }
 
 /* ---- 1. the ceiling ----------------------------------------------------- */
@@ -508,7 +594,7 @@ static int run_ceiling(struct e2e *e, int qos, struct ceiling *ret)
         fprintf(stderr, "gridsim bench e2e: cannot connect to %s\n", e->cfg->mqtt.uri);
         goto out;
     }
-    if (sampler_start(&samples, e, &sub, NULL, 0) < 0)
+    if (sampler_start(&samples, e, &sub, NULL, NULL, NULL) < 0)
         goto out;
     sampling = true;
     t0 = gw_monotonic_ns();
@@ -567,6 +653,8 @@ struct e2e_run {
     double sustained; /* the 10%-90% slope of the points in InfluxDB */
     double cpu_pct;   /* the gateway's, of one core, first publish to the last point */
     double ratio;     /* sustained / the ceiling's sustained, same transport and QoS */
+    double vs_influx; /* sustained / InfluxDB's ceiling's sustained, same points (NAN: not
+                         measured against it; -1: too few samples) */
     long rss_kb, hwm_kb; /* the gateway's at the end of the run */
 };
 
@@ -584,43 +672,47 @@ static void pace(int64_t t0, uint64_t i, double rate)
 }
 
 /* After the load: waits until the last reading sent is a point in InfluxDB
- * (or the count stops moving), then takes the counts, the sustained rate
- * and the gateway's CPU since t0 and cpu0; with health, gridgate's own
+ * (or InfluxDB stops storing points), then takes the counts, the sustained
+ * rate and the gateway's CPU since t0 and cpu0; with health, gridgate's own
  * counters since h0. */
 static void await_points(struct e2e *e, struct e2e_run *ret, struct sampler *samples, int64_t t0,
                          int64_t from_ms, size_t last_dev, int64_t ts, double cpu0,
                          const struct health *h0)
 {
-    int64_t t_end, last_change;
-    double cpu1, seen = 0;
+    /* Stored points that are not progress: gridgate's own lines over
+     * QUIET_LIMIT_NS (its health and case figures, a few dozen a second). */
+    const double quiet_points = 1000;
+    int64_t t_end, last_change, now;
+    double cpu1, seen = 0, stored;
+    bool landed = false;
 
-    /* The last reading published lands last (one writer, journal order):
-     * poll for it alone, cheaply; if it never comes (QoS 0 may lose it),
-     * the count stops moving instead. */
+    /* The last reading published lands last (one writer, journal order).
+     * Until InfluxDB's counter (the sampler's newest, no request of its
+     * own) has stored as many points as were sent, nothing is asked; then
+     * the last reading alone is polled for, by device and time (an index
+     * lookup). If it never comes (QoS 0 may lose it), the counter stops
+     * moving instead. */
     t_end = last_change = gw_monotonic_ns();
-    while (ret->sent > 0 && gw_monotonic_ns() - t0 < RUN_LIMIT_NS) {
-        if (point_landed(e, e->smoke[last_dev]->id, ts)) {
+    while (ret->sent > 0 && (now = gw_monotonic_ns()) - t0 < RUN_LIMIT_NS) {
+        double c = sampler_latest(samples);
+
+        if (c >= (double)ret->sent && point_landed(e, e->smoke[last_dev]->id, ts)) {
             t_end = gw_monotonic_ns();
+            landed = true;
+            break;
+        }
+        if (c > seen + quiet_points) {
+            seen = c;
+            last_change = now;
+        } else if (now - last_change >= QUIET_LIMIT_NS) {
             break;
         }
         usleep(20000);
-        if (gw_monotonic_ns() - last_change >= NS_PER_S) {
-            double now_seen = points_since(e, from_ms);
-            if (now_seen >= (double)ret->sent)
-                break;
-            if (now_seen < 0) /* unknown: keep waiting, within RUN_LIMIT_NS */
-                continue;
-            if (now_seen != seen) {
-                seen = now_seen;
-                t_end = last_change = gw_monotonic_ns();
-            } else if (gw_monotonic_ns() - last_change >= QUIET_LIMIT_NS) {
-                break;
-            }
-        }
     }
-    if (t_end < last_change)
-        t_end = gw_monotonic_ns();
     cpu1 = proc_cpu_s(e->pid);
+    sampler_end(samples);
+    /* The one count query of the run: what arrived is InfluxDB's answer,
+     * not a counter's. */
     ret->points = points_since(e, from_ms);
     for (int tries = 1; ret->points < 0 && tries < 3; tries++)
         ret->points = points_since(e, from_ms);
@@ -628,14 +720,25 @@ static void await_points(struct e2e *e, struct e2e_run *ret, struct sampler *sam
         fprintf(stderr, "gridsim bench e2e: InfluxDB did not count the points: 0 below\n");
         ret->points = 0;
     }
-    ret->sustained = sampler_stop(samples, ret->points);
-    ret->rate = ret->points / ((double)(t_end - t0) / 1e9);
+    /* Without the last reading: when the counter reached what arrived. */
+    if (!landed && ret->sent > 0)
+        t_end = sampler_time_of(samples, ret->points);
+    /* The slope of all stored points, less gridgate's own share of them. */
+    stored = sampler_last(samples);
+    ret->sustained = sampler_slope(samples, stored);
+    if (ret->sustained > 0 && stored > ret->points)
+        ret->sustained *= ret->points / stored;
+    ret->rate = t_end > t0 ? ret->points / ((double)(t_end - t0) / 1e9) : 0;
     if (cpu0 >= 0 && cpu1 >= 0)
         ret->cpu_pct = 100.0 * (cpu1 - cpu0) / ((double)(t_end - t0) / 1e9);
     else
         ret->cpu_pct = -1;
     ret->rss_kb = proc_status_kb(e->pid, "VmRSS");
     ret->hwm_kb = proc_status_kb(e->pid, "VmHWM");
+    printf("  %.0f of %llu readings in InfluxDB (%.0f points stored); arrival sampled %d "
+           "times from InfluxDB's counter, the slowest in %.0f ms\n",
+           ret->points, (unsigned long long)ret->sent, stored, samples->n,
+           (double)samples->longest_ns / 1e6);
     if (h0) {
         /* gridgate's health comes every stats interval (bench.sh sets 1 s). */
         usleep(2200 * 1000);
@@ -668,6 +771,7 @@ static int run_gateway(struct e2e *e, int qos, enum fmt fmt, uint64_t n, double 
     ret->fmt = fmt;
     ret->acked = UINT64_MAX;
     ret->target_rate = rate;
+    ret->vs_influx = NAN;
     if (with_health)
         h0 = health_now(e);
     snprintf(client, sizeof(client), "gridsim-e2e-pub-%ld", (long)getpid());
@@ -676,9 +780,9 @@ static int run_gateway(struct e2e *e, int qos, enum fmt fmt, uint64_t n, double 
         sim_pub_close(&pub);
         return -EIO;
     }
-    if (sampler_start(&samples, e, NULL, NULL, from_ms) < 0) {
+    if (sampler_start(&samples, e, NULL, NULL, NULL, e->influx.database) < 0) {
         sim_pub_close(&pub);
-        return -EAGAIN;
+        return -EIO;
     }
     cpu0 = proc_cpu_s(e->pid);
     t0 = gw_monotonic_ns();
@@ -722,6 +826,7 @@ static int run_coap(struct e2e *e, enum fmt fmt, struct sim_coap_null *null, str
     memset(ret, 0, sizeof(*ret));
     ret->transport = "coap";
     ret->fmt = fmt;
+    ret->vs_influx = NAN;
     if (null)
         snprintf(uri, sizeof(uri), "coap://127.0.0.1:%d", null->port);
     else if (strchr(e->cfg->coap.listen, ':')) /* IPv6: "::" means every address */
@@ -737,9 +842,9 @@ static int run_coap(struct e2e *e, enum fmt fmt, struct sim_coap_null *null, str
     c = sim_coap_new_window(uri, e->coap_window);
     if (!c)
         return -EIO;
-    if (sampler_start(&samples, e, NULL, null, from_ms) < 0) {
+    if (sampler_start(&samples, e, NULL, null, NULL, e->influx.database) < 0) {
         sim_coap_free(c);
-        return -EAGAIN;
+        return -EIO;
     }
     cpu0 = null ? -1 : proc_cpu_s(e->pid);
     t0 = gw_monotonic_ns();
@@ -786,6 +891,195 @@ static int run_coap_ceiling(struct e2e *e, struct e2e_run *ret)
         return -EIO;
     r = run_coap(e, FMT_JSON, &null, ret);
     sim_coap_null_stop(&null);
+    return r;
+}
+
+/* ---- 2c. InfluxDB's own ceiling ------------------------------------------ */
+
+/* The database of the InfluxDB ceiling, created and dropped by each run. */
+#define INFLUX_CEILING_DB "gridsim_e2e_influx_ceiling"
+
+/* The next n readings as gridgate writes them: the flat JSON payload of
+ * the gridgate runs, decoded by gridgate's decoder for the same device,
+ * encoded by its line protocol encoder (adapters/payload.c,
+ * adapters/influx_line.c), each batch_size lines a batch; cuts[k] is where
+ * batch k begins, cuts[n_batches] the end. Returns 0 or a negative errno. */
+static int encode_points(struct e2e *e, uint64_t n, size_t batch_size, struct gw_buf *text,
+                         size_t *cuts)
+{
+    char payload[320], reason[128];
+    int64_t ts;
+
+    gw_buf_reset(text);
+    for (uint64_t i = 0; i < n; i++) {
+        size_t dev = i % e->n_smoke;
+        int len = format_reading(e, FMT_JSON, dev, false, i, &ts, payload, sizeof(payload));
+        struct gw_reading *r =
+            len < 0 ? NULL : gw_reading_new(e->smoke[dev]->id, GW_CHANNEL_TELEMETRY, gw_now_ns());
+        int err;
+
+        if (!r)
+            return len < 0 ? len : -ENOMEM;
+        r->device = e->smoke[dev];
+        if (i % batch_size == 0)
+            cuts[i / batch_size] = text->len;
+        err = payload_decode(PAYLOAD_JSON, payload, (size_t)len, NULL, r, reason, sizeof(reason));
+        if (err < 0)
+            fprintf(stderr, "gridsim bench e2e: reading %llu: %s\n", (unsigned long long)i,
+                    reason);
+        else
+            err = influx_line_reading(text, r);
+        gw_reading_unref(r);
+        if (err < 0)
+            return err;
+    }
+    cuts[(n + batch_size - 1) / batch_size] = text->len;
+    return 0;
+}
+
+/* The bulk load's passes: the first into the fresh database creates every
+ * device's series (as gridgate's first run into its fresh database does),
+ * the later ones, with later times, find them (as gridgate's later runs
+ * do); the last with two requests in flight, which gridgate's writer (one
+ * at a time) does not do: how much InfluxDB leaves to a writer that would. */
+#define INFLUX_PASSES 3
+static const struct {
+    const char *series;
+    int connections;
+} influx_passes[INFLUX_PASSES] = {{"new", 1}, {"existing", 1}, {"existing", 2}};
+
+/* One bulk load: pre-encoded batches, taken in order by its connections. */
+struct bulk {
+    const struct e2e *e;
+    const struct gw_buf *text;
+    const size_t *cuts;
+    size_t n_batches, batch;
+    size_t next;    /* the next batch to send (atomic) */
+    uint64_t acked; /* points answered 204 (atomic) */
+    int failed;     /* a request failed: every connection stops (atomic) */
+};
+
+struct bulk_conn {
+    struct bulk *b;
+    pthread_t thread;
+    int64_t t_last; /* when its last batch was answered */
+};
+
+static void *bulk_thread(void *arg)
+{
+    struct bulk_conn *c = arg;
+    struct bulk *b = c->b;
+    struct sim_bench_influx_post *post = sim_bench_influx_post_open(&b->e->influx,
+                                                                    INFLUX_CEILING_DB);
+    char error[256];
+
+    if (!post) {
+        __atomic_store_n(&b->failed, 1, __ATOMIC_RELEASE);
+        return NULL;
+    }
+    while (!__atomic_load_n(&b->failed, __ATOMIC_ACQUIRE)) {
+        size_t k = __atomic_fetch_add(&b->next, 1, __ATOMIC_ACQ_REL), lines;
+
+        if (k >= b->n_batches)
+            break;
+        lines = k + 1 < b->n_batches ? b->batch : (size_t)(b->e->messages - k * b->batch);
+        if (sim_bench_influx_post(post, b->text->data + b->cuts[k], b->cuts[k + 1] - b->cuts[k],
+                                  error, sizeof(error)) < 0) {
+            fprintf(stderr, "gridsim bench e2e: bulk load into %s: %s\n", INFLUX_CEILING_DB,
+                    error);
+            __atomic_store_n(&b->failed, 1, __ATOMIC_RELEASE);
+            break;
+        }
+        c->t_last = gw_monotonic_ns();
+        __atomic_add_fetch(&b->acked, lines, __ATOMIC_ACQ_REL);
+    }
+    sim_bench_influx_post_close(post);
+    return NULL;
+}
+
+/* InfluxDB's ceiling: the same n readings' points bulk-loaded into
+ * INFLUX_CEILING_DB, pre-encoded (encoding is not timed), in batches of
+ * influx.batch_size as gridgate's writer sends them, each POSTed plain on
+ * a kept-alive connection as soon as the last was answered: what this
+ * InfluxDB stores of these points at most, with nothing else to do, in
+ * each of influx_passes. ret[k]: pass k. */
+static int run_influx_ceiling(struct e2e *e, struct e2e_run ret[INFLUX_PASSES])
+{
+    struct bulk b = {.e = e};
+    struct gw_buf text = GW_BUF_INIT;
+    size_t *cuts;
+    int r = -EIO;
+
+    b.batch = e->cfg->influx.batch_size > 0 ? (size_t)e->cfg->influx.batch_size : 5000;
+    b.n_batches = (size_t)((e->messages + b.batch - 1) / b.batch);
+    b.text = &text;
+    b.cuts = cuts = calloc(b.n_batches + 1, sizeof(*cuts));
+    if (!cuts)
+        return -ENOMEM;
+    sim_bench_influx_admin(&e->influx, "DROP", INFLUX_CEILING_DB);
+    if (sim_bench_influx_admin(&e->influx, "CREATE", INFLUX_CEILING_DB) < 0)
+        goto out;
+    for (int pass = 0; pass < INFLUX_PASSES; pass++) {
+        struct bulk_conn conns[2];
+        int n_conns = influx_passes[pass].connections, started = 0;
+        struct e2e_run *run = &ret[pass];
+        struct sampler samples;
+        int64_t t0, t_last = 0;
+        int err = encode_points(e, e->messages, b.batch, &text, cuts);
+        uint64_t stored0 = 0, stored1 = 0;
+
+        memset(run, 0, sizeof(*run));
+        run->transport = "influx";
+        run->acked = UINT64_MAX;
+        run->ingested = run->evaluated = run->cpu_pct = run->ratio = run->vs_influx = -1;
+        if (err < 0) {
+            fprintf(stderr, "gridsim bench e2e: cannot encode the points: %s\n", strerror(-err));
+            goto out;
+        }
+        b.next = 0;
+        b.acked = 0;
+        /* InfluxDB stored a batch when it answers 204: sampled here, in
+         * this process, every 20 ms as the other ceilings; its own counter
+         * before and after checks that every point was stored. */
+        if (sim_bench_influx_points_ok(&e->influx, INFLUX_CEILING_DB, &stored0) < 0 ||
+            sampler_start(&samples, e, NULL, NULL, &b.acked, NULL) < 0)
+            goto out;
+        t0 = gw_monotonic_ns();
+        for (; started < n_conns; started++) {
+            conns[started] = (struct bulk_conn){.b = &b, .t_last = t0};
+            if (pthread_create(&conns[started].thread, NULL, bulk_thread, &conns[started]) != 0) {
+                __atomic_store_n(&b.failed, 1, __ATOMIC_RELEASE);
+                break;
+            }
+        }
+        for (int i = 0; i < started; i++) {
+            pthread_join(conns[i].thread, NULL);
+            if (conns[i].t_last > t_last)
+                t_last = conns[i].t_last;
+        }
+        run->sent = b.acked;
+        run->points = (double)b.acked;
+        run->pub_rate = t_last > t0 ? run->points / ((double)(t_last - t0) / 1e9) : 0;
+        run->rate = run->pub_rate;
+        run->sustained = sampler_stop(&samples, run->points);
+        if (b.failed || sim_bench_influx_points_ok(&e->influx, INFLUX_CEILING_DB, &stored1) < 0)
+            goto out;
+        printf("  %s series, %d connection(s): %llu points in batches of %zu; InfluxDB's "
+               "counter: %llu stored\n",
+               influx_passes[pass].series, n_conns, (unsigned long long)b.acked, b.batch,
+               (unsigned long long)(stored1 - stored0));
+        if (stored1 - stored0 != b.acked)
+            fprintf(stderr, "gridsim bench e2e: InfluxDB stored %llu of the %llu points it "
+                            "answered 204 for\n",
+                    (unsigned long long)(stored1 - stored0), (unsigned long long)b.acked);
+        next_floor(e);
+    }
+    r = 0;
+out:
+    /* Its series would otherwise stay in InfluxDB's memory. */
+    sim_bench_influx_admin(&e->influx, "DROP", INFLUX_CEILING_DB);
+    gw_buf_free(&text);
+    free(cuts);
     return r;
 }
 
@@ -1188,7 +1482,10 @@ static void usage(FILE *out)
                  "endpoints, default 20, each with one confirmable request in flight),\n"
                  "gridgate end to end with the same N readings (MQTT QoS 0 and 1 and, when the\n"
                  "config enables CoAP, CoAP; JSON, SenML JSON, SenML CBOR; until the last is in\n"
-                 "InfluxDB), then latency at R readings/s (default 10000) for S seconds\n"
+                 "InfluxDB), each also against InfluxDB's ceiling (the same points bulk-loaded\n"
+                 "in influx.batch_size batches into a database the run creates and drops, one\n"
+                 "request in flight as gridgate's writer; also shown: two in flight),\n"
+                 "then latency at R readings/s (default 10000) for S seconds\n"
                  "(default 10): publish -> point and publish -> case.\n"
                  "--no-broker: the same readings through the pipeline in this process (decode,\n"
                  "journal, rules, line protocol to a null sink), at most S seconds.\n"
@@ -1201,7 +1498,8 @@ static void usage(FILE *out)
 /* One row of the table: a ceiling, gridgate or a peer. */
 static void print_row(const char *what, const struct e2e_run *r)
 {
-    char acked[32] = "", ingested[32] = "", evaluated[32] = "", cpu[16] = "", ratio[16];
+    char acked[32] = "", ingested[32] = "", evaluated[32] = "", cpu[16] = "", ratio[16] = "",
+         vs_influx[16] = "";
 
     if (r->acked != UINT64_MAX)
         snprintf(acked, sizeof(acked), "%llu", (unsigned long long)r->acked);
@@ -1211,10 +1509,14 @@ static void print_row(const char *what, const struct e2e_run *r)
         snprintf(evaluated, sizeof(evaluated), "%.0f", r->evaluated);
     if (r->cpu_pct >= 0)
         snprintf(cpu, sizeof(cpu), "%.0f%%", r->cpu_pct);
-    snprintf(ratio, sizeof(ratio), "%.2f", r->ratio);
-    printf("| %s | %llu | %.0f | %s | %.0f | %s | %s | %.0f | %.0f | %s | %s |\n", what,
+    /* InfluxDB's ceiling has no ratios; NAN: not measured against it. */
+    if (strcmp(r->transport, "influx") != 0)
+        snprintf(ratio, sizeof(ratio), "%.2f", r->ratio);
+    if (strcmp(r->transport, "influx") != 0 && !isnan(r->vs_influx))
+        snprintf(vs_influx, sizeof(vs_influx), "%.2f", r->vs_influx);
+    printf("| %s | %llu | %.0f | %s | %.0f | %s | %s | %.0f | %.0f | %s | %s | %s |\n", what,
            (unsigned long long)r->sent, r->pub_rate, acked, r->points, ingested, evaluated,
-           r->rate, r->sustained, ratio, cpu);
+           r->rate, r->sustained, ratio, vs_influx, cpu);
 }
 
 /* ratio_key: what the run's ratio is ("ratio_to_ceiling", or a peer's
@@ -1226,12 +1528,13 @@ static void json_run(FILE *f, const char *sep, const struct e2e_run *r, const ch
             "\"published\": %llu, \"acknowledged\": %lld, \"publish_rate\": %.0f, "
             "\"target_rate\": %.0f, \"points\": %.0f, \"ingested\": %.0f, "
             "\"evaluated\": %.0f, \"rate\": %.0f, \"sustained\": %.0f, "
-            "\"%s\": %.3f, \"cpu_pct\": %.1f, \"rss_kb\": %ld, "
+            "\"%s\": %.3f, \"ratio_to_influx\": %.3f, \"cpu_pct\": %.1f, \"rss_kb\": %ld, "
             "\"peak_rss_kb\": %ld}",
             sep, r->transport, r->transport[0] == 'm' ? r->qos : -1, fmt_names[r->fmt],
             (unsigned long long)r->sent, r->acked == UINT64_MAX ? -1LL : (long long)r->acked,
             r->pub_rate, r->target_rate, r->points, r->ingested, r->evaluated, r->rate,
-            r->sustained, ratio_key, r->ratio, r->cpu_pct, r->rss_kb, r->hwm_kb);
+            r->sustained, ratio_key, r->ratio, isnan(r->vs_influx) ? -1 : r->vs_influx,
+            r->cpu_pct, r->rss_kb, r->hwm_kb);
 }
 
 /* --peer: the same QoS 1 JSON stream, paced, against another gateway. */
@@ -1343,7 +1646,8 @@ int sim_bench_e2e(int argc, char **argv)
     struct e2e e = {.messages = 100000, .rate = 10000, .seconds = 10, .coap_window = 20};
     struct gw_config *cfg = NULL;
     struct gw_registry *reg = NULL;
-    struct e2e_run ceil[3], runs[9];
+    struct e2e_run ceil[3], runs[9], influx_ceil[INFLUX_PASSES];
+    bool with_influx_ceiling;
     struct latency lat;
     struct headroom head;
     double v, startup_ms = -1, peer_rates[8], gridgate_rate = -1;
@@ -1490,7 +1794,7 @@ int sim_bench_e2e(int argc, char **argv)
                                         .points = (double)m.received, .pub_rate = m.pub_rate,
                                         .rate = m.rate, .sustained = m.sustained,
                                         .ingested = -1, .evaluated = -1, .cpu_pct = -1,
-                                        .ratio = 1};
+                                        .ratio = 1, .vs_influx = NAN};
         n_ceil++;
     }
     if (with_coap) {
@@ -1500,7 +1804,19 @@ int sim_bench_e2e(int argc, char **argv)
             goto out;
         ceil[n_ceil].ingested = ceil[n_ceil].evaluated = -1;
         ceil[n_ceil].ratio = 1;
+        ceil[n_ceil].vs_influx = NAN;
         n_ceil++;
+    }
+    /* Loopback only: it creates, fills and drops a database. */
+    with_influx_ceiling = sim_bench_loopback_url(e.influx.url);
+    if (with_influx_ceiling) {
+        printf("ceiling, InfluxDB: bulk load of the same points into %s ...\n",
+               INFLUX_CEILING_DB);
+        fflush(stdout);
+        if (run_influx_ceiling(&e, influx_ceil) < 0)
+            goto out;
+    } else {
+        printf("no InfluxDB ceiling: %s is not on loopback\n", e.influx.url);
     }
     for (int q = 0; q <= 1; q++)
         for (int f = FMT_JSON; f <= FMT_CBOR; f++) {
@@ -1520,9 +1836,18 @@ int sim_bench_e2e(int argc, char **argv)
     for (int k = 0; k < n_runs; k++) {
         const struct e2e_run *base = &ceil[runs[k].transport[0] == 'c' ? 2 : runs[k].qos];
 
+        /* The first run stores every device's first point (new series),
+         * the later ones find them: against the one-connection pass that
+         * did the same, as gridgate's writer has one request in flight. */
+        const struct e2e_run *influx = &influx_ceil[k == 0 ? 0 : 1];
+
         runs[k].ratio = base->sustained > 0 && runs[k].sustained > 0
                             ? runs[k].sustained / base->sustained
                             : -1;
+        runs[k].vs_influx = !with_influx_ceiling ? NAN
+                            : influx->sustained > 0 && runs[k].sustained > 0
+                                ? runs[k].sustained / influx->sustained
+                                : -1;
         if (runs[k].ratio < 0)
             fprintf(stderr, "gridsim bench e2e: too few samples for a sustained rate "
                             "(-1 below): give more --messages\n");
@@ -1535,8 +1860,8 @@ int sim_bench_e2e(int argc, char **argv)
 
     printf("\n| run | sent | readings/s sent | acknowledged (2.04) | arrived | ingested "
            "| evaluated | readings/s, first send to last arrival | sustained readings/s (10-90%%) "
-           "| vs ceiling | gridgate CPU |\n"
-           "|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "| vs ceiling | vs InfluxDB | gridgate CPU |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int k = 0; k < n_ceil; k++) {
         char what[96];
 
@@ -1547,6 +1872,15 @@ int sim_bench_e2e(int argc, char **argv)
             snprintf(what, sizeof(what), "ceiling CoAP, do-nothing server, %d endpoints",
                      e.coap_window);
         print_row(what, &ceil[k]);
+    }
+    for (int k = 0; with_influx_ceiling && k < INFLUX_PASSES; k++) {
+        char what[160];
+
+        snprintf(what, sizeof(what),
+                 "ceiling InfluxDB, bulk load, batches of %d, %s series, %d connection%s",
+                 cfg->influx.batch_size, influx_passes[k].series, influx_passes[k].connections,
+                 influx_passes[k].connections > 1 ? "s" : "");
+        print_row(what, &influx_ceil[k]);
     }
     for (int k = 0; k < n_runs; k++) {
         char what[96];
@@ -1578,6 +1912,14 @@ int sim_bench_e2e(int argc, char **argv)
                 gw_registry_device_count(reg), e.coap_window);
         for (int k = 0; k < n_ceil; k++)
             json_run(out, k ? "," : "", &ceil[k], "ratio_to_ceiling");
+        fprintf(out, "\n  ],\n  \"influx_ceiling\": [");
+        for (int k = 0; with_influx_ceiling && k < INFLUX_PASSES; k++)
+            fprintf(out,
+                    "%s\n    {\"series\": \"%s\", \"connections\": %d, \"batch_size\": %d, "
+                    "\"points\": %.0f, \"rate\": %.0f, \"sustained\": %.0f}",
+                    k ? "," : "", influx_passes[k].series, influx_passes[k].connections,
+                    cfg->influx.batch_size, influx_ceil[k].points, influx_ceil[k].rate,
+                    influx_ceil[k].sustained);
         fprintf(out, "\n  ],\n  \"gridgate\": [");
         for (int k = 0; k < n_runs; k++)
             json_run(out, k ? "," : "", &runs[k], "ratio_to_ceiling");

@@ -16,7 +16,12 @@
  * another's. Prints points/s and writer/bulk ratios (target >= 0.80), all
  * measured in the same run because the machines are shared. Bounded in
  * time; loopback URLs only. Owns nothing beyond one run.
+ *
+ * Also the InfluxDB helpers the other benchmarks share (sim_bench.h): the
+ * plain bulk-load POST, CREATE/DROP DATABASE, and InfluxDB's own count of
+ * stored points from /debug/vars.
  */
+#include <cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -31,6 +36,7 @@
 #include "gw_reading.h"
 #include "gw_registry.h"
 #include "influx_line.h"
+#include "influx_query.h"
 #include "influx_writer.h"
 #include "sim_bench.h"
 
@@ -72,7 +78,7 @@ static void usage(FILE *f)
 }
 
 /* Loopback only: a benchmark must never load someone else's server. */
-static bool loopback_url(const char *url)
+bool sim_bench_loopback_url(const char *url)
 {
     static const char *const ok[] = { "http://127.0.0.1:", "http://127.0.0.1/",
                                       "http://localhost:", "http://localhost/", "http://[::1]:" };
@@ -115,7 +121,7 @@ static int parse_args(int argc, char **argv, struct bench_options *o)
             if (sim_bench_parse_count("influx", val, a, 100000, &o->batch) < 0)
                 return -EINVAL;
         } else if (strcmp(a, "--url") == 0) {
-            if (!loopback_url(val)) {
+            if (!sim_bench_loopback_url(val)) {
                 fprintf(stderr, "gridsim bench influx: --url must be http://127.0.0.1:PORT, "
                                 "http://localhost:PORT or http://[::1]:PORT (loopback only)\n");
                 return -EINVAL;
@@ -290,11 +296,35 @@ static size_t discard(char *data, size_t size, size_t nmemb, void *userdata)
     return size * nmemb;
 }
 
-/* POST /query?q=... (CREATE or DROP DATABASE); returns 0 or -EIO. */
-static int influx_admin(const char *url, const char *verb, const char *db)
+static size_t keep(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    return gw_buf_append(userdata, data, size * nmemb) == 0 ? size * nmemb : 0;
+}
+
+/* A handle with what every request to server needs; NULL when out of
+ * memory. */
+static CURL *server_handle(const struct influx_query_options *server)
+{
+    CURL *c = curl_easy_init();
+
+    if (!c)
+        return NULL;
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, server->timeout_ms > 0 ? (long)server->timeout_ms
+                                                                   : 30000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (server->username) {
+        curl_easy_setopt(c, CURLOPT_USERNAME, server->username);
+        curl_easy_setopt(c, CURLOPT_PASSWORD, server->password ? server->password : "");
+    }
+    return c;
+}
+
+int sim_bench_influx_admin(const struct influx_query_options *server, const char *verb,
+                           const char *db)
 {
     char q[256], *eq, full[512];
-    CURL *c = curl_easy_init();
+    CURL *c = server_handle(server);
     long status = 0;
     CURLcode rc;
 
@@ -302,23 +332,130 @@ static int influx_admin(const char *url, const char *verb, const char *db)
         return -ENOMEM;
     snprintf(q, sizeof(q), "%s DATABASE \"%s\"", verb, db);
     eq = curl_easy_escape(c, q, 0);
-    snprintf(full, sizeof(full), "%s/query?q=%s", url, eq ? eq : "");
+    snprintf(full, sizeof(full), "%s/query?q=%s", server->url, eq ? eq : "");
     curl_free(eq);
     curl_easy_setopt(c, CURLOPT_URL, full);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     rc = curl_easy_perform(c);
     if (rc == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
     if (status != 200) {
-        fprintf(stderr, "gridsim bench influx: %s at %s: %s\n", q, url,
+        fprintf(stderr, "gridsim bench: %s at %s: %s\n", q, server->url,
                 rc != CURLE_OK ? curl_easy_strerror(rc) : "not HTTP 200");
         return -EIO;
     }
     return 0;
+}
+
+int sim_bench_influx_points_ok(const struct influx_query_options *server, const char *db,
+                               uint64_t *ret_points)
+{
+    char url[512];
+    struct gw_buf body = GW_BUF_INIT;
+    CURL *c = server_handle(server);
+    cJSON *root = NULL, *stat;
+    long status = 0;
+    CURLcode rc;
+    double sum = 0;
+    int r = -EIO;
+
+    if (!c)
+        return -ENOMEM;
+    snprintf(url, sizeof(url), "%s/debug/vars", server->url);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    if (status != 200)
+        goto out;
+    root = cJSON_ParseWithLength(body.data, body.len);
+    /* {"shard:PATH:ID": {"name": "shard", "tags": {"database": ...},
+     *  "values": {"writePointsOk": N, ...}}, ...}: one entry per shard,
+     * each counting the points it stored. */
+    cJSON_ArrayForEach(stat, root)
+    {
+        cJSON *tags = cJSON_GetObjectItem(stat, "tags");
+        cJSON *ok = cJSON_GetObjectItem(cJSON_GetObjectItem(stat, "values"), "writePointsOk");
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(stat, "name"));
+        const char *sdb = cJSON_GetStringValue(cJSON_GetObjectItem(tags, "database"));
+
+        if (name && strcmp(name, "shard") == 0 && sdb && strcmp(sdb, db) == 0 &&
+            cJSON_IsNumber(ok))
+            sum += ok->valuedouble;
+    }
+    if (root) {
+        *ret_points = (uint64_t)sum;
+        r = 0;
+    }
+out:
+    cJSON_Delete(root);
+    gw_buf_free(&body);
+    return r;
+}
+
+struct sim_bench_influx_post {
+    CURL *curl;
+    struct curl_slist *headers;
+};
+
+struct sim_bench_influx_post *sim_bench_influx_post_open(const struct influx_query_options *server,
+                                                         const char *db)
+{
+    struct sim_bench_influx_post *p = calloc(1, sizeof(*p));
+    char url[512];
+
+    if (!p)
+        return NULL;
+    p->curl = server_handle(server);
+    p->headers = curl_slist_append(NULL, "Content-Type: text/plain; charset=utf-8");
+    if (p->headers) {
+        struct curl_slist *more = curl_slist_append(p->headers, "Expect:");
+        if (more)
+            p->headers = more;
+        else {
+            curl_slist_free_all(p->headers);
+            p->headers = NULL;
+        }
+    }
+    if (!p->curl || !p->headers) {
+        sim_bench_influx_post_close(p);
+        return NULL;
+    }
+    snprintf(url, sizeof(url), "%s/write?db=%s&precision=ns", server->url, db);
+    curl_easy_setopt(p->curl, CURLOPT_URL, url);
+    curl_easy_setopt(p->curl, CURLOPT_HTTPHEADER, p->headers);
+    return p;
+}
+
+int sim_bench_influx_post(struct sim_bench_influx_post *p, const char *lines, size_t len,
+                          char *error, size_t error_len)
+{
+    long status = 0;
+    CURLcode rc;
+
+    curl_easy_setopt(p->curl, CURLOPT_POSTFIELDS, lines);
+    curl_easy_setopt(p->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    rc = curl_easy_perform(p->curl);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(p->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status == 204)
+        return 0;
+    snprintf(error, error_len, "%s (HTTP %ld)", curl_easy_strerror(rc), status);
+    return -EIO;
+}
+
+void sim_bench_influx_post_close(struct sim_bench_influx_post *p)
+{
+    if (!p)
+        return;
+    if (p->curl)
+        curl_easy_cleanup(p->curl);
+    curl_slist_free_all(p->headers);
+    free(p);
 }
 
 struct write_result {
@@ -335,51 +472,32 @@ static double per_s(const struct write_result *r)
 static int bulk_load(const struct bench_options *o, struct batch *b, const char *db, int64_t ts0,
                      struct write_result *ret)
 {
-    char url[512];
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = NULL;
+    const struct influx_query_options server = { .url = o->url, .timeout_ms = 30000 };
+    struct sim_bench_influx_post *p = sim_bench_influx_post_open(&server, db);
+    char error[256];
     int64_t start, deadline;
     uint64_t seq = 0;
     int err = 0;
 
-    if (!c)
+    if (!p)
         return -ENOMEM;
-    snprintf(url, sizeof(url), "%s/write?db=%s&precision=ns", o->url, db);
-    h = curl_slist_append(h, "Content-Type: text/plain; charset=utf-8");
-    h = curl_slist_append(h, "Expect:");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-
     start = gw_monotonic_ns();
     deadline = start + (int64_t)(o->write_seconds * 1e9);
     while (gw_monotonic_ns() < deadline) {
-        long status = 0;
-        CURLcode rc;
-
         batch_stamp(b, ts0 + (int64_t)seq++ * 1000);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, b->text.data);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->text.len);
-        rc = curl_easy_perform(c);
-        if (rc == CURLE_OK)
-            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        if (status == 204) {
+        if (sim_bench_influx_post(p, b->text.data, b->text.len, error, sizeof(error)) == 0) {
             ret->points += b->n;
         } else {
             ret->errors++;
             if (ret->errors > 10) {
-                fprintf(stderr, "gridsim bench influx: bulk load: %s (HTTP %ld)\n",
-                        curl_easy_strerror(rc), status);
+                fprintf(stderr, "gridsim bench influx: bulk load: %s\n", error);
                 err = -EIO;
                 break;
             }
         }
     }
     ret->seconds = (double)(gw_monotonic_ns() - start) / 1e9;
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
+    sim_bench_influx_post_close(p);
     return err;
 }
 
@@ -447,6 +565,7 @@ static int bench_write(const struct bench_options *o)
     static const char *const runs[] = { "bulk", "writer", "writer_gzip" };
     static const char *const what[] = { "bulk load (plain libcurl)", "influx_writer, gzip off",
                                         "influx_writer, gzip on" };
+    const struct influx_query_options server = { .url = o->url, .timeout_ms = 30000 };
     double rate[3][20], ratio[3][20];
     struct batch b = { GW_BUF_INIT, NULL, 0 };
     int64_t ts0 = gw_now_ns() - INT64_C(3600) * 1000000000;
@@ -468,8 +587,8 @@ static int bench_write(const struct bench_options *o)
             char db[128];
 
             snprintf(db, sizeof(db), "%s_%s", o->db, runs[i]);
-            influx_admin(o->url, "DROP", db);
-            err = influx_admin(o->url, "CREATE", db);
+            sim_bench_influx_admin(&server, "DROP", db);
+            err = sim_bench_influx_admin(&server, "CREATE", db);
             if (err < 0)
                 break;
             /* each run its own hour: no point overwrites another's */
@@ -478,7 +597,7 @@ static int bench_write(const struct bench_options *o)
                 err = bulk_load(o, &b, db, ts0, &res);
             else
                 err = writer_load(o, &b, db, i == 2, ts0, &res);
-            influx_admin(o->url, "DROP", db);
+            sim_bench_influx_admin(&server, "DROP", db);
             if (err < 0)
                 break;
             rate[i][k] = per_s(&res);
