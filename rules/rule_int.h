@@ -172,11 +172,8 @@ struct rule_devtab {
     size_t n;
 };
 
-/* A window (rule_window.c): a ring of (time, value) points. 48 bytes, in
- * one array per engine (a district has a few windows per device), with
- * room for two points: a one-minute window of a device that reports every
- * half minute or less often needs no more. */
-#define RULE_WIN_INLINE 2
+/* A window (rule_window.c): a ring of (time, value) points. 32 bytes, in
+ * one array per engine (a district has a few windows per device). */
 struct rule_win_point {
     int64_t t_ns;
     double v;
@@ -186,11 +183,11 @@ struct rule_win {
     uint32_t gen;     /* with its id, what the rule's handle holds; 0: a free entry */
     uint16_t head;    /* oldest point */
     uint16_t n;
-    uint16_t cap; /* up to RULE_WIN_INLINE: the points are inline */
+    uint16_t cap; /* 1: the point is inline */
     uint16_t unused;
     union {
-        struct rule_win_point in[RULE_WIN_INLINE];
-        struct rule_win_point *pts; /* cap > RULE_WIN_INLINE: malloc'd */
+        struct rule_win_point one; /* cap 1: most windows hold one point */
+        struct rule_win_point *pts; /* cap > 1: malloc'd */
     } u;
 };
 

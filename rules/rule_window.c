@@ -7,8 +7,8 @@
  * Here each device that has any keeps one record (rule_state.c's e->cdevs)
  * with an array of slots: (the rule's key, the interned name, a value),
  * 16 bytes each. A held timer's value is the time its condition became
- * true; a window's is its id in e->wins, a 48-byte entry of one array with
- * two points inline and a ring of more once it grows (by half, to
+ * true; a window's is its id in e->wins, a 32-byte entry of one array with
+ * one point inline and a ring of more once it grows (by half, to
  * RULE_WINDOW_POINTS). Devices no rule keeps a window or timer for cost
  * nothing.
  *
@@ -177,7 +177,7 @@ static void check_room(lua_State *L, const struct rule_dev *d, const char *fn)
 
 static size_t points_bytes(uint32_t cap)
 {
-    return cap > RULE_WIN_INLINE ? cap * sizeof(struct rule_win_point) : 0;
+    return cap > 1 ? cap * sizeof(struct rule_win_point) : 0;
 }
 
 static void win_free(struct rule_engine *e, uint32_t id)
@@ -187,7 +187,7 @@ static void win_free(struct rule_engine *e, uint32_t id)
     if (!w->gen)
         return;
     rule__mem_release(e, points_bytes(w->cap));
-    if (w->cap > RULE_WIN_INLINE)
+    if (w->cap > 1)
         free(w->u.pts);
     /* A free entry (gen 0) keeps the next free id + 1 in span_ms. */
     *w = (struct rule_win){ .span_ms = e->free_win };
@@ -228,7 +228,7 @@ static struct rule_win *win_new(struct rule_engine *e, uint32_t span_ms, uint16_
         return NULL;
     if (!rule__mem_charge(e, points_bytes(cap)))
         return NULL;
-    if (cap > RULE_WIN_INLINE && !(pts = malloc(points_bytes(cap)))) {
+    if (cap > 1 && !(pts = malloc(points_bytes(cap)))) {
         rule__mem_release(e, points_bytes(cap));
         return NULL;
     }
@@ -305,8 +305,9 @@ static struct rule_win_point *at(struct rule_win *w, uint32_t i)
 {
     uint32_t k = w->head + i;
 
-    k = k >= w->cap ? k - w->cap : k;
-    return w->cap <= RULE_WIN_INLINE ? &w->u.in[k] : &w->u.pts[k];
+    if (w->cap == 1)
+        return &w->u.one;
+    return &w->u.pts[k >= w->cap ? k - w->cap : k];
 }
 
 static int64_t span_ns(const struct rule_win *w)
@@ -368,7 +369,7 @@ static bool window_grow(struct rule_engine *e, struct rule_win *w)
     }
     for (uint32_t i = 0; i < w->n; i++)
         pts[i] = *at(w, i);
-    if (w->cap > RULE_WIN_INLINE) {
+    if (w->cap > 1) {
         rule__mem_release(e, points_bytes(w->cap));
         free(w->u.pts);
     }
@@ -506,7 +507,7 @@ static int api_window(lua_State *L)
         return 1;
     }
     check_room(L, d, "window");
-    w = win_new(e, span_ms, RULE_WIN_INLINE, &id);
+    w = win_new(e, span_ms, 1, &id);
     if (w && !slot_add(e, d, e->rule->skey, name, id)) {
         win_free(e, id);
         w = NULL;
@@ -676,8 +677,7 @@ static void adopt_slot(lua_State *L, struct adopt_ctx *c, const struct rule_dev 
         }
     } else if (!slot_find(fd, frule->skey, name)) {
         struct rule_win *src = &c->old->wins[s->value]; /* only read */
-        struct rule_win *w = win_new(c->fresh, src->span_ms,
-                                     src->n > RULE_WIN_INLINE ? src->n : RULE_WIN_INLINE, &id);
+        struct rule_win *w = win_new(c->fresh, src->span_ms, src->n > 1 ? src->n : 1, &id);
 
         if (!w)
             luaL_error(L, "out of memory");
