@@ -94,15 +94,18 @@ int gw_last_put(struct gw_last *last, const struct gw_device *device, const void
 {
     long index;
     struct record *rec, *old = NULL;
+    const char *id;
+    size_t id_len;
     int r = 0;
 
-    if (len > UINT32_MAX)
+    /* Kept without the device id: the key is the device. */
+    if (len > UINT32_MAX || gw_reading_record_device(record, len, &id, &id_len) < 0)
         return -EINVAL;
+    len -= id_len;
     index = lock_device(last, device);
     rec = index >= 0 ? last->by_index[index] : gw_map_get(last->quarantined, device->id);
     if (rec && rec->cap >= len) {
-        memcpy(rec->data, record, len);
-        rec->len = (uint32_t)len;
+        rec->len = (uint32_t)gw_reading_record_without_device(record, len + id_len, rec->data);
         goto out;
     }
     /* A new buffer, never a realloc of the old one: if it cannot be
@@ -112,8 +115,8 @@ int gw_last_put(struct gw_last *last, const struct gw_device *device, const void
         r = -ENOMEM;
         goto out;
     }
-    rec->len = rec->cap = (uint32_t)len;
-    memcpy(rec->data, record, len);
+    rec->cap = (uint32_t)len;
+    rec->len = (uint32_t)gw_reading_record_without_device(record, len + id_len, rec->data);
     if (index >= 0) {
         old = last->by_index[index];
         last->by_index[index] = rec;
@@ -136,7 +139,7 @@ struct gw_reading *gw_last_get(struct gw_last *last, const struct gw_device *dev
 
     rec = index >= 0 ? last->by_index[index] : gw_map_get(last->quarantined, device->id);
     if (rec)
-        reading = gw_reading_decode(rec->data, rec->len);
+        reading = gw_reading_decode_as(rec->data, rec->len, device->id);
     unlock_device(last, index);
     if (reading)
         reading->device = device;

@@ -247,6 +247,11 @@ static char *get_string(struct reader *rd, size_t width)
 
 struct gw_reading *gw_reading_decode(const void *data, size_t len)
 {
+    return gw_reading_decode_as(data, len, NULL);
+}
+
+struct gw_reading *gw_reading_decode_as(const void *data, size_t len, const char *device_id)
+{
     struct reader rd = { data, (const unsigned char *)data + len, false };
     struct gw_reading *r = NULL;
     uint64_t channel, flags, n_fields;
@@ -262,7 +267,7 @@ struct gw_reading *gw_reading_decode(const void *data, size_t len)
     n_fields = get_uint(&rd, 2);
     if (rd.bad || channel > GW_CHANNEL_STATUS)
         goto fail;
-    r = gw_reading_new(id, (enum gw_channel)channel, ts_ns);
+    r = gw_reading_new(device_id ? device_id : id, (enum gw_channel)channel, ts_ns);
     if (!r)
         goto fail;
     r->ts_from_device = flags & 1;
@@ -326,6 +331,23 @@ int gw_reading_record_device(const void *data, size_t len, const char **ret_id, 
     *ret_id = (const char *)rd.p;
     *ret_len = (size_t)id_len;
     return 0;
+}
+
+/* The header before the id: version, channel, flags, time. */
+#define RECORD_ID_AT (1 + 1 + 1 + 8)
+
+ssize_t gw_reading_record_without_device(const void *data, size_t len, void *out)
+{
+    const char *id;
+    size_t id_len, rest;
+
+    if (gw_reading_record_device(data, len, &id, &id_len) < 0)
+        return -EINVAL;
+    rest = len - (size_t)(id - (const char *)data) - id_len;
+    memcpy(out, data, RECORD_ID_AT);
+    memset((unsigned char *)out + RECORD_ID_AT, 0, 2); /* an empty id */
+    memcpy((unsigned char *)out + RECORD_ID_AT + 2, id + id_len, rest);
+    return (ssize_t)(RECORD_ID_AT + 2 + rest);
 }
 
 /* ---- JSON (gw_reading_to_json) ---- */

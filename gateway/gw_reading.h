@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct gw_device;
 
@@ -88,9 +89,16 @@ int gw_reading_encode(const struct gw_reading *r, struct gw_buf *buf);
 /* Rebuilds a reading from a record (device left unresolved). Returns NULL
  * for a malformed or truncated record or on allocation failure. */
 struct gw_reading *gw_reading_decode(const void *data, size_t len);
+/* The same, with device_id as the reading's device (unless NULL): for a
+ * record kept without its own (below). */
+struct gw_reading *gw_reading_decode_as(const void *data, size_t len, const char *device_id);
 /* The device id of a record without decoding the rest (not NUL-terminated:
  * *ret_len bytes). Returns 0 or -EINVAL for a malformed record. */
 int gw_reading_record_device(const void *data, size_t len, const char **ret_id, size_t *ret_len);
+/* Copies the record into out (room for len bytes) with an empty device id:
+ * for stores that key records by device, the id is theirs already.
+ * Returns the bytes written, or -EINVAL for a malformed record. */
+ssize_t gw_reading_record_without_device(const void *data, size_t len, void *out);
 
 /* The reading as one JSON object, appended to out (the provenance of a
  * case: what the rule saw):

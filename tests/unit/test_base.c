@@ -224,6 +224,25 @@ static void reading_record_round_trips(void **state)
     assert_string_equal(f->value.u.string, "VCA_HIGH_DENSITY 区域内人员聚集");
     gw_reading_unref(back);
 
+    /* Kept without its device id, read back as another's. */
+    {
+        char out[256];
+        ssize_t n = gw_reading_record_without_device(rec.data, rec.len, out);
+
+        assert_int_equal(n, (ssize_t)rec.len - 8);
+        assert_int_equal(gw_reading_record_device(out, (size_t)n, &id, &id_len), 0);
+        assert_int_equal(id_len, 0);
+        back = gw_reading_decode_as(out, (size_t)n, "cam-0008");
+        assert_non_null(back);
+        assert_string_equal(back->device_id, "cam-0008");
+        assert_true(back->ts_ns == 1764300000123456789LL && back->ts_from_device);
+        assert_int_equal(back->n_fields, 4);
+        assert_string_equal(gw_reading_field(back, "kind")->value.u.string,
+                            "VCA_HIGH_DENSITY 区域内人员聚集");
+        gw_reading_unref(back);
+        assert_int_equal(gw_reading_record_without_device(rec.data, 12, out), -EINVAL);
+    }
+
     /* Every truncation and a trailing byte are refused, never misread. */
     for (size_t n = 0; n < rec.len; n++)
         assert_null(gw_reading_decode(rec.data, n));

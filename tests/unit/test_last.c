@@ -124,9 +124,12 @@ static void last_keeps_the_newest_reading(void **state)
     r = gw_last_get(last, b);
     assert_int_equal(r->n_fields, 3);
     gw_reading_unref(r);
-    /* A record that cannot be decoded is kept but reads as none. */
-    assert_int_equal(gw_last_put(last, b, "\x7f", 1), 0);
-    assert_null(gw_last_get(last, b));
+    /* A malformed record is refused; the reading before stays. */
+    assert_int_equal(gw_last_put(last, b, "\x7f", 1), -EINVAL);
+    r = gw_last_get(last, b);
+    assert_int_equal(r->n_fields, 3);
+    assert_string_equal(r->device_id, b->id);
+    gw_reading_unref(r);
     gw_buf_free(&rec);
     gw_last_free(last);
     gw_registry_free(reg);
