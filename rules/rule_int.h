@@ -138,7 +138,6 @@ struct rule_pair {
 };
 
 /* One window, held timer or case mark of a (rule, device): rule_window.c. */
-#define RULE_RING_CLASSES 10 /* ring sizes 2, 3, 4, 6, ... 63 (grown by half) */
 #define RULE_CSLOT_HELD 0x80000000u /* in name: a held timer, not a window */
 #define RULE_CSLOT_CASE 0u          /* the name of a case mark (interned ids start at 1) */
 struct rule_cslot {
@@ -236,14 +235,6 @@ struct rule_engine {
     struct rule_dev *cdev_cache; /* the cdevs record of cdev_cache_id, NULL or current */
     const char *cdev_cache_id;   /* a run's device_id (its pointer) */
     size_t dev_bytes; /* the records and the hash table (not capped: one per device) */
-    /* Rings of window points up to RULE_RING_POOLED points: per-size free
-     * lists carved out of large blocks (rule_window.c). */
-    struct {
-        void *free[RULE_RING_CLASSES];
-        void *blocks; /* a list through each block's first word */
-        char *bump;
-        size_t left;
-    } rings;
     /* Windows by id (rule_window.c); freed entries are chained from
      * free_win (an id + 1, 0: none) through their span_ms. */
     struct rule_win *wins;

@@ -173,99 +173,12 @@ static void check_room(lua_State *L, const struct rule_dev *d, const char *fn)
                    RULE_DEV_SLOTS_MAX);
 }
 
-/* ---- rings of points ------------------------------------------------------ */
-
-/* A district has about a million windows, most rings a few points long:
- * rings up to the largest class come from per-size free lists carved out
- * of 64 KiB blocks, without malloc's header and rounding on each (16 bytes
- * of a 48-byte ring). Freed rings wait on their list for the next window
- * of that size; the blocks go when the engine goes. Bigger rings are
- * malloc'd. The sizes follow the rings' growth by half. */
-static const uint16_t ring_classes[RULE_RING_CLASSES] = { 2, 3, 4, 6, 9, 13, 19, 28, 42, 63 };
-#define RING_BLOCK_BYTES (64 * 1024)
+/* ---- the window table --------------------------------------------------- */
 
 static size_t points_bytes(uint32_t cap)
 {
     return cap > 1 ? cap * sizeof(struct rule_win_point) : 0;
 }
-
-/* The ring size to allocate for at least `points` (more than one). */
-static uint32_t ring_cap(uint32_t points)
-{
-    for (int i = 0; i < RULE_RING_CLASSES; i++)
-        if (points <= ring_classes[i])
-            return ring_classes[i];
-    return points;
-}
-
-static int ring_class(uint32_t cap)
-{
-    for (int i = 0; i < RULE_RING_CLASSES; i++)
-        if (cap == ring_classes[i])
-            return i;
-    return -1;
-}
-
-/* A ring of cap points (a ring_cap() size), charged; NULL when the memory
- * cap or malloc refuses. */
-static struct rule_win_point *ring_alloc(struct rule_engine *e, uint32_t cap)
-{
-    size_t bytes = points_bytes(cap);
-    int k = ring_class(cap);
-    void *p;
-
-    if (!rule__mem_charge(e, bytes))
-        return NULL;
-    if (k < 0) {
-        p = malloc(bytes);
-    } else if ((p = e->rings.free[k])) {
-        e->rings.free[k] = *(void **)p;
-    } else {
-        if (e->rings.left < bytes) {
-            void **block = malloc(RING_BLOCK_BYTES);
-            if (!block) {
-                rule__mem_release(e, bytes);
-                return NULL;
-            }
-            *block = e->rings.blocks;
-            e->rings.blocks = block;
-            /* Rings are multiples of 16 bytes: keep them 16-aligned. */
-            e->rings.bump = (char *)block + 16;
-            e->rings.left = RING_BLOCK_BYTES - 16;
-        }
-        p = e->rings.bump;
-        e->rings.bump += bytes;
-        e->rings.left -= bytes;
-    }
-    if (!p)
-        rule__mem_release(e, bytes);
-    return p;
-}
-
-static void ring_free(struct rule_engine *e, struct rule_win_point *pts, uint32_t cap)
-{
-    int k = ring_class(cap);
-
-    rule__mem_release(e, points_bytes(cap));
-    if (k < 0) {
-        free(pts);
-        return;
-    }
-    *(void **)pts = e->rings.free[k];
-    e->rings.free[k] = pts;
-}
-
-static void rings_free(struct rule_engine *e)
-{
-    while (e->rings.blocks) {
-        void **block = e->rings.blocks;
-        e->rings.blocks = *block;
-        free(block);
-    }
-    memset(&e->rings, 0, sizeof(e->rings));
-}
-
-/* ---- the window table --------------------------------------------------- */
 
 static void win_free(struct rule_engine *e, uint32_t id)
 {
@@ -273,8 +186,9 @@ static void win_free(struct rule_engine *e, uint32_t id)
 
     if (!w->gen)
         return;
+    rule__mem_release(e, points_bytes(w->cap));
     if (w->cap > 1)
-        ring_free(e, w->u.pts, w->cap);
+        free(w->u.pts);
     /* A free entry (gen 0) keeps the next free id + 1 in span_ms. */
     *w = (struct rule_win){ .span_ms = e->free_win };
     e->free_win = id + 1;
@@ -301,8 +215,8 @@ static bool wins_grow(struct rule_engine *e)
     return true;
 }
 
-/* A new empty window spanning span_ms with room for at least cap points;
- * its id in *ret_id. NULL when the memory cap or malloc refuses. */
+/* A new empty window spanning span_ms with room for cap points; its id in
+ * *ret_id. NULL when the memory cap or malloc refuses. */
 static struct rule_win *win_new(struct rule_engine *e, uint32_t span_ms, uint16_t cap,
                                 uint32_t *ret_id)
 {
@@ -312,8 +226,12 @@ static struct rule_win *win_new(struct rule_engine *e, uint32_t span_ms, uint16_
 
     if (!e->free_win && e->n_wins == e->cap_wins && !wins_grow(e))
         return NULL;
-    if (cap > 1 && !(pts = ring_alloc(e, cap = (uint16_t)ring_cap(cap))))
+    if (!rule__mem_charge(e, points_bytes(cap)))
         return NULL;
+    if (cap > 1 && !(pts = malloc(points_bytes(cap)))) {
+        rule__mem_release(e, points_bytes(cap));
+        return NULL;
+    }
     if (e->free_win) {
         id = e->free_win - 1;
         e->free_win = e->wins[id].span_ms;
@@ -346,7 +264,6 @@ void rule__cstate_free(struct rule_engine *e)
 {
     rule__mem_release(e, e->cap_wins * sizeof(*e->wins));
     free(e->wins);
-    rings_free(e);
     e->wins = NULL;
     e->n_wins = e->cap_wins = e->free_win = 0;
 }
@@ -438,18 +355,24 @@ static void window_expire(const struct rule_engine *e, struct rule_win *w)
  * RULE_WINDOW_POINTS), oldest first at 0. */
 static bool window_grow(struct rule_engine *e, struct rule_win *w)
 {
-    uint32_t cap = ring_cap(w->cap + (w->cap / 2 ? w->cap / 2 : 1));
+    uint32_t cap = w->cap + (w->cap / 2 ? w->cap / 2 : 1);
     struct rule_win_point *pts;
 
     if (cap > RULE_WINDOW_POINTS)
         cap = RULE_WINDOW_POINTS;
-    pts = ring_alloc(e, cap);
-    if (!pts)
+    if (!rule__mem_charge(e, points_bytes(cap)))
         return false;
+    pts = malloc(points_bytes(cap));
+    if (!pts) {
+        rule__mem_release(e, points_bytes(cap));
+        return false;
+    }
     for (uint32_t i = 0; i < w->n; i++)
         pts[i] = *at(w, i);
-    if (w->cap > 1)
-        ring_free(e, w->u.pts, w->cap);
+    if (w->cap > 1) {
+        rule__mem_release(e, points_bytes(w->cap));
+        free(w->u.pts);
+    }
     w->u.pts = pts;
     w->cap = (uint16_t)cap;
     w->head = 0;
