@@ -30,14 +30,17 @@
 #define BATCH_SIZE_MAX 1000000
 #define INTERVAL_MAX_MS 3600000
 #define NS_PER_MS INT64_C(1000000)
+#define SLOTS_MAX (2 * INFLUX_WRITER_MAX_IN_FLIGHT)
 
 /* ------------------------------------------------------------------------
  * The input side: a FIFO of whole lines in blocks, read like a journal.
  *
- * queue_peek() copies the next batch from the committed position without
- * removing it; queue_commit() removes it once InfluxDB has answered it for
- * good. A retried batch therefore stays queued and counted against the
- * bound, which is what a journal cursor will give for free.
+ * queue_peek() copies the next batch from the end of the batches in flight
+ * without removing it; queue_commit() removes the oldest batch once it and
+ * every batch before it were answered for good. A batch in flight or
+ * retried therefore stays queued and counted against the bound, which is
+ * what a journal cursor will give for free. Blocks are freed only by a
+ * commit, so a position inside an uncommitted batch stays valid.
  * ---------------------------------------------------------------------- */
 
 struct block {
@@ -59,7 +62,7 @@ struct queue {
     struct block *head, *tail;
     size_t head_off, head_lines; /* committed position inside head */
     size_t bytes, lines;         /* from the committed position on */
-    size_t pending_lines;        /* lines not in the batch in flight */
+    size_t pending_lines;        /* lines not in a batch in flight */
     int64_t pending_since_ns;    /* when the oldest pending line came; 0: due now */
 };
 
@@ -96,13 +99,14 @@ static int queue_push(struct queue *q, const char *text, size_t len, size_t n_li
     return 0;
 }
 
-/* Copies up to max_lines lines from the committed position into body.
- * Returns the number of lines copied (the batch), or -ENOMEM. */
-static long queue_peek(struct queue *q, struct gw_buf *body, size_t max_lines, struct qpos *ret_end)
+/* Copies up to max_lines lines from position from (the committed one, or
+ * the end of a batch in flight) into body. Returns the number of lines
+ * copied, or -ENOMEM. */
+static long queue_peek(struct qpos from, struct gw_buf *body, size_t max_lines,
+                       struct qpos *ret_end)
 {
-    struct qpos p = { q->head, q->head_off, q->head_lines };
+    struct qpos p = from;
     size_t taken = 0;
-    size_t before = q->pending_lines;
 
     gw_buf_reset(body);
     while (p.block && taken < max_lines) {
@@ -131,10 +135,6 @@ static long queue_peek(struct queue *q, struct gw_buf *body, size_t max_lines, s
         p.block = b->next;
         p.off = p.lines = 0;
     }
-    q->pending_lines = q->lines - taken;
-    /* Lines handed back by a smaller re-peek were already due. */
-    if (q->pending_lines > before)
-        q->pending_since_ns = 0;
     *ret_end = p;
     return (long)taken;
 }
@@ -186,6 +186,40 @@ static size_t queue_drop_all(struct queue *q)
  * The writer.
  * ---------------------------------------------------------------------- */
 
+enum slot_state {
+    SLOT_WAITING, /* to be sent at retry_at_ns (backoff; 0: at once) */
+    SLOT_BUSY,    /* its request is on the multi handle */
+    SLOT_DONE,    /* answered for good, waiting for the batches before it */
+};
+
+/* One batch in flight: a fixed range of the queue, sent in one POST (in
+ * several after a 413 lowered line_cap), with the easy handle and buffers
+ * of its request. Owned by the writer's thread; the fields that tie it to
+ * the queue (end, pos, chunk_end) are read and set with the lock held. */
+struct slot {
+    CURL *curl;
+    enum slot_state state;
+    struct qpos end;     /* end of the batch: where its commit goes */
+    size_t lines, bytes; /* the whole batch */
+    size_t left;         /* its lines not answered yet, from pos */
+    struct qpos pos;     /* start of the chunk in body */
+    struct qpos chunk_end;
+    long chunk;        /* lines in body; -1: to be copied again */
+    bool resend;       /* the next POST repeats one: counted in retries */
+    bool added;        /* on the multi handle */
+    int delay_ms;      /* the next backoff, before jitter */
+    unsigned failures; /* failed POSTs of this batch */
+    int64_t first_failure_ns;
+    int64_t retry_at_ns;
+    int64_t start_ns;
+    CURLcode rc;             /* of the transfer that ended */
+    struct gw_buf body;      /* the chunk's text */
+    struct gw_buf gz;        /* body compressed, when gzip */
+    struct gw_buf response;
+    char curl_error[CURL_ERROR_SIZE];
+    char error[256]; /* what went wrong with the last POST */
+};
+
 struct influx_writer {
     /* Set by start, read-only afterwards. */
     char *base_url; /* for log lines */
@@ -201,32 +235,35 @@ struct influx_writer {
     int64_t flush_interval_ns;
     int timeout_ms;
     size_t queue_bytes;
+    int max_in_flight; /* requests on the wire (or in backoff) at most */
+    int n_slots;       /* batches not committed at most: twice that */
 
-    /* lock guards q, stopping, idle, line_cap and stats. */
+    /* lock guards q, stopping, idle, polling, line_cap, stats, the ring
+     * (first, count) and the slots' queue positions. */
     pthread_mutex_t lock;
     pthread_cond_t wake;  /* to the thread: lines queued, shutdown began */
     pthread_cond_t space; /* to submitters: the queue shrank, shutdown began */
     bool lock_ready, wake_ready, space_ready;
     struct queue q;
     bool stopping;
-    bool idle;       /* the thread waits for a batch to become due */
+    bool idle;       /* nothing in flight: the thread waits on wake */
+    bool polling;    /* the thread waits in curl_multi_poll */
     size_t line_cap; /* batch_size, halved after a 413 */
+    int first, count; /* the batches not committed: slots[first], then on in a ring */
+    int active;       /* of those, the ones not done (their requests in flight) */
+    int64_t peek_retry_ns; /* out of memory for a batch: not before then */
     struct influx_writer_stats stats;
     /* Monotonic drain deadline, 0 before shutdown. Atomic because the
      * thread reads it without the lock during a request. */
     _Atomic int64_t deadline_ns;
 
     /* Owned by the thread (by start before it runs). */
-    CURL *curl;
-    CURLM *multi; /* runs curl, keeps its connection; shutdown may wake it */
+    struct slot *slots; /* n_slots */
+    CURLM *multi; /* runs the slots' requests, keeps connections; others may wake it */
     struct curl_slist *headers;
-    struct gw_buf body; /* the batch's text */
-    struct gw_buf gz;   /* body compressed, when gzip */
     z_stream zs;
     bool zs_ready;
-    struct gw_buf response;
     struct gw_buf scratch; /* dead-letter text, needles */
-    char curl_error[CURL_ERROR_SIZE];
     char last_error[256];
     uint32_t rng;
     struct gw_log_limit retry_limit;
@@ -431,7 +468,7 @@ static int append_file(const char *path, const char *text, size_t len)
     return r;
 }
 
-/* What a POST came to; filled by post_batch(), counted by send_batch(). */
+/* What a POST came to; filled by finish_post(), counted by account_post(). */
 struct post_answer {
     long status;        /* 0: no HTTP answer */
     int64_t latency_us; /* -1: no HTTP answer */
@@ -558,18 +595,18 @@ static bool parse_conflict(const char *msg, char *f, char *m, char *t, size_t si
 /* A type conflict names one field: when the lines with that field of that
  * type are as many as InfluxDB dropped, they are the refused ones. Appends
  * them to out, each after the comment, and returns how many, or 0. */
-static size_t refuse_conflicting(struct influx_writer *w, const char *msg, size_t dropped,
+static size_t refuse_conflicting(const struct gw_buf *body, const char *msg, size_t dropped,
                                  const char *stamp, struct gw_buf *out)
 {
     char f[256], m[256], t[32];
-    const char *p = w->body.data, *end = p + w->body.len;
+    const char *p = body->data, *end = p + body->len;
     size_t found = 0;
 
     if (dropped == 0 || !parse_conflict(msg, f, m, t, sizeof(f)))
         return 0;
     for (int pass = 0; pass < 2; pass++) {
         /* pass 0 counts, pass 1 writes */
-        for (p = w->body.data; p < end;) {
+        for (p = body->data; p < end;) {
             const char *nl = memchr(p, '\n', (size_t)(end - p));
             size_t len = (size_t)(nl - p);
 
@@ -591,8 +628,8 @@ static size_t refuse_conflicting(struct influx_writer *w, const char *msg, size_
 /* After a 400 (or a 413 for one line): works out which lines of the batch
  * InfluxDB refused, appends them to the dead-letter file and logs. Runs
  * without the lock. */
-static void refuse_lines(struct influx_writer *w, size_t n_lines, const char *msg, bool truncated,
-                         struct post_answer *a)
+static void refuse_lines(struct influx_writer *w, const struct gw_buf *body, size_t n_lines,
+                         const char *msg, bool truncated, struct post_answer *a)
 {
     struct gw_buf *out = &w->scratch;
     struct gw_buf needle = GW_BUF_INIT;
@@ -608,8 +645,8 @@ static void refuse_lines(struct influx_writer *w, size_t n_lines, const char *ms
         /* InfluxDB quoted each unparsable line: those, exactly. When
          * nothing was written ("partial write" absent), every line was
          * refused, the unquoted ones with the whole message. */
-        const char *p = w->body.data;
-        const char *end = p + w->body.len;
+        const char *p = body->data;
+        const char *end = p + body->len;
 
         while (p < end && r == 0) {
             const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -648,7 +685,7 @@ static void refuse_lines(struct influx_writer *w, size_t n_lines, const char *ms
         a->dead = n_lines;
         r = 0;
         if (partial && a->rejected < n_lines) {
-            size_t n = refuse_conflicting(w, msg, a->rejected, stamp, out);
+            size_t n = refuse_conflicting(body, msg, a->rejected, stamp, out);
             if (n > 0) {
                 a->dead = n;
                 goto write;
@@ -669,7 +706,7 @@ static void refuse_lines(struct influx_writer *w, size_t n_lines, const char *ms
             r = put_comment(out, stamp, msg, strlen(msg));
         }
         if (r == 0)
-            r = gw_buf_append(out, w->body.data, w->body.len);
+            r = gw_buf_append(out, body->data, body->len);
     }
 write:
     gw_buf_free(&needle);
@@ -706,83 +743,42 @@ enum post_result {
     POST_RETRY,     /* no answer, timeout, or any other status */
 };
 
-/* Runs the transfer on the writer's multi handle, so that shutdown can
- * interrupt a request that hangs (curl_multi_wakeup) and the drain deadline
- * is kept to the millisecond. Returns the transfer's CURLcode, or
- * CURLE_ABORTED_BY_CALLBACK when the deadline passed first. */
-static CURLcode perform(struct influx_writer *w)
-{
-    CURLcode rc = CURLE_ABORTED_BY_CALLBACK;
-    int running = 1;
-    CURLMcode mc;
-    CURLMsg *msg;
-    int left;
-
-    mc = curl_multi_add_handle(w->multi, w->curl);
-    while (mc == CURLM_OK) {
-        int64_t deadline = atomic_load(&w->deadline_ns);
-        int wait_ms = 1000;
-
-        mc = curl_multi_perform(w->multi, &running);
-        if (mc != CURLM_OK || !running)
-            break;
-        if (deadline != 0) {
-            int64_t left_ns = deadline - gw_monotonic_ns();
-            if (left_ns <= 0)
-                break;
-            if (left_ns < wait_ms * NS_PER_MS)
-                wait_ms = (int)((left_ns + NS_PER_MS - 1) / NS_PER_MS);
-        }
-        mc = curl_multi_poll(w->multi, NULL, 0, wait_ms, NULL);
-    }
-    if (mc != CURLM_OK) {
-        snprintf(w->curl_error, sizeof(w->curl_error), "%s", curl_multi_strerror(mc));
-        rc = CURLE_FAILED_INIT;
-    }
-    while ((msg = curl_multi_info_read(w->multi, &left)) != NULL) {
-        if (msg->msg == CURLMSG_DONE && msg->easy_handle == w->curl)
-            rc = msg->data.result;
-    }
-    /* Mid-transfer, this closes the connection; otherwise the multi
-     * handle's cache keeps it alive for the next request. */
-    curl_multi_remove_handle(w->multi, w->curl);
-    return rc;
-}
-
-/* Compresses w->body into w->gz (gzip wrapper). Returns 0 or -errno. */
-static int gzip_body(struct influx_writer *w)
+/* Compresses s->body into s->gz (gzip wrapper) with the thread's one
+ * z_stream. Returns 0 or -errno. */
+static int gzip_body(struct influx_writer *w, struct slot *s)
 {
     z_stream *z = &w->zs;
     uLong bound;
 
-    if (w->body.len > UINT32_MAX / 2)
+    if (s->body.len > UINT32_MAX / 2)
         return -EMSGSIZE;
     if (deflateReset(z) != Z_OK)
         return -EIO;
     /* deflateBound() leaves out the gzip header and trailer: 18 bytes. */
-    bound = deflateBound(z, (uLong)w->body.len) + 64;
-    gw_buf_reset(&w->gz);
-    if (gw_buf_reserve(&w->gz, bound) < 0)
+    bound = deflateBound(z, (uLong)s->body.len) + 64;
+    gw_buf_reset(&s->gz);
+    if (gw_buf_reserve(&s->gz, bound) < 0)
         return -ENOMEM;
-    z->next_in = (Bytef *)w->body.data;
-    z->avail_in = (uInt)w->body.len;
-    z->next_out = (Bytef *)w->gz.data;
+    z->next_in = (Bytef *)s->body.data;
+    z->avail_in = (uInt)s->body.len;
+    z->next_out = (Bytef *)s->gz.data;
     z->avail_out = (uInt)bound;
     if (deflate(z, Z_FINISH) != Z_STREAM_END)
         return -EIO;
-    w->gz.len = (size_t)z->total_out;
+    s->gz.len = (size_t)z->total_out;
     return 0;
 }
 
-/* The cause of a 401, 403 or 404, in w->last_error, for an operator:
- * these need a person (credentials, rights, a database to create). */
-static void describe_refusal(struct influx_writer *w, long status, const char *msg)
+/* The cause of a 401, 403 or 404, in out, for an operator: these need a
+ * person (credentials, rights, a database to create). */
+static void describe_refusal(const struct influx_writer *w, long status, const char *msg, char *out,
+                             size_t size)
 {
     const char *what = "";
 
     switch (status) {
     case 0: /* 1.x: no such retention policy; the lines are fine */
-        snprintf(w->last_error, sizeof(w->last_error),
+        snprintf(out, size,
                  "the retention policy does not exist in %s (%.120s); create it or fix "
                  "influx.retention_policy",
                  w->target, msg);
@@ -799,71 +795,86 @@ static void describe_refusal(struct influx_writer *w, long status, const char *m
     case 404:
         if (strstr(msg, "not found") &&
             (strstr(msg, "database") || strstr(msg, "bucket") || strstr(msg, "organization"))) {
-            snprintf(w->last_error, sizeof(w->last_error), "%s does not exist (HTTP 404: %.120s)%s",
-                     w->target, msg, w->version == 2 ? "" : "; create it with CREATE DATABASE");
+            snprintf(out, size, "%s does not exist (HTTP 404: %.120s)%s", w->target, msg,
+                     w->version == 2 ? "" : "; create it with CREATE DATABASE");
             return;
         }
         what = "no write API at this URL (HTTP 404; check influx.url and influx.version)";
         break;
     }
-    snprintf(w->last_error, sizeof(w->last_error), "%s, writing to %s: %.120s", what, w->target,
-             msg);
+    snprintf(out, size, "%s, writing to %s: %.120s", what, w->target, msg);
 }
 
-/* One POST of w->body (compressed when gzip). Runs without the lock. */
-static enum post_result post_batch(struct influx_writer *w, size_t n_lines, struct post_answer *a)
+/* Puts the POST of s->body (compressed when gzip) on the multi handle.
+ * Runs without the lock. Returns false, with s->error set, when the
+ * request could not be started (it then counts as a failed one). */
+static bool start_post(struct influx_writer *w, struct slot *s)
 {
-    const struct gw_buf *send = &w->body;
-    long status = 0;
-    int64_t start;
-    bool rp_missing;
-    CURLcode rc;
-    char *msg;
+    const struct gw_buf *send = &s->body;
+    CURLMcode mc;
     int r;
 
+    s->error[0] = '\0';
+    s->curl_error[0] = '\0';
+    gw_buf_reset(&s->response);
     if (w->gzip) {
-        r = gzip_body(w);
+        r = gzip_body(w, s);
         if (r < 0) {
-            snprintf(w->last_error, sizeof(w->last_error), "cannot compress a batch: %s",
-                     strerror(-r));
-            return POST_RETRY;
+            snprintf(s->error, sizeof(s->error), "cannot compress a batch: %s", strerror(-r));
+            return false;
         }
-        send = &w->gz;
+        send = &s->gz;
     }
-    curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, send->data);
-    curl_easy_setopt(w->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)send->len);
-    gw_buf_reset(&w->response);
-    w->curl_error[0] = '\0';
+    curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, send->data);
+    curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)send->len);
+    s->start_ns = gw_monotonic_ns();
+    mc = curl_multi_add_handle(w->multi, s->curl);
+    if (mc != CURLM_OK) {
+        snprintf(s->error, sizeof(s->error), "%s", curl_multi_strerror(mc));
+        return false;
+    }
+    s->added = true;
+    return true;
+}
 
-    start = gw_monotonic_ns();
-    rc = perform(w);
-    if (rc == CURLE_ABORTED_BY_CALLBACK) {
-        snprintf(w->last_error, sizeof(w->last_error), "request cut at the drain deadline");
+/* What the finished POST of s came to (s->rc: its CURLcode). Runs
+ * without the lock: a 400 appends to the dead-letter file. */
+static enum post_result finish_post(struct influx_writer *w, struct slot *s, struct post_answer *a)
+{
+    size_t n_lines = (size_t)s->chunk;
+    curl_off_t total_us = 0;
+    long status = 0;
+    bool rp_missing;
+    char *msg;
+
+    if (s->rc != CURLE_OK || s->error[0]) {
+        if (!s->error[0])
+            snprintf(s->error, sizeof(s->error), "%s",
+                     s->curl_error[0] ? s->curl_error : curl_easy_strerror(s->rc));
         return POST_RETRY;
     }
-    if (rc != CURLE_OK) {
-        snprintf(w->last_error, sizeof(w->last_error), "%s",
-                 w->curl_error[0] ? w->curl_error : curl_easy_strerror(rc));
-        return POST_RETRY;
-    }
-    a->latency_us = (gw_monotonic_ns() - start) / 1000;
-    curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, &status);
+    /* curl's own clock of this transfer: the poll that noticed its end
+     * may have waited on another one. */
+    if (curl_easy_getinfo(s->curl, CURLINFO_TOTAL_TIME_T, &total_us) != CURLE_OK || total_us <= 0)
+        total_us = (curl_off_t)((gw_monotonic_ns() - s->start_ns) / 1000);
+    a->latency_us = (int64_t)total_us;
+    curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status);
     a->status = status;
     if (status >= 200 && status < 300)
         return POST_OK;
 
-    snprintf(w->last_error, sizeof(w->last_error), "HTTP %ld: %.*s", status,
-             body_log_len(&w->response), body_text(&w->response));
+    snprintf(s->error, sizeof(s->error), "HTTP %ld: %.*s", status, body_log_len(&s->response),
+             body_text(&s->response));
     /* 422: 2.x's answer for points refused after parsing (type conflicts,
      * retention), as 1.x's 400 partial write. */
     /* 1.6 answers 500 for a retention policy that does not exist. */
     rp_missing = (status == 400 || status == 500) &&
-                 strstr(body_text(&w->response), "retention policy not found");
+                 strstr(body_text(&s->response), "retention policy not found");
     if (status != 400 && status != 422 && status != 401 && status != 403 && status != 404 &&
         !(status == 413 && n_lines == 1) && !rp_missing)
         return status == 413 ? POST_TOO_LARGE : POST_RETRY;
 
-    msg = answer_message(&w->response);
+    msg = answer_message(&s->response);
     if (!msg) {
         /* out of memory: resending is harmless (InfluxDB overwrites equal points) */
         return POST_RETRY;
@@ -880,171 +891,395 @@ static enum post_result post_batch(struct influx_writer *w, size_t n_lines, stru
             if (!msg)
                 return POST_RETRY;
         }
-        refuse_lines(w, n_lines, msg, w->response.len >= RESPONSE_MAX, a);
+        refuse_lines(w, &s->body, n_lines, msg, s->response.len >= RESPONSE_MAX, a);
         free(msg);
         return POST_REJECTED;
     }
-    describe_refusal(w, status, msg);
+    describe_refusal(w, status, msg, s->error, sizeof(s->error));
     a->needs_person = true;
     free(msg);
     return POST_RETRY;
 }
 
-/* Sleeps delay_ms with the lock released. Returns false when the drain
- * deadline passed instead. */
-static bool backoff_wait(struct influx_writer *w, int delay_ms)
+/* The slots form a ring in submit order: the oldest batch at first, the
+ * next ones after it. */
+static struct slot *slot_at(struct influx_writer *w, int i)
 {
-    int64_t until = gw_monotonic_ns() + delay_ms * NS_PER_MS;
-
-    for (;;) {
-        int64_t now = gw_monotonic_ns();
-        int64_t deadline = atomic_load(&w->deadline_ns);
-        int64_t wake_at = until;
-
-        if (deadline != 0 && now >= deadline)
-            return false;
-        if (now >= until)
-            return true;
-        if (deadline != 0 && deadline < wake_at)
-            wake_at = deadline;
-        wait_until(&w->wake, &w->lock, wake_at);
-    }
+    return &w->slots[(w->first + i) % w->n_slots];
 }
 
-/* Sends the next batch until InfluxDB has answered it for good, with the
- * lock held on entry and exit. Returns 0, or -ETIMEDOUT when the drain
- * deadline passed first (the batch stays queued). */
-static int send_batch(struct influx_writer *w)
+/* Where the next batch begins: after the newest one in flight, else at
+ * the committed position. */
+static struct qpos sent_position(struct influx_writer *w)
 {
-    int delay_ms = BACKOFF_FIRST_MS;
-    unsigned failures = 0;
-    int64_t first_failure_ns = 0;
-    struct qpos end;
-    long n;
+    if (w->count > 0)
+        return slot_at(w, w->count - 1)->end;
+    return (struct qpos){ w->q.head, w->q.head_off, w->q.head_lines };
+}
 
-    n = queue_peek(&w->q, &w->body, w->line_cap, &end);
-    for (;;) {
-        enum post_result result = POST_RETRY;
-        struct post_answer a = { .latency_us = -1 };
+/* Whether a new batch is due now (the caller has a free slot); if
+ * not, lowers *wake_at to when one will be. Lock held. */
+static bool batch_due(struct influx_writer *w, int64_t now, int64_t *wake_at)
+{
+    int64_t due;
 
-        if (n < 0) {
-            snprintf(w->last_error, sizeof(w->last_error), "out of memory for a batch");
+    if (w->q.pending_lines == 0)
+        return false;
+    if (now < w->peek_retry_ns)
+        due = w->peek_retry_ns;
+    else if (w->stopping || w->q.pending_lines >= w->line_cap)
+        return true;
+    else
+        due = w->q.pending_since_ns + w->flush_interval_ns;
+    if (now >= due)
+        return true;
+    if (due < *wake_at)
+        *wake_at = due;
+    return false;
+}
+
+/* Takes the next batch, up to line_cap pending lines, into the next free
+ * slot. Lock held. Returns false (and retries in 100 ms) when out of memory. */
+static bool begin_batch(struct influx_writer *w, int64_t now)
+{
+    struct slot *s = slot_at(w, w->count);
+    struct qpos from = sent_position(w);
+    long n = queue_peek(from, &s->body, w->line_cap, &s->end);
+
+    if (n <= 0) {
+        snprintf(w->last_error, sizeof(w->last_error), "out of memory for a batch");
+        w->peek_retry_ns = now + BACKOFF_FIRST_MS * NS_PER_MS;
+        return false;
+    }
+    w->q.pending_lines -= (size_t)n;
+    s->lines = s->left = (size_t)n;
+    s->bytes = s->body.len;
+    s->pos = from;
+    s->chunk = n;
+    s->chunk_end = s->end;
+    s->state = SLOT_WAITING;
+    s->retry_at_ns = 0;
+    s->resend = false;
+    s->delay_ms = BACKOFF_FIRST_MS;
+    s->failures = 0;
+    w->count++;
+    w->active++;
+    return true;
+}
+
+/* Copies the slot's next chunk after a 413 or a partly sent batch. Lock
+ * held. Returns false when out of memory. */
+static bool peek_chunk(struct influx_writer *w, struct slot *s)
+{
+    size_t max = s->left < w->line_cap ? s->left : w->line_cap;
+
+    s->chunk = queue_peek(s->pos, &s->body, max, &s->chunk_end);
+    if (s->chunk > 0)
+        return true;
+    s->chunk = -1;
+    snprintf(w->last_error, sizeof(w->last_error), "out of memory for a batch");
+    return false;
+}
+
+/* Counts what the POST of s came to and moves the slot on. Lock held. */
+static void account_post(struct influx_writer *w, struct slot *s, enum post_result result,
+                         const struct post_answer *a)
+{
+    int64_t now = gw_monotonic_ns();
+    size_t n = (size_t)s->chunk;
+
+    if (a->latency_us >= 0) {
+        w->stats.last_latency_us = (uint64_t)a->latency_us;
+        if ((uint64_t)a->latency_us > w->stats.max_latency_us)
+            w->stats.max_latency_us = (uint64_t)a->latency_us;
+    }
+    if (a->status)
+        w->stats.last_status = (uint64_t)a->status;
+    if (s->error[0])
+        memcpy(w->last_error, s->error, sizeof(w->last_error));
+
+    switch (result) {
+    case POST_OK:
+    case POST_REJECTED:
+        /* Answered for good: the refused lines are in the dead-letter
+         * file (or logged as lost) and never sent again. */
+        if (result == POST_OK) {
+            w->stats.batches_written++;
         } else {
-            pthread_mutex_unlock(&w->lock);
-            result = post_batch(w, (size_t)n, &a);
-            pthread_mutex_lock(&w->lock);
-        }
-        if (a.latency_us >= 0) {
-            w->stats.last_latency_us = (uint64_t)a.latency_us;
-            if ((uint64_t)a.latency_us > w->stats.max_latency_us)
-                w->stats.max_latency_us = (uint64_t)a.latency_us;
-        }
-        if (a.status)
-            w->stats.last_status = (uint64_t)a.status;
-
-        switch (result) {
-        case POST_OK:
-        case POST_REJECTED:
-            /* Answered for good: the refused lines are in the dead-letter
-             * file (or logged as lost) and never sent again. */
-            if (result == POST_OK) {
-                w->stats.batches_written++;
-            } else {
-                w->stats.write_errors++;
-                w->stats.points_rejected += a.rejected;
-                w->stats.points_dead_lettered += a.dead;
-                w->stats.dead_letter_errors += a.dead_failed;
-            }
-            w->stats.points_written += (size_t)n - a.rejected;
-            if (failures > 0)
-                gw_info(
-                    MODULE, "InfluxDB at %s takes writes again after %u failed attempts in %.1f s",
-                    w->base_url, failures, (double)(gw_monotonic_ns() - first_failure_ns) / 1e9);
-            queue_commit(&w->q, &end, (size_t)n, w->body.len);
-            w->stats.lines_done += (size_t)n;
-            pthread_cond_broadcast(&w->space);
-            return 0;
-        case POST_TOO_LARGE:
             w->stats.write_errors++;
-            w->line_cap = (size_t)n / 2;
-            gw_warn(
-                MODULE,
-                "InfluxDB at %s refused %ld lines (%zu bytes) as too large; sending at most %zu "
+            w->stats.points_rejected += a->rejected;
+            w->stats.points_dead_lettered += a->dead;
+            w->stats.dead_letter_errors += a->dead_failed;
+        }
+        w->stats.points_written += n - a->rejected;
+        s->left -= n;
+        s->pos = s->chunk_end;
+        if (s->left > 0) {
+            /* the rest of a batch a 413 split: next chunk at once */
+            s->chunk = -1;
+            s->state = SLOT_WAITING;
+            s->retry_at_ns = 0;
+            return;
+        }
+        if (s->failures > 0)
+            gw_info(MODULE, "InfluxDB at %s takes writes again after %u failed attempts in %.1f s",
+                    w->base_url, s->failures, (double)(now - s->first_failure_ns) / 1e9);
+        s->state = SLOT_DONE;
+        w->active--;
+        return;
+    case POST_TOO_LARGE:
+        w->stats.write_errors++;
+        if (n / 2 < w->line_cap)
+            w->line_cap = n / 2;
+        gw_warn(MODULE,
+                "InfluxDB at %s refused %zu lines (%zu bytes) as too large; sending at most %zu "
                 "lines per request from now on (raise [http] max-body-size or lower batch_size)",
-                w->base_url, n, w->body.len, w->line_cap);
-            break;
-        case POST_RETRY:
-            w->stats.write_errors++;
-            if (failures++ == 0)
-                first_failure_ns = gw_monotonic_ns();
-            if (deadline_passed(w))
-                return -ETIMEDOUT;
-            {
-                /* jitter: between half and all of the current delay */
-                int wait_ms = delay_ms / 2 + (int)(next_random(w) % (uint32_t)(delay_ms / 2 + 1));
-
-                if (a.needs_person)
-                    gw_log_limited(&w->refuse_limit, GW_LOG_ERROR, MODULE,
-                                   "NOT WRITING to InfluxDB at %s: %s; retrying in %d ms, "
-                                   "nothing is thrown away (%zu lines queued)",
-                                   w->base_url, w->last_error, wait_ms, w->q.lines);
-                else
-                    gw_log_limited(&w->retry_limit, GW_LOG_WARN, MODULE,
-                                   "cannot write to InfluxDB at %s: %s; retrying in %d ms "
-                                   "(%zu lines queued)",
-                                   w->base_url, w->last_error, wait_ms, w->q.lines);
-                if (!backoff_wait(w, wait_ms))
-                    return -ETIMEDOUT;
-            }
-            delay_ms = delay_ms >= BACKOFF_MAX_MS / 2 ? BACKOFF_MAX_MS : delay_ms * 2;
-            break;
-        }
-        w->stats.retries++;
-        /* Peek again: the first time after a failed peek or a 413. */
-        if (n < 0 || result == POST_TOO_LARGE)
-            n = queue_peek(&w->q, &w->body, w->line_cap, &end);
+                w->base_url, n, s->body.len, w->line_cap);
+        s->chunk = -1;
+        s->state = SLOT_WAITING;
+        s->retry_at_ns = 0;
+        s->resend = true;
+        return;
+    case POST_RETRY:
+        break;
     }
+
+    w->stats.write_errors++;
+    if (s->failures++ == 0)
+        s->first_failure_ns = now;
+    s->state = SLOT_WAITING;
+    s->resend = true;
+    s->retry_at_ns = now;
+    if (deadline_passed(w))
+        return; /* the thread ends at the top of its loop */
+    {
+        /* jitter: between half and all of the current delay */
+        int wait_ms = s->delay_ms / 2 + (int)(next_random(w) % (uint32_t)(s->delay_ms / 2 + 1));
+
+        if (a->needs_person)
+            gw_log_limited(&w->refuse_limit, GW_LOG_ERROR, MODULE,
+                           "NOT WRITING to InfluxDB at %s: %s; retrying in %d ms, nothing is "
+                           "thrown away (%zu lines queued)",
+                           w->base_url, s->error, wait_ms, w->q.lines);
+        else
+            gw_log_limited(&w->retry_limit, GW_LOG_WARN, MODULE,
+                           "cannot write to InfluxDB at %s: %s; retrying in %d ms (%zu lines "
+                           "queued)",
+                           w->base_url, s->error, wait_ms, w->q.lines);
+        s->retry_at_ns = now + wait_ms * NS_PER_MS;
+    }
+    s->delay_ms = s->delay_ms >= BACKOFF_MAX_MS / 2 ? BACKOFF_MAX_MS : s->delay_ms * 2;
 }
 
-/* Waits, lock held, until a batch is due. Returns false when the thread
- * should end: shut down and nothing left, or the drain deadline passed. */
-static bool wait_for_batch(struct influx_writer *w)
+/* Commits the batches answered for good, oldest first, stopping at the
+ * first one still in flight: lines_done never passes a batch that is not
+ * done, whatever order the answers came in. Lock held. */
+static void commit_done(struct influx_writer *w)
 {
-    for (;;) {
-        int64_t now = gw_monotonic_ns();
-        int64_t due;
+    bool any = false;
 
-        if (w->stopping)
-            return w->q.lines > 0 && now < atomic_load(&w->deadline_ns);
-        if (w->q.lines >= w->line_cap)
-            return true;
-        w->idle = true;
-        if (w->q.lines == 0) {
-            pthread_cond_wait(&w->wake, &w->lock);
-        } else {
-            due = w->q.pending_since_ns + w->flush_interval_ns;
-            if (now >= due) {
-                w->idle = false;
-                return true;
+    while (w->count > 0 && slot_at(w, 0)->state == SLOT_DONE) {
+        struct slot *s = slot_at(w, 0);
+
+        queue_commit(&w->q, &s->end, s->lines, s->bytes);
+        w->stats.lines_done += s->lines;
+        w->first = (w->first + 1) % w->n_slots;
+        w->count--;
+        any = true;
+    }
+    if (any)
+        pthread_cond_broadcast(&w->space);
+}
+
+/* Takes the requests that ended off the multi handle, setting s->rc and
+ * finished[i] for each slot i. Returns how many. */
+static int collect_finished(struct influx_writer *w, bool *finished)
+{
+    CURLMsg *msg;
+    int left, n = 0;
+
+    while ((msg = curl_multi_info_read(w->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        for (int i = 0; i < w->n_slots; i++) {
+            struct slot *s = &w->slots[i];
+
+            if (s->added && s->curl == msg->easy_handle) {
+                s->rc = msg->data.result;
+                /* The multi handle's cache keeps the connection alive. */
+                curl_multi_remove_handle(w->multi, s->curl);
+                s->added = false;
+                finished[i] = true;
+                n++;
+                break;
             }
-            wait_until(&w->wake, &w->lock, due);
         }
-        w->idle = false;
+    }
+    return n;
+}
+
+/* Runs the transfers, waiting at most wait_ms for one to end
+ * (curl_multi_wakeup ends the wait early: shutdown, or a submit that made
+ * a batch due), and sets s->rc and finished[i] for each slot i whose
+ * request ended. Without the lock. */
+static void run_transfers(struct influx_writer *w, int wait_ms, bool *finished)
+{
+    int running = 0;
+    CURLMcode mc;
+
+    mc = curl_multi_perform(w->multi, &running);
+    /* On loopback a request can end within that call: no wait then. */
+    if (mc == CURLM_OK && collect_finished(w, finished) == 0) {
+        mc = curl_multi_poll(w->multi, NULL, 0, wait_ms, NULL);
+        if (mc == CURLM_OK)
+            mc = curl_multi_perform(w->multi, &running);
+        collect_finished(w, finished);
+    }
+    if (mc != CURLM_OK) {
+        /* Not expected; every request in flight counts as failed. */
+        for (int i = 0; i < w->n_slots; i++) {
+            struct slot *s = &w->slots[i];
+
+            if (!s->added)
+                continue;
+            curl_multi_remove_handle(w->multi, s->curl);
+            s->added = false;
+            s->rc = CURLE_FAILED_INIT;
+            snprintf(s->error, sizeof(s->error), "%s", curl_multi_strerror(mc));
+            finished[i] = true;
+        }
     }
 }
 
+/* At the drain deadline: the requests still running are cut (their
+ * connections closed) and count as failed. Lock held. */
+static void cut_requests(struct influx_writer *w)
+{
+    for (int i = 0; i < w->n_slots; i++) {
+        struct slot *s = &w->slots[i];
+
+        if (!s->added)
+            continue;
+        curl_multi_remove_handle(w->multi, s->curl);
+        s->added = false;
+        w->stats.write_errors++;
+        snprintf(w->last_error, sizeof(w->last_error), "request cut at the drain deadline");
+    }
+}
+
+/* The writer's thread: one event loop over up to n_slots requests.
+ *
+ * Why one multi handle and not a thread per request: the batches must be
+ * committed in submit order whatever order InfluxDB answers them in, and
+ * a single thread that owns every slot, the dead-letter file and the
+ * commit needs no more locking than before; curl_multi_poll() waits on all
+ * the transfers at once, and curl_multi_wakeup() lets shutdown and a
+ * submit that made a batch due cut a wait short. Each slot has its own
+ * easy handle (and so its own keep-alive connection from the multi
+ * handle's cache), body and response. There are twice as many slots as
+ * requests allowed at once: a batch answered before an earlier one waits
+ * in its slot for its turn to commit while the next batches go out. */
 static void *writer_main(void *arg)
 {
     struct influx_writer *w = arg;
+    bool finished[SLOTS_MAX];
+    struct post_answer answers[SLOTS_MAX];
+    enum post_result results[SLOTS_MAX];
+    struct slot *to_start[SLOTS_MAX];
     size_t bytes, lines;
 
     pthread_mutex_lock(&w->lock);
-    while (wait_for_batch(w)) {
-        if (send_batch(w) < 0)
+    for (;;) {
+        int64_t now = gw_monotonic_ns();
+        int64_t deadline = atomic_load(&w->deadline_ns);
+        int64_t wake_at = now + 1000 * NS_PER_MS;
+        int n_start = 0;
+
+        if (w->stopping && w->q.lines == 0)
             break;
+        if (w->stopping && now >= deadline) {
+            cut_requests(w);
+            break;
+        }
+        if (deadline != 0 && deadline < wake_at)
+            wake_at = deadline;
+        while (w->count < w->n_slots && w->active < w->max_in_flight &&
+               batch_due(w, now, &wake_at)) {
+            if (!begin_batch(w, now))
+                break;
+        }
+        if (w->count == 0) {
+            /* Nothing in flight: wait for lines, a full batch, the flush
+             * interval or shutdown (submit signals when idle). */
+            w->idle = true;
+            if (w->q.pending_lines == 0 && !w->stopping)
+                pthread_cond_wait(&w->wake, &w->lock);
+            else
+                wait_until(&w->wake, &w->lock, wake_at);
+            w->idle = false;
+            continue;
+        }
+        for (int i = 0; i < w->count; i++) {
+            struct slot *s = slot_at(w, i);
+
+            if (s->state != SLOT_WAITING)
+                continue;
+            if (s->retry_at_ns > now) {
+                if (s->retry_at_ns < wake_at)
+                    wake_at = s->retry_at_ns;
+                continue;
+            }
+            if (s->chunk < 0 && !peek_chunk(w, s)) {
+                s->retry_at_ns = now + BACKOFF_FIRST_MS * NS_PER_MS;
+                continue;
+            }
+            if (s->resend) {
+                w->stats.retries++;
+                s->resend = false;
+            }
+            s->state = SLOT_BUSY;
+            to_start[n_start++] = s;
+        }
+        w->polling = true;
+        pthread_mutex_unlock(&w->lock);
+
+        memset(finished, 0, sizeof(finished));
+        for (int i = 0; i < n_start; i++) {
+            if (!start_post(w, to_start[i]))
+                finished[to_start[i] - w->slots] = true;
+        }
+        {
+            int64_t left_ns = wake_at - gw_monotonic_ns();
+            int wait_ms = left_ns <= 0 ? 0 : (int)((left_ns + NS_PER_MS - 1) / NS_PER_MS);
+
+            for (int i = 0; i < n_start && wait_ms > 0; i++) {
+                if (finished[to_start[i] - w->slots])
+                    wait_ms = 0; /* a request that could not start: count it now */
+            }
+            run_transfers(w, wait_ms, finished);
+        }
+        for (int i = 0; i < w->n_slots; i++) {
+            if (finished[i]) {
+                answers[i] = (struct post_answer){ .latency_us = -1 };
+                results[i] = finish_post(w, &w->slots[i], &answers[i]);
+            }
+        }
+
+        pthread_mutex_lock(&w->lock);
+        w->polling = false;
+        /* In submit order, so that log lines and last_error follow it. */
+        for (int i = 0; i < w->count; i++) {
+            struct slot *s = slot_at(w, i);
+            int k = (int)(s - w->slots);
+
+            if (finished[k])
+                account_post(w, s, results[k], &answers[k]);
+        }
+        commit_done(w);
     }
     bytes = w->q.bytes;
     lines = queue_drop_all(&w->q);
+    w->count = w->active = 0;
     if (lines > 0) {
         w->stats.points_dropped += lines;
         gw_error(MODULE,
@@ -1062,14 +1297,20 @@ static void writer_free(struct influx_writer *w)
     if (!w)
         return;
     queue_drop_all(&w->q);
-    if (w->curl)
-        curl_easy_cleanup(w->curl);
+    for (int i = 0; w->slots && i < w->n_slots; i++) {
+        struct slot *s = &w->slots[i];
+
+        /* The thread took every handle off the multi handle as it ended. */
+        if (s->curl)
+            curl_easy_cleanup(s->curl);
+        gw_buf_free(&s->body);
+        gw_buf_free(&s->gz);
+        gw_buf_free(&s->response);
+    }
+    free(w->slots);
     if (w->multi)
         curl_multi_cleanup(w->multi);
     curl_slist_free_all(w->headers);
-    gw_buf_free(&w->body);
-    gw_buf_free(&w->gz);
-    gw_buf_free(&w->response);
     gw_buf_free(&w->scratch);
     if (w->zs_ready)
         deflateEnd(&w->zs);
@@ -1143,6 +1384,11 @@ static int check_options(const struct influx_writer_options *o, char *err, size_
                  INTERVAL_MAX_MS);
         return -EINVAL;
     }
+    if (o->max_in_flight < 0 || o->max_in_flight > INFLUX_WRITER_MAX_IN_FLIGHT) {
+        snprintf(err, err_size, "influx: max_in_flight %d is out of range 1..%d",
+                 o->max_in_flight, INFLUX_WRITER_MAX_IN_FLIGHT);
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -1188,8 +1434,8 @@ static int build_write_url(struct influx_writer *w, const struct influx_writer_o
     if (w->version == 2) {
         const char *bucket = o->bucket && *o->bucket ? o->bucket : o->database;
 
-        db = curl_easy_escape(w->curl, bucket, 0);
-        org = curl_easy_escape(w->curl, o->org, 0);
+        db = curl_easy_escape(w->slots[0].curl, bucket, 0);
+        org = curl_easy_escape(w->slots[0].curl, o->org, 0);
         if (!db || !org || gw_buf_append(&url, o->url, base_len) < 0 ||
             gw_buf_printf(&url, "/api/v2/write?org=%s&bucket=%s&precision=ns", org, db) < 0 ||
             gw_buf_printf(&w->scratch, "bucket \"%s\" (org \"%s\")", bucket, o->org) < 0) {
@@ -1198,8 +1444,10 @@ static int build_write_url(struct influx_writer *w, const struct influx_writer_o
             goto out;
         }
     } else {
-        db = curl_easy_escape(w->curl, o->database, 0);
-        rp = o->retention_policy ? curl_easy_escape(w->curl, o->retention_policy, 0) : NULL;
+        db = curl_easy_escape(w->slots[0].curl, o->database, 0);
+        rp = o->retention_policy
+                 ? curl_easy_escape(w->slots[0].curl, o->retention_policy, 0)
+                 : NULL;
         if (!db || (o->retention_policy && !rp) || gw_buf_append(&url, o->url, base_len) < 0 ||
             gw_buf_printf(&url, "/write?db=%s", db) < 0 ||
             (rp && gw_buf_printf(&url, "&rp=%s", rp) < 0) ||
@@ -1226,11 +1474,9 @@ out:
     return r;
 }
 
-static int setup_curl(struct influx_writer *w)
+/* The request headers, shared by every slot. */
+static int setup_headers(struct influx_writer *w)
 {
-    CURL *c = w->curl;
-    CURLcode rc = CURLE_OK;
-
     w->headers = curl_slist_append(NULL, "Content-Type: text/plain; charset=utf-8");
     if (!w->headers)
         return -ENOMEM;
@@ -1251,6 +1497,13 @@ static int setup_curl(struct influx_writer *w)
             return -ENOMEM;
         w->headers = more;
     }
+    return 0;
+}
+
+static int setup_curl(struct influx_writer *w, struct slot *s)
+{
+    CURL *c = s->curl;
+    CURLcode rc = CURLE_OK;
 
 #define SET(opt, val)                                                                              \
     do {                                                                                           \
@@ -1263,9 +1516,9 @@ static int setup_curl(struct influx_writer *w)
     SET(CURLOPT_VERBOSE, 0L);
     SET(CURLOPT_HTTPHEADER, w->headers);
     SET(CURLOPT_USERAGENT, "gridgate/0.1");
-    SET(CURLOPT_ERRORBUFFER, w->curl_error);
+    SET(CURLOPT_ERRORBUFFER, s->curl_error);
     SET(CURLOPT_WRITEFUNCTION, on_response);
-    SET(CURLOPT_WRITEDATA, &w->response);
+    SET(CURLOPT_WRITEDATA, &s->response);
     SET(CURLOPT_TIMEOUT_MS, (long)w->timeout_ms);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     if (w->username && w->version != 2) {
@@ -1311,6 +1564,10 @@ struct influx_writer *influx_writer_start(const struct influx_writer_options *o,
         NS_PER_MS;
     w->timeout_ms = o->timeout_ms ? o->timeout_ms : INFLUX_WRITER_DEFAULT_TIMEOUT_MS;
     w->queue_bytes = o->queue_bytes ? o->queue_bytes : INFLUX_WRITER_DEFAULT_QUEUE_BYTES;
+    w->max_in_flight = o->max_in_flight ? o->max_in_flight : INFLUX_WRITER_DEFAULT_MAX_IN_FLIGHT;
+    /* A batch answered before an earlier one keeps its slot until that one
+     * is done too; twice the slots let the next requests go out meanwhile. */
+    w->n_slots = 2 * w->max_in_flight;
     w->rng = (uint32_t)gw_monotonic_ns() | 1u;
     w->retry_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(0.2, 3);
     w->reject_limit = (struct gw_log_limit)GW_LOG_LIMIT_INIT(1, 5);
@@ -1370,13 +1627,23 @@ struct influx_writer *influx_writer_start(const struct influx_writer_options *o,
                  curl_easy_strerror(curl_init_result));
         goto fail;
     }
-    w->curl = curl_easy_init();
     w->multi = curl_multi_init();
-    if (!w->curl || !w->multi)
+    w->slots = calloc((size_t)w->n_slots, sizeof(*w->slots));
+    if (!w->multi || !w->slots)
         goto fail;
+    /* Keep a connection per request at once, even while fewer run. */
+    curl_multi_setopt(w->multi, CURLMOPT_MAXCONNECTS, (long)w->max_in_flight);
+    for (int i = 0; i < w->n_slots; i++) {
+        w->slots[i].curl = curl_easy_init();
+        if (!w->slots[i].curl)
+            goto fail;
+    }
     if (build_write_url(w, o, err, sizeof(err)) < 0)
         goto fail;
-    if (setup_curl(w) < 0) {
+    r = setup_headers(w);
+    for (int i = 0; r == 0 && i < w->n_slots; i++)
+        r = setup_curl(w, &w->slots[i]);
+    if (r < 0) {
         snprintf(err, sizeof(err), "influx: cannot set up the HTTP client");
         goto fail;
     }
@@ -1392,8 +1659,11 @@ struct influx_writer *influx_writer_start(const struct influx_writer_options *o,
     }
     w->running = true;
     pthread_setname_np(w->thread, "gw-influx");
-    gw_debug(MODULE, "writing to %s (batches of %zu lines, flush every %lld ms%s)", w->write_url,
-             w->batch_size, (long long)(w->flush_interval_ns / NS_PER_MS), w->gzip ? ", gzip" : "");
+    gw_debug(MODULE,
+             "writing to %s (batches of %zu lines, flush every %lld ms, %d requests at once%s)",
+             w->write_url, w->batch_size, (long long)(w->flush_interval_ns / NS_PER_MS),
+             w->max_in_flight,
+             w->gzip ? ", gzip" : "");
     return w;
 
 fail:
@@ -1417,7 +1687,7 @@ static size_t count_newlines(const char *s, size_t len)
 
 int influx_writer_submit(struct influx_writer *w, const char *lines, size_t len, size_t n_lines)
 {
-    bool was_empty;
+    size_t before;
     int r;
 
     if (len == 0 && n_lines == 0)
@@ -1433,11 +1703,18 @@ int influx_writer_submit(struct influx_writer *w, const char *lines, size_t len,
     if (w->stopping) {
         r = -ESHUTDOWN;
     } else {
-        was_empty = w->q.pending_lines == 0;
+        before = w->q.pending_lines;
         r = queue_push(&w->q, lines, len, n_lines, gw_monotonic_ns());
-        /* Wake the thread only when that changes what it waits for. */
-        if (r == 0 && w->idle && (was_empty || w->q.lines >= w->line_cap))
-            pthread_cond_signal(&w->wake);
+        /* Wake the thread only when that changes what it waits for: the
+         * flush timer starts, or a batch is full. While requests run it
+         * waits in curl_multi_poll, and only a free slot makes it care. */
+        if (r == 0 &&
+            (before == 0 || (before < w->line_cap && w->q.pending_lines >= w->line_cap))) {
+            if (w->idle)
+                pthread_cond_signal(&w->wake);
+            else if (w->polling && w->count < w->n_slots && w->active < w->max_in_flight)
+                curl_multi_wakeup(w->multi);
+        }
     }
     pthread_mutex_unlock(&w->lock);
     return r;
@@ -1458,7 +1735,7 @@ void influx_writer_shutdown(struct influx_writer *w, int drain_timeout_ms)
     pthread_cond_broadcast(&w->wake);
     pthread_cond_broadcast(&w->space);
     pthread_mutex_unlock(&w->lock);
-    /* A request in flight sees the deadline now, not at its next poll. */
+    /* Requests in flight see the deadline now, not at their next poll. */
     curl_multi_wakeup(w->multi);
 
     pthread_join(w->thread, NULL);

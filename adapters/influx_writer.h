@@ -1,9 +1,10 @@
 /* influx_writer: sends line protocol to InfluxDB over HTTP (the 1.x /write
  * API, or 2.x's /api/v2/write), from a thread of its own.
  *
- * Owns a bounded in-memory queue of whole lines, one CURL easy handle
- * (run on a multi handle that keeps the connection alive) and the thread that batches lines by
- * count and by age, POSTs them (gzip-compressed when asked) and retries with capped backoff while
+ * Owns a bounded in-memory queue of whole lines, one CURL easy handle per request in flight
+ * (run on a multi handle that keeps the connections alive) and the thread that batches lines by
+ * count and by age, POSTs them (gzip-compressed when asked), up to max_in_flight batches at
+ * once, and retries each with capped backoff while
  * InfluxDB is unreachable or refusing, and appends the lines InfluxDB refuses to the dead-letter
  * file. Does not own the text of a line (influx_line builds it), the journal, or any decision
  * about what to send.
@@ -29,6 +30,15 @@
  * after 100 ms doubling to 5 s, each wait drawn between half and all of
  * that, while new lines keep queueing up to the bound. Nothing is thrown
  * away while InfluxDB misbehaves.
+ *
+ * Concurrency: InfluxDB takes more points per second with two or more
+ * writes in flight (it parses one while it indexes another), so the
+ * thread keeps up to max_in_flight batches on the wire, each on its own
+ * connection, each retried and backed off on its own. Answers may come in
+ * any order; lines_done only moves over a batch once it and every batch
+ * before it were answered for good, so it still counts lines in submit
+ * order. A 400 refusing lines of one batch dead-letters them while the
+ * others are in flight, and that batch counts as done in its turn.
  *
  * Delivery: at least once while the process lives. A batch is retried
  * until InfluxDB answers 2xx or refuses lines (400, 422); lines still
@@ -66,14 +76,20 @@ struct influx_writer_options {
     const char *dead_letter_path;
     int batch_size;        /* lines per POST, 5000 */
     int flush_interval_ms; /* longest a line waits for its batch to fill, 1000 */
-    int timeout_ms;        /* whole request, connect included, 10000 */
-    size_t queue_bytes;    /* bound on queued text, 64 MiB; submit blocks above it */
+    /* Whole request, connect included, 30000: a batch that creates
+     * thousands of new series takes InfluxDB seconds to index, and one
+     * that times out is sent again, adding to the load that slowed it. */
+    int timeout_ms;
+    size_t queue_bytes; /* bound on queued text, 64 MiB; submit blocks above it */
+    int max_in_flight;  /* write requests at once, 1..INFLUX_WRITER_MAX_IN_FLIGHT, 2 */
 };
 
 #define INFLUX_WRITER_DEFAULT_BATCH_SIZE 5000
 #define INFLUX_WRITER_DEFAULT_FLUSH_INTERVAL_MS 1000
-#define INFLUX_WRITER_DEFAULT_TIMEOUT_MS 10000
+#define INFLUX_WRITER_DEFAULT_TIMEOUT_MS 30000
 #define INFLUX_WRITER_DEFAULT_QUEUE_BYTES ((size_t)64 << 20)
+#define INFLUX_WRITER_DEFAULT_MAX_IN_FLIGHT 2
+#define INFLUX_WRITER_MAX_IN_FLIGHT 8
 
 struct influx_writer_stats {
     uint64_t points_written;  /* lines InfluxDB kept (2xx, and the good lines of a 400) */
@@ -89,10 +105,12 @@ struct influx_writer_stats {
     uint64_t dead_letter_errors;
     uint64_t last_status;    /* HTTP status of the last answer, 0 before any */
     uint64_t points_dropped; /* lines given up on when the drain deadline passed */
-    uint64_t queue_bytes;    /* text queued now, the batch in flight included */
+    uint64_t queue_bytes;    /* text queued now, the batches in flight included */
     uint64_t queue_lines;
     uint64_t lines_done;      /* lines answered for good (kept or refused), in submit order */
-    uint64_t last_latency_us; /* duration of the last POST that got an HTTP answer */
+    /* Duration of the last POST that got an HTTP answer (curl's total
+     * time of that transfer: others in flight do not stretch it). */
+    uint64_t last_latency_us;
     uint64_t max_latency_us;
 };
 

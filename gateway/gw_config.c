@@ -119,7 +119,11 @@ static const struct option options[] = {
     INT_OPT(influx, batch_size, "5000", 1, 1000000, "points per write request at most"),
     INT_OPT(influx, flush_interval_ms, "1000", 1, 3600000,
             "milliseconds a partial batch waits at most"),
-    INT_OPT(influx, timeout_ms, "5000", 100, 600000, "milliseconds a write request may take"),
+    INT_OPT(influx, timeout_ms, "30000", 100, 600000,
+            "milliseconds a write request may take; a batch creating thousands of new series "
+            "takes InfluxDB seconds, and one that times out is sent again"),
+    INT_OPT(influx, max_in_flight, "2", 1, 8,
+            "write requests in flight at once; InfluxDB takes more points/s with 2 than 1"),
 
     PATH_OPT(store, path, "var/gridgate.db", "SQLite database of cases and their history"),
 

@@ -64,6 +64,7 @@ struct gw_config {
         int batch_size;        /* points per request at most */
         int flush_interval_ms; /* a partial batch waits no longer */
         int timeout_ms;
+        int max_in_flight;     /* write requests at once */
     } influx;
 
     struct {

@@ -1592,6 +1592,7 @@ static int start_influx(struct gw_pipeline *p)
         .batch_size = cfg->influx.batch_size,
         .flush_interval_ms = cfg->influx.flush_interval_ms,
         .timeout_ms = cfg->influx.timeout_ms,
+        .max_in_flight = cfg->influx.max_in_flight,
         .queue_bytes = (size_t)cfg->gateway.queue_size * 512,
     };
     char *error = NULL;

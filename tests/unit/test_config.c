@@ -141,7 +141,8 @@ static void assert_defaults_except_mqtt_client_id(const struct gw_config *cfg)
     assert_null(cfg->influx.password);
     assert_int_equal(cfg->influx.batch_size, 5000);
     assert_int_equal(cfg->influx.flush_interval_ms, 1000);
-    assert_int_equal(cfg->influx.timeout_ms, 5000);
+    assert_int_equal(cfg->influx.timeout_ms, 30000);
+    assert_int_equal(cfg->influx.max_in_flight, 2);
 
     /* Default paths are relative too, so they hang off the config's dir. */
     assert_path_in(cfg->dir, "var/gridgate.db", cfg->store.path);
@@ -764,6 +765,7 @@ static const char *const every_key[] = {
     "influx.batch_size",
     "influx.flush_interval_ms",
     "influx.timeout_ms",
+    "influx.max_in_flight",
     "store.path",
     "journal.dir",
     "journal.max_mb",

@@ -320,7 +320,9 @@ static void test_retries_until_influxd_is_up(void **state)
     w = start_writer(late.url, "late", 100, 20, 0);
     make_lines(&lines, "reading", 0, 250);
     assert_int_equal(influx_writer_submit(w, lines.data, lines.len, 250), 0);
-    assert_true(wait_stat(w, STAT(write_errors), 3, 5000));
+    /* 250 lines in batches of 100: the default two in flight fail at once,
+     * so four failures mean at least two retries. */
+    assert_true(wait_stat(w, STAT(write_errors), 4, 5000));
     s = stats_of(w);
     assert_int_equal(s.points_written, 0);
     assert_true(s.retries >= 2);
@@ -515,6 +517,15 @@ static void test_bad_options(void **state)
     free(error);
 
     o.batch_size = 0;
+    for (int i = 0; i < 2; i++) {
+        o.max_in_flight = i == 0 ? -1 : INFLUX_WRITER_MAX_IN_FLIGHT + 1;
+        error = NULL;
+        assert_null(influx_writer_start(&o, &error));
+        assert_non_null(strstr(error, "max_in_flight"));
+        free(error);
+    }
+    o.max_in_flight = 0;
+
     o.url = "http://127.0.0.1:1/?db=x";
     assert_null(influx_writer_start(&o, NULL));
 
@@ -764,7 +775,8 @@ static void test_401_then_fixed(void **state)
     assert_non_null(w);
     make_lines(&lines, "reading", 0, 250);
     assert_int_equal(influx_writer_submit(w, lines.data, lines.len, 250), 0);
-    assert_true(wait_stat(w, STAT(write_errors), 3, 5000));
+    /* two batches in flight fail at once: four failures, two retries */
+    assert_true(wait_stat(w, STAT(write_errors), 4, 5000));
     s = stats_of(w);
     log = capture_end(&cap);
     assert_int_equal(s.last_status, 401);
@@ -861,6 +873,15 @@ struct fake_server {
     struct fake_request req[FAKE_MAX];
     int statuses[FAKE_MAX]; /* answer to request i; 0: 204 */
     const char *bodies[FAKE_MAX];
+    /* Set before fake_start(), for the tests of requests in flight at
+     * once: a thread per connection, so that one request can be held
+     * while others are answered. */
+    bool threaded;
+    const char *hold_if;   /* a request whose body has this waits for release */
+    const char *refuse_if; /* a request whose body has this gets a 400 */
+    pthread_cond_t changed;
+    bool released;
+    int active, max_active; /* requests being handled at once, now and at most */
 };
 
 struct upload {
@@ -942,6 +963,25 @@ static enum MHD_Result fake_handler(void *cls, struct MHD_Connection *c, const c
             answer = f->bodies[f->n] ? f->bodies[f->n] : "";
         }
         f->n++;
+        if (f->refuse_if && r->body.data && strstr(r->body.data, f->refuse_if)) {
+            status = 400;
+            answer = "{\"error\":\"refused by the fake\"}";
+        }
+        f->active++;
+        if (f->active > f->max_active)
+            f->max_active = f->active;
+        pthread_cond_broadcast(&f->changed);
+        if (f->hold_if && r->body.data && strstr(r->body.data, f->hold_if)) {
+            /* bounded: a test that fails to release does not hang */
+            struct timespec until;
+
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 10;
+            while (!f->released &&
+                   pthread_cond_timedwait(&f->changed, &f->lock, &until) == 0)
+                ;
+        }
+        f->active--;
     }
     pthread_mutex_unlock(&f->lock);
     resp = MHD_create_response_from_buffer(strlen(answer), (void *)answer, MHD_RESPMEM_MUST_COPY);
@@ -972,9 +1012,11 @@ static void fake_start(struct fake_server *f)
     const union MHD_DaemonInfo *info;
 
     pthread_mutex_init(&f->lock, NULL);
-    f->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-                                 fake_handler, f, MHD_OPTION_NOTIFY_COMPLETED, fake_completed, f,
-                                 MHD_OPTION_END);
+    pthread_cond_init(&f->changed, NULL);
+    f->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+                                     (f->threaded ? MHD_USE_THREAD_PER_CONNECTION : 0),
+                                 0, NULL, NULL, fake_handler, f, MHD_OPTION_NOTIFY_COMPLETED,
+                                 fake_completed, f, MHD_OPTION_END);
     assert_non_null(f->daemon);
     info = MHD_get_daemon_info(f->daemon, MHD_DAEMON_INFO_BIND_PORT);
     assert_non_null(info);
@@ -991,11 +1033,43 @@ static int fake_count(struct fake_server *f)
     return n;
 }
 
+static void fake_release(struct fake_server *f)
+{
+    pthread_mutex_lock(&f->lock);
+    f->released = true;
+    pthread_cond_broadcast(&f->changed);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* Waits until at least n requests are being handled at once, at most
+ * timeout_ms; returns the most there were. */
+static int fake_wait_active(struct fake_server *f, int n, int timeout_ms)
+{
+    struct timespec until;
+    int most;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&f->lock);
+    while (f->active < n && pthread_cond_timedwait(&f->changed, &f->lock, &until) == 0)
+        ;
+    most = f->max_active;
+    pthread_mutex_unlock(&f->lock);
+    return most;
+}
+
 static void fake_stop(struct fake_server *f)
 {
+    fake_release(f);
     MHD_stop_daemon(f->daemon);
     for (int i = 0; i < FAKE_MAX; i++)
         gw_buf_free(&f->req[i].body);
+    pthread_cond_destroy(&f->changed);
     pthread_mutex_destroy(&f->lock);
 }
 
@@ -1142,6 +1216,201 @@ static void test_v1_request_shape(void **state)
     free(f);
 }
 
+/* ---- several requests in flight (influx.max_in_flight) ---- */
+
+/* Three batches of two lines. */
+static const char six_lines[] = "m v=1i 1\nm v=2i 2\nm v=3i 3\nm v=4i 4\nm v=5i 5\nm v=6i 6\n";
+static const char *const six_batches[] = { "m v=1i 1\nm v=2i 2\n", "m v=3i 3\nm v=4i 4\n",
+                                           "m v=5i 5\nm v=6i 6\n" };
+
+static struct influx_writer *start_fake_writer(struct fake_server *f, int max_in_flight,
+                                               const char *dead_letter)
+{
+    char url[64];
+    struct influx_writer_options o = {
+        .url = url,
+        .database = "db",
+        .batch_size = 2,
+        .flush_interval_ms = 10,
+        .timeout_ms = 20000, /* longer than any hold */
+        .max_in_flight = max_in_flight,
+        .dead_letter_path = dead_letter,
+    };
+    char *error = NULL;
+    struct influx_writer *w;
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", f->port);
+    w = influx_writer_start(&o, &error);
+    if (!w)
+        fail_msg("influx_writer_start: %s", error ? error : "(no message)");
+    return w;
+}
+
+/* Every request is held until the test releases it: with max_in_flight
+ * requests on the wire, the fake sees that many at once, and no more;
+ * with 1, the next batch waits for the answer to the one before (as the
+ * writer always did). */
+static void check_in_flight(int max_in_flight)
+{
+    struct fake_server *f = calloc(1, sizeof(*f));
+    struct influx_writer_stats s;
+    struct influx_writer *w;
+    bool seen[3] = { false, false, false };
+
+    assert_non_null(f);
+    f->threaded = true;
+    f->hold_if = "m v=";
+    fake_start(f);
+    w = start_fake_writer(f, max_in_flight, NULL);
+    assert_int_equal(influx_writer_submit(w, six_lines, sizeof(six_lines) - 1, 6), 0);
+    if (max_in_flight > 1) {
+        assert_int_equal(fake_wait_active(f, 2, 5000), 2);
+    } else {
+        assert_int_equal(fake_wait_active(f, 1, 5000), 1);
+        sleep_ms(300); /* time enough for a second request, were it sent */
+        assert_int_equal(fake_wait_active(f, 2, 0), 1);
+        assert_int_equal(fake_count(f), 1);
+    }
+    s = stats_of(w);
+    assert_int_equal(s.lines_done, 0);
+    assert_int_equal(s.queue_lines, 6);
+    fake_release(f);
+    assert_true(wait_stat(w, STAT(lines_done), 6, 5000));
+    s = stats_of(w);
+    assert_int_equal(s.points_written, 6);
+    assert_int_equal(s.batches_written, 3);
+    assert_int_equal(s.write_errors, 0);
+    assert_int_equal(s.retries, 0);
+    assert_int_equal(s.queue_lines, 0);
+    assert_int_equal(s.queue_bytes, 0);
+    influx_writer_stop(w, 1000);
+    assert_int_equal(fake_count(f), 3);
+    /* never more at once than allowed */
+    assert_int_equal(fake_wait_active(f, 0, 0), max_in_flight > 1 ? 2 : 1);
+    for (int i = 0; i < 3; i++) {
+        if (max_in_flight == 1) {
+            assert_string_equal(f->req[i].body.data, six_batches[i]); /* in order */
+            continue;
+        }
+        /* in flight together, they may reach the server in either order */
+        for (int k = 0; k < 3; k++) {
+            if (strcmp(f->req[i].body.data, six_batches[k]) == 0) {
+                assert_false(seen[k]);
+                seen[k] = true;
+            }
+        }
+    }
+    for (int k = 0; k < 3 && max_in_flight > 1; k++)
+        assert_true(seen[k]);
+    fake_stop(f);
+    free(f);
+}
+
+static void test_two_requests_in_flight(void **state)
+{
+    (void)state;
+    check_in_flight(2);
+}
+
+static void test_one_request_in_flight(void **state)
+{
+    (void)state;
+    check_in_flight(1);
+}
+
+/* The second batch is answered while the first is held: lines_done (what
+ * the feeder commits the journal by) stays before the first until it is
+ * answered, then passes both. */
+static void test_later_batch_done_first(void **state)
+{
+    struct fake_server *f = calloc(1, sizeof(*f));
+    struct influx_writer_stats s;
+    struct influx_writer *w;
+
+    (void)state;
+    assert_non_null(f);
+    f->threaded = true;
+    f->hold_if = "v=1i";
+    fake_start(f);
+    w = start_fake_writer(f, 2, NULL);
+    assert_int_equal(influx_writer_submit(w, six_lines, 4 * 9, 4), 0);
+    assert_true(wait_stat(w, STAT(batches_written), 1, 5000));
+    /* the first may reach the server after the second was answered */
+    assert_true(fake_wait_active(f, 1, 5000) >= 1);
+    sleep_ms(300); /* the held request's latency, below */
+    s = stats_of(w);
+    assert_int_equal(s.batches_written, 1);
+    assert_int_equal(s.points_written, 2);
+    assert_int_equal(s.lines_done, 0);
+    assert_int_equal(s.queue_lines, 4);
+
+    /* a third batch goes out in the slot the second freed */
+    assert_int_equal(influx_writer_submit(w, six_lines + 4 * 9, 2 * 9, 2), 0);
+    assert_true(wait_stat(w, STAT(batches_written), 2, 5000));
+    assert_int_equal(stats_of(w).lines_done, 0);
+
+    fake_release(f);
+    assert_true(wait_stat(w, STAT(lines_done), 6, 5000));
+    s = stats_of(w);
+    assert_int_equal(s.lines_done, 6);
+    assert_int_equal(s.batches_written, 3);
+    assert_int_equal(s.queue_lines, 0);
+    assert_true(s.max_latency_us >= 250000); /* the held one's, not the poll's */
+    influx_writer_stop(w, 1000);
+    assert_int_equal(fake_count(f), 3);
+    fake_stop(f);
+    free(f);
+}
+
+/* Among three batches in flight, the second is refused (400): it goes to
+ * the dead-letter file at once, but counts as done only after the first,
+ * which is held. */
+static void test_refused_batch_in_flight(void **state)
+{
+    struct fake_server *f = calloc(1, sizeof(*f));
+    struct influx_writer_stats s;
+    struct influx_writer *w;
+    char path[300];
+    char *dead;
+
+    (void)state;
+    assert_non_null(f);
+    snprintf(path, sizeof(path), "%s/in-flight-rejected.lp", server.dir);
+    f->threaded = true;
+    f->hold_if = "v=1i";
+    f->refuse_if = "v=3i";
+    fake_start(f);
+    w = start_fake_writer(f, 3, path);
+    assert_int_equal(influx_writer_submit(w, six_lines, sizeof(six_lines) - 1, 6), 0);
+    assert_true(wait_stat(w, STAT(points_dead_lettered), 2, 5000));
+    assert_true(wait_stat(w, STAT(batches_written), 1, 5000));
+    s = stats_of(w);
+    assert_int_equal(s.points_rejected, 2);
+    assert_int_equal(s.points_written, 2);
+    assert_int_equal(s.lines_done, 0);
+    assert_int_equal(s.queue_lines, 6);
+    assert_true(fake_wait_active(f, 1, 5000) >= 1); /* the first is held */
+    assert_int_equal(stats_of(w).lines_done, 0);
+    dead = read_text(path);
+    assert_non_null(dead);
+    assert_non_null(strstr(dead, "Z refused by the fake\nm v=3i 3\nm v=4i 4\n"));
+    assert_null(strstr(dead, "v=1i"));
+    assert_null(strstr(dead, "v=5i"));
+    free(dead);
+
+    fake_release(f);
+    assert_true(wait_stat(w, STAT(lines_done), 6, 5000));
+    s = stats_of(w);
+    assert_int_equal(s.points_written, 4);
+    assert_int_equal(s.points_dead_lettered, 2);
+    assert_int_equal(s.retries, 0); /* a refusal is not retried */
+    assert_int_equal(s.queue_lines, 0);
+    influx_writer_stop(w, 1000);
+    assert_int_equal(fake_count(f), 3);
+    fake_stop(f);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1161,6 +1430,10 @@ int main(void)
         cmocka_unit_test(test_missing_retention_policy),
         cmocka_unit_test(test_v2_request_shape),
         cmocka_unit_test(test_v1_request_shape),
+        cmocka_unit_test(test_two_requests_in_flight),
+        cmocka_unit_test(test_one_request_in_flight),
+        cmocka_unit_test(test_later_batch_done_first),
+        cmocka_unit_test(test_refused_batch_in_flight),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
