@@ -184,6 +184,13 @@ static int push_action(lua_State *L, struct rule_engine *e, struct rule_action *
 
 /* ---- open_case, clear_case ---------------------------------------------- */
 
+/* Whether a case action's subject is the device the rule runs for (the
+ * default): only those have case marks. */
+static bool about_device(const struct rule_engine *e, const char *subject)
+{
+    return !subject || strcmp(subject, e->device_id) == 0;
+}
+
 static int api_open_case(lua_State *L)
 {
     static const char *const keys[] = {
@@ -224,8 +231,7 @@ static int api_open_case(lua_State *L)
     a.title = strdup(title);
     a.detail = detail ? strdup(detail) : NULL;
     push_action(L, e, &a, subject, a.category && a.title && (!detail || a.detail));
-    if ((!subject || strcmp(subject, e->device_id) == 0) &&
-        rule__case_mark(e, e->rule, e->device_id) < 0)
+    if (about_device(e, subject) && rule__case_mark(e, e->rule, e->device_id) < 0)
         return luaL_error(L, "open_case: out of memory");
     return 0;
 }
@@ -246,8 +252,7 @@ static int api_clear_case(lua_State *L)
     /* Nothing of this rule's is open about this device: nothing to say.
      * Other subjects (a building) may have cases opened by rules running
      * for other devices, on other workers: always passed on. */
-    if ((!subject || strcmp(subject, e->device_id) == 0) &&
-        !rule__case_marked(e, e->rule, e->device_id))
+    if (about_device(e, subject) && !rule__case_marked(e, e->rule, e->device_id))
         return 0;
     return push_action(L, e, &a, subject, true);
 }
