@@ -1091,6 +1091,14 @@ static void commit_done(struct influx_writer *w)
         pthread_cond_broadcast(&w->space);
 }
 
+/* Takes the slot's request off the multi handle (whose cache keeps the
+ * connection alive for the next). */
+static void slot_detach(struct influx_writer *w, struct slot *s)
+{
+    curl_multi_remove_handle(w->multi, s->curl);
+    s->added = false;
+}
+
 /* Takes the requests that ended off the multi handle, setting s->rc and
  * finished[i] for each slot i. Returns how many. */
 static int collect_finished(struct influx_writer *w, bool *finished)
@@ -1106,9 +1114,7 @@ static int collect_finished(struct influx_writer *w, bool *finished)
 
             if (s->added && s->curl == msg->easy_handle) {
                 s->rc = msg->data.result;
-                /* The multi handle's cache keeps the connection alive. */
-                curl_multi_remove_handle(w->multi, s->curl);
-                s->added = false;
+                slot_detach(w, s);
                 finished[i] = true;
                 n++;
                 break;
@@ -1142,8 +1148,7 @@ static void run_transfers(struct influx_writer *w, int wait_ms, bool *finished)
 
             if (!s->added)
                 continue;
-            curl_multi_remove_handle(w->multi, s->curl);
-            s->added = false;
+            slot_detach(w, s);
             s->rc = CURLE_FAILED_INIT;
             snprintf(s->error, sizeof(s->error), "%s", curl_multi_strerror(mc));
             finished[i] = true;
@@ -1160,8 +1165,7 @@ static void cut_requests(struct influx_writer *w)
 
         if (!s->added)
             continue;
-        curl_multi_remove_handle(w->multi, s->curl);
-        s->added = false;
+        slot_detach(w, s);
         w->stats.write_errors++;
         snprintf(w->last_error, sizeof(w->last_error), "request cut at the drain deadline");
     }

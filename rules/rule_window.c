@@ -165,6 +165,17 @@ static struct rule_cslot *slot_add(struct rule_engine *e, struct rule_dev *d, ui
     return &d->cslots[d->n_cslots++];
 }
 
+/* Removes a held timer's or case mark's slot of the rule (the last slot
+ * takes its place), and the device's record once it holds none. */
+static void slot_remove(struct rule_engine *e, struct rule_dev *d, struct rule *rule,
+                        struct rule_cslot *slot)
+{
+    *slot = d->cslots[--d->n_cslots];
+    rule->n_cslots--;
+    if (!d->n_cslots)
+        rule__cdev_tidy(e, d->id);
+}
+
 /* A device's slots are counted in 16 bits. */
 static void check_room(lua_State *L, const struct rule_dev *d, const char *fn)
 {
@@ -541,12 +552,8 @@ static int api_held(lua_State *L)
     if (d)
         slot = slot_find(d, e->rule->skey, name | RULE_CSLOT_HELD);
     if (!cond) {
-        if (slot) {
-            *slot = d->cslots[--d->n_cslots];
-            e->rule->n_cslots--;
-            if (!d->n_cslots)
-                rule__cdev_tidy(e, e->device_id);
-        }
+        if (slot)
+            slot_remove(e, d, e->rule, slot);
         lua_pushboolean(L, false);
         return 1;
     }
@@ -591,12 +598,8 @@ static void case_unmark(struct rule_engine *e, struct rule *rule, const char *de
     struct rule_dev *d = rule__cdev_get(e, device_id, false);
     struct rule_cslot *slot = d ? slot_find(d, rule->skey, RULE_CSLOT_CASE) : NULL;
 
-    if (!slot)
-        return;
-    *slot = d->cslots[--d->n_cslots];
-    rule->n_cslots--;
-    if (!d->n_cslots)
-        rule__cdev_tidy(e, device_id);
+    if (slot)
+        slot_remove(e, d, rule, slot);
 }
 
 void rule__case_marks_commit(struct rule_engine *e, struct rule *rule, size_t first_action)
